@@ -1,0 +1,10 @@
+#!/usr/bin/env node
+import { runCli } from './cli/program.js';
+
+// `pollbridge events list | head` closes the pipe early: that is the reader's choice, not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw err;
+});
+
+await runCli(process.argv);

@@ -1,0 +1,97 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig } from '../config/load.js';
+import { Daemon } from '../daemon/daemon.js';
+import { startVerifyingReceiver } from '../demo/verifyingReceiver.js';
+import { createLogger } from '../log.js';
+import { ConcurSim, DEFAULT_SIM_CREDENTIALS } from '../sim/concurSim.js';
+import { logLevel } from './options.js';
+import { parseRate, startChangeStream } from './simCommand.js';
+import { UserError } from './userError.js';
+
+/** The config the demo runs: the sample's shape, pointed at the simulator and the local receiver. */
+export function demoConfig(simUrl: string, callbackUrl: string, key: string): object {
+  const c = DEFAULT_SIM_CREDENTIALS;
+  return {
+    database: './pollbridge.db',
+    instances: [{
+      name: 'ConcurDemo',
+      element: { key: 'concur' },
+      provider: {
+        baseUrl: simUrl,
+        auth: { type: 'oauth2_refresh_token', tokenUrl: `${simUrl}/oauth2/v0/token`, clientId: c.clientId, clientSecret: c.clientSecret, refreshToken: c.refreshToken },
+      },
+      configuration: {
+        'event.notification.enabled': 'true',
+        'event.vendor.type': 'polling',
+        'event.notification.callback.url': callbackUrl,
+        'event.notification.signature.key': key,
+        'event.poller.refresh_interval': '1',
+        'pollbridge.poller.cron': '* * * * * *',
+        'event.poller.configuration': {
+          reports: {
+            url: "/hubs/expense/reports?where=modifiedDateAfter='${date:yyyy-MM-dd'T'HH:mm:ss.SSS}'",
+            idField: 'ID',
+            datesConfiguration: {
+              updatedDateField: 'LastModifiedDate',
+              updatedDateFormat: "yyyy-MM-dd'T'HH:mm:ss.SSS",
+              createdDateField: 'CreateDate',
+              createdDateFormat: "yyyy-MM-dd'T'HH:mm:ss.SSS",
+            },
+          },
+        },
+      },
+      tags: [],
+    }],
+  };
+}
+
+/**
+ * Everything on one machine: the Concur simulator making changes, the daemon polling it every
+ * second, and a receiver that verifies both signatures of every notification and prints its
+ * events. Stops on Ctrl-C, or after `--events N` / `--seconds N`.
+ */
+export async function demoCommand(opts: { events?: string; seconds?: string; rate?: string; logLevel?: string; keep?: boolean }): Promise<void> {
+  const maxEvents = opts.events === undefined ? Infinity : Number(opts.events);
+  const seconds = opts.seconds === undefined ? Infinity : Number(opts.seconds);
+  if (!(maxEvents > 0) || !(seconds > 0)) throw new UserError('--events and --seconds must be positive numbers');
+  const rate = parseRate(opts.rate, 2);
+  const level = logLevel(opts.logLevel ?? 'warn');
+  const dir = mkdtempSync(join(tmpdir(), 'pollbridge-demo-'));
+  const key = 'whsec_' + randomBytes(24).toString('base64');
+  const sim = new ConcurSim();
+  const simUrl = await sim.start();
+  let received = 0;
+  let finish: (() => void) | undefined;
+  const finished = new Promise<void>((resolve) => { finish = resolve; });
+  const receiver = await startVerifyingReceiver(
+    key,
+    (e) => {
+      received++;
+      process.stdout.write(`verified  ${e.eventType.padEnd(7)}  ${e.objectType}  ${e.objectId}  ${e.date}  notification ${e.notificationId}\n`);
+      if (received >= maxEvents) finish?.();
+    },
+    (reason) => process.stdout.write(`REJECTED  ${reason}\n`),
+  );
+  const configFile = join(dir, 'poller.config.json');
+  writeFileSync(configFile, JSON.stringify(demoConfig(simUrl, receiver.url, key), null, 2));
+  const config = loadConfig(configFile);
+  const daemon = new Daemon({ config, log: createLogger({ level, secrets: config.secrets, stream: process.stderr }), graceMs: 2000 });
+  process.stdout.write(`pollbridge demo: simulator ${simUrl}, receiver ${receiver.url}, config ${configFile}\n`);
+  process.stdout.write('Waiting for changes (Ctrl-C to stop)…\n');
+  await daemon.start();
+  const stopChanges = startChangeStream(sim, rate);
+  const timer = Number.isFinite(seconds) ? setTimeout(() => finish?.(), seconds * 1000) : undefined;
+  process.once('SIGINT', () => finish?.());
+  process.once('SIGTERM', () => finish?.());
+  await finished;
+  clearTimeout(timer);
+  stopChanges();
+  await daemon.stop();
+  await receiver.close();
+  await sim.stop();
+  process.stdout.write(`${received} event(s) received and verified\n`);
+  if (!opts.keep) rmSync(dir, { recursive: true, force: true });
+}

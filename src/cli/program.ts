@@ -1,0 +1,110 @@
+import { Command, Option } from 'commander';
+import { ConfigError } from '../config/issues.js';
+import { DatabaseInUseError } from '../store/lock.js';
+import { MigrationError } from '../store/migrate.js';
+import { demoCommand } from './demoCommand.js';
+import { eventsListCommand, eventsShowCommand, replayCommand } from './eventsCommand.js';
+import { runCommand } from './runCommand.js';
+import { simCommand } from './simCommand.js';
+import { statusCommand } from './statusCommand.js';
+import { UserError } from './userError.js';
+import { validateCommand } from './validateCommand.js';
+import { verifyCommand } from './verifyCommand.js';
+
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
+
+export function buildProgram(): Command {
+  const program = new Command('pollbridge')
+    .description('Poll SAP Concur (or any REST list API) for changed records and deliver signed events.')
+    .showHelpAfterError();
+  const configOption = (): Option => new Option('-c, --config <file>', 'config file (default: $POLLBRIDGE_CONFIG or ./poller.config.json)');
+  const dbOption = (): Option => new Option('--db <file>', 'SQLite database (default: the one the config names)');
+
+  program.command('run')
+    .description('run the daemon')
+    .addOption(configOption())
+    .addOption(dbOption())
+    .option('--once', 'poll every resource once, deliver what can be delivered now, exit')
+    .option('--since <iso>', 'on first start, announce changes since this time (backfill)')
+    .option('--log-level <level>', 'error, warn, info or debug (default: $POLLBRIDGE_LOG_LEVEL or info)')
+    .option('--grace-ms <ms>', 'on stop, how long deliveries in flight may finish')
+    .action(runCommand);
+
+  program.command('validate')
+    .description('check a config file and list every problem')
+    .addOption(configOption())
+    .action(validateCommand);
+
+  program.command('status')
+    .description('cursors, last polls, backlog, dead letters, last errors')
+    .addOption(configOption())
+    .addOption(dbOption())
+    .option('--json', 'machine-readable output')
+    .action(statusCommand);
+
+  const events = program.command('events').description('inspect notifications');
+  events.command('list')
+    .addOption(configOption())
+    .addOption(dbOption())
+    .option('--status <status>', 'pending, delivered or dead')
+    .option('--limit <n>', 'most rows to show', '50')
+    .option('--json', 'machine-readable output')
+    .action(eventsListCommand);
+  events.command('show <id>')
+    .addOption(configOption())
+    .addOption(dbOption())
+    .option('--json', 'machine-readable output')
+    .action(eventsShowCommand);
+
+  program.command('replay [ids...]')
+    .description('send notifications again (by id, or every dead one)')
+    .addOption(configOption())
+    .addOption(dbOption())
+    .option('--dead', 'replay every dead-lettered notification')
+    .option('--since <iso>', 'with --dead: only those created since this time')
+    .action(replayCommand);
+
+  program.command('verify')
+    .description('verify a received notification: body on stdin, headers as options')
+    .option('--key <key>', 'signature key (default: $POLLBRIDGE_SIGNATURE_KEY)')
+    .option('-H, --header <line>', 'a received header, "Name: value" (repeatable)', collect)
+    .option('--headers-file <file>', 'a file of received headers, one "Name: value" per line')
+    .option('--tolerance-sec <s>', 'allowed webhook-timestamp age, seconds', '300')
+    .action(verifyCommand);
+
+  program.command('sim')
+    .description('run a local Concur-like API (OAuth2, paging, a stream of changes)')
+    .option('--port <port>', 'port to listen on', '8080')
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--rate <n>', 'random changes per second', '1')
+    .action(simCommand);
+
+  program.command('demo')
+    .description('simulator + daemon + a verifying receiver, printing events as they arrive')
+    .option('--events <n>', 'stop after this many verified events')
+    .option('--seconds <n>', 'stop after this many seconds')
+    .option('--rate <n>', 'changes per second in the simulator', '2')
+    .option('--log-level <level>', 'daemon log level, on stderr', 'warn')
+    .option('--keep', 'keep the demo database and config')
+    .action(demoCommand);
+
+  return program;
+}
+
+/** Expected failures print one line; anything else is a bug and keeps its stack. */
+export async function runCli(argv: string[]): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(err.message + '\n');
+      process.exitCode = 2;
+    } else if (err instanceof UserError || err instanceof DatabaseInUseError || err instanceof MigrationError) {
+      process.stderr.write(`pollbridge: ${err.message}\n`);
+      process.exitCode = err instanceof UserError ? err.exitCode : 1;
+    } else {
+      process.stderr.write(`pollbridge: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exitCode = 70;
+    }
+  }
+}

@@ -1,0 +1,46 @@
+import { loadConfig } from '../config/load.js';
+import { Daemon } from '../daemon/daemon.js';
+import { createLogger } from '../log.js';
+import { instantFromMs } from '../time/instant.js';
+import { configPath, logLevel, parseIsoOption } from './options.js';
+
+export type RunOptions = { config?: string; db?: string; once?: boolean; since?: string; logLevel?: string; graceMs?: string };
+
+/**
+ * The daemon. The first SIGTERM/SIGINT stops it gracefully (exit 0); a second one exits at once
+ * (the database is safe either way: every commit is durable before it is acknowledged).
+ */
+export async function runCommand(opts: RunOptions): Promise<void> {
+  const level = logLevel(opts.logLevel);
+  const since = parseIsoOption('--since', opts.since);
+  const config = loadConfig(configPath(opts.config), { databaseOverride: opts.db });
+  const log = createLogger({ level, secrets: config.secrets });
+  const daemon = new Daemon({
+    config,
+    log,
+    since: since === undefined ? undefined : instantFromMs(since),
+    graceMs: opts.graceMs === undefined ? undefined : Number(opts.graceMs),
+  });
+  if (opts.once) {
+    const { failedPolls, pending } = await daemon.runOnce();
+    if (pending > 0) log.warn('notifications still pending after --once; the next run retries them', { pending });
+    if (failedPolls > 0) process.exitCode = 1;
+    return;
+  }
+  let signals = 0;
+  let stopped: (() => void) | undefined;
+  const done = new Promise<void>((resolve) => { stopped = resolve; });
+  const onSignal = (signal: NodeJS.Signals): void => {
+    signals++;
+    if (signals > 1) {
+      log.warn('second signal: exiting now', { signal });
+      process.exit(1);
+    }
+    log.info('stopping', { signal });
+    void daemon.stop().then(stopped);
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  await daemon.start();
+  await done;
+}

@@ -1,0 +1,25 @@
+import { instantOrDash, isoOrDash, table } from './format.js';
+import { openStoreForCli } from './openStore.js';
+
+export async function statusCommand(opts: { db?: string; config?: string; json?: boolean }): Promise<void> {
+  const store = openStoreForCli(opts, { readonly: true });
+  try {
+    const streams = await store.streams();
+    const counts = await store.notificationCounts();
+    if (opts.json) {
+      process.stdout.write(JSON.stringify({ streams: streams.map((s) => ({ ...s, cursor: instantOrDash(s.cursor) })), notifications: counts }, null, 2) + '\n');
+      return;
+    }
+    process.stdout.write(table(
+      ['INSTANCE', 'RESOURCE', 'CURSOR', 'LAST POLL', 'RESULT', 'PENDING', 'DEAD', 'LAST ERROR'],
+      streams.map((s) => [
+        s.instance, s.resource, instantOrDash(s.cursor), isoOrDash(s.lastPollAt),
+        s.lastPollOk === undefined ? '-' : s.lastPollOk ? 'ok' : 'failed',
+        String(s.pending), String(s.dead), s.lastPollError ?? s.lastDeliveryError ?? '',
+      ]),
+    ));
+    process.stdout.write(`notifications: ${counts.pending} pending, ${counts.delivered} delivered, ${counts.dead} dead\n`);
+  } finally {
+    await store.close();
+  }
+}

@@ -1,0 +1,316 @@
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import cron from 'node-cron';
+import { compileUrlTemplate } from '../poll/urlTemplate.js';
+import { createDateParser } from '../time/dateParser.js';
+import { instantFromMs } from '../time/instant.js';
+import { PatternError, tokenizePattern } from '../time/javaPattern.js';
+import { normalizeTimeZone } from '../time/zone.js';
+import { ConfigError, type ConfigIssue, IssueList } from './issues.js';
+import { isObject, ObjectReader } from './read.js';
+import { resolveSecrets } from './secrets.js';
+import type { AuthConfig, HttpConfig, InstanceConfig, PollbridgeConfig, ResourceConfig, Schedule } from './types.js';
+
+/** AMPLIFY's delivery schedule: 4^n seconds for n = 1..9, about three days in all. */
+export const DEFAULT_RETRY_SCHEDULE_SEC = [4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144];
+
+const KNOWN_EXTENSION_KEYS = new Set([
+  'pollbridge.poller.cron', 'pollbridge.poller.backfillFrom', 'pollbridge.poller.overlapSeconds',
+  'pollbridge.poller.settleSeconds', 'pollbridge.poller.timezone',
+  'pollbridge.delivery.maxEventsPerNotification', 'pollbridge.delivery.timeoutMs',
+  'pollbridge.delivery.retrySchedule', 'pollbridge.delivery.concurrency',
+  'pollbridge.notification.previousSignatureKeys',
+]);
+
+export type LoadOptions = { env?: NodeJS.ProcessEnv; databaseOverride?: string };
+
+export type LoadResult = { config: PollbridgeConfig; issues: [] } | { config: undefined; issues: ConfigIssue[] };
+
+/** Reads, resolves and checks a config file. Never throws for a bad file: it returns every issue. */
+export function readConfig(file: string, options: LoadOptions = {}): LoadResult {
+  const path = resolve(file);
+  const issues = new IssueList(file);
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    issues.add('', `cannot read the file: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    return { config: undefined, issues: issues.items };
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    issues.add('', `is not valid JSON: ${(err as Error).message}`);
+    return { config: undefined, issues: issues.items };
+  }
+  if (!isObject(raw)) {
+    issues.add('', 'must hold a JSON object: one instance, or { "instances": [...] }');
+    return { config: undefined, issues: issues.items };
+  }
+  const resolved: string[] = [];
+  const secretCtx = { env: options.env ?? process.env, baseDir: dirname(path), issues, resolved };
+  const multi = raw.instances !== undefined;
+  const root = multi ? raw : { instances: [raw] };
+  const rootReader = new ObjectReader(root, '', issues);
+
+  const databaseRaw = options.databaseOverride ?? rootReader.string('database') ?? 'pollbridge.db';
+  const database = options.databaseOverride ? resolve(databaseRaw) : resolve(dirname(path), databaseRaw);
+  const http = readHttp(rootReader);
+
+  const instances: InstanceConfig[] = [];
+  if (!Array.isArray(root.instances) || root.instances.length === 0) {
+    issues.add('instances', 'must be a non-empty array of instances');
+  } else {
+    root.instances.forEach((inst, i) => {
+      const at = multi ? `instances[${i}]` : '';
+      if (!isObject(inst)) {
+        issues.add(at, 'must be an object');
+        return;
+      }
+      const withConfig = withParsedPollerConfiguration(inst, at, issues);
+      const secretsResolved = resolveSecrets(withConfig, at, secretCtx) as Record<string, unknown>;
+      const instance = readInstance(new ObjectReader(secretsResolved, at, issues));
+      if (instance) instances.push(instance);
+    });
+  }
+  const names = new Set<string>();
+  instances.forEach((inst, i) => {
+    if (names.has(inst.name)) issues.add(multi ? `instances[${i}].name` : 'name', `duplicate instance name "${inst.name}"`);
+    names.add(inst.name);
+  });
+
+  for (const inst of instances) {
+    for (const key of [inst.signatureKey, ...inst.previousSignatureKeys]) if (key) resolved.push(key);
+    const a = inst.auth;
+    if (a.type === 'oauth2_refresh_token') resolved.push(a.clientSecret, a.refreshToken);
+    if (a.type === 'bearer') resolved.push(a.token);
+    if (a.type === 'basic') resolved.push(a.password);
+  }
+  if (issues.items.length > 0) return { config: undefined, issues: issues.items };
+  const secrets = [...new Set(resolved.filter((s) => s.length >= 4))];
+  return { config: { file: path, database, http, instances, secrets }, issues: [] };
+}
+
+export function loadConfig(file: string, options: LoadOptions = {}): PollbridgeConfig {
+  const result = readConfig(file, options);
+  if (!result.config) throw new ConfigError(result.issues);
+  return result.config;
+}
+
+/** AMPLIFY stores `event.poller.configuration` as a JSON string as often as an object. */
+function withParsedPollerConfiguration(inst: Record<string, unknown>, at: string, issues: IssueList): Record<string, unknown> {
+  const configuration = inst.configuration;
+  if (!isObject(configuration)) return inst;
+  const pollerConfig = configuration['event.poller.configuration'];
+  if (typeof pollerConfig !== 'string') return inst;
+  try {
+    return { ...inst, configuration: { ...configuration, 'event.poller.configuration': JSON.parse(pollerConfig) } };
+  } catch (err) {
+    const path = new ObjectReader(configuration, at ? `${at}.configuration` : 'configuration', issues).at('event.poller.configuration');
+    issues.add(path, `is a string but not valid JSON: ${(err as Error).message}`);
+    return inst;
+  }
+}
+
+function readHttp(root: ObjectReader): HttpConfig | undefined {
+  const http = root.object('http');
+  const listen = http?.string('listen');
+  if (!http || !listen) return undefined;
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(listen);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) {
+    root.issues.add(http.at('listen'), `must be HOST:PORT, e.g. "127.0.0.1:9464", got "${listen}"`);
+    return undefined;
+  }
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+function checkUrl(r: ObjectReader, key: string, value: string | undefined): void {
+  if (!value) return;
+  try {
+    const u = new URL(value);
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('not http');
+  } catch {
+    r.issues.add(r.at(key), `must be an absolute http(s) URL, got "${value}"`);
+  }
+}
+
+function readInstance(r: ObjectReader): InstanceConfig | undefined {
+  const name = r.string('name', { required: true });
+  const elementKey = r.object('element', { required: true })?.string('key', { required: true }) ?? '';
+  const provider = r.object('provider', { required: true });
+  const baseUrl = provider?.string('baseUrl', { required: true }) ?? '';
+  if (provider) checkUrl(provider, 'baseUrl', baseUrl);
+  const auth = provider ? readAuth(provider, baseUrl) : ({ type: 'none' } as const);
+  const c = r.object('configuration', { required: true });
+  if (!c) return undefined;
+
+  for (const key of Object.keys(c.obj)) {
+    if (key.startsWith('pollbridge.') && !KNOWN_EXTENSION_KEYS.has(key)) {
+      c.issues.add(c.at(key), `unknown pollbridge key (known: ${[...KNOWN_EXTENSION_KEYS].join(', ')})`);
+    }
+  }
+  const vendorType = c.string('event.vendor.type', { required: true });
+  if (vendorType && vendorType !== 'polling') c.issues.add(c.at('event.vendor.type'), `must be "polling", got "${vendorType}"`);
+  const enabled = c.boolean('event.notification.enabled', false);
+  const callbackUrl = c.string('event.notification.callback.url', { required: true });
+  checkUrl(c, 'event.notification.callback.url', callbackUrl);
+  const signatureKey = c.string('event.notification.signature.key');
+
+  const timeZone = readZone(c, 'pollbridge.poller.timezone') ?? 'UTC';
+  const schedule = readSchedule(c);
+  const backfillFrom = readBackfill(c);
+
+  const retries = c.list('pollbridge.delivery.retrySchedule').map(Number);
+  if (retries.some((n) => !Number.isFinite(n) || n < 0)) {
+    c.issues.add(c.at('pollbridge.delivery.retrySchedule'), 'must list delays in seconds, each 0 or more');
+  }
+  const delivery = {
+    maxEventsPerNotification: c.number('pollbridge.delivery.maxEventsPerNotification', 10, { min: 1, max: 1000, integer: true }),
+    timeoutMs: c.number('pollbridge.delivery.timeoutMs', 15_000, { min: 100, max: 600_000, integer: true, unit: 'milliseconds' }),
+    retryScheduleSec: c.has('pollbridge.delivery.retrySchedule') ? retries : DEFAULT_RETRY_SCHEDULE_SEC,
+    concurrency: c.number('pollbridge.delivery.concurrency', 4, { min: 1, max: 64, integer: true }),
+  };
+
+  const resources = readResources(c, elementKey, timeZone);
+  return {
+    name,
+    elementKey,
+    enabled,
+    callbackUrl: callbackUrl ?? '',
+    signatureKey,
+    previousSignatureKeys: c.list('pollbridge.notification.previousSignatureKeys'),
+    baseUrl,
+    auth,
+    schedule,
+    backfillFrom,
+    overlapSec: c.number('pollbridge.poller.overlapSeconds', 60, { min: 0, max: 86_400, unit: 'seconds' }),
+    settleSec: c.number('pollbridge.poller.settleSeconds', 0, { min: 0, max: 3_600, unit: 'seconds' }),
+    timeZone,
+    delivery,
+    resources,
+  };
+}
+
+function readAuth(provider: ObjectReader, baseUrl: string): AuthConfig {
+  const a = provider.object('auth');
+  if (!a) return { type: 'none' };
+  const type = a.string('type', { required: true });
+  switch (type) {
+    case 'oauth2_refresh_token': {
+      const tokenUrl = a.string('tokenUrl') ?? `${baseUrl.replace(/\/$/, '')}/oauth2/v0/token`;
+      checkUrl(a, 'tokenUrl', tokenUrl);
+      return {
+        type,
+        tokenUrl,
+        clientId: a.string('clientId', { required: true }),
+        clientSecret: a.string('clientSecret', { required: true }),
+        refreshToken: a.string('refreshToken', { required: true }),
+      };
+    }
+    case 'bearer':
+      return { type, token: a.string('token', { required: true }) };
+    case 'basic':
+      return { type, username: a.string('username', { required: true }), password: a.string('password', { required: true }) };
+    case 'none':
+      return { type };
+    default:
+      if (type) a.issues.add(a.at('type'), `must be oauth2_refresh_token, bearer, basic or none, got "${type}"`);
+      return { type: 'none' };
+  }
+}
+
+function readZone(r: ObjectReader, key: string): string | undefined {
+  const raw = r.string(key);
+  if (raw === undefined) return undefined;
+  const zone = normalizeTimeZone(raw);
+  if (!zone) r.issues.add(r.at(key), `unknown time zone "${raw}" (use an IANA name such as Europe/Paris, or UTC, or -08:00)`);
+  return zone;
+}
+
+function readSchedule(c: ObjectReader): Schedule {
+  const expression = c.string('pollbridge.poller.cron');
+  if (expression !== undefined) {
+    if (!cron.validate(expression)) c.issues.add(c.at('pollbridge.poller.cron'), `is not a valid cron expression: "${expression}"`);
+    return { kind: 'cron', expression };
+  }
+  const minutes = c.number('event.poller.refresh_interval', 15, { min: 1 / 60, max: 7 * 24 * 60, unit: 'minutes' });
+  return { kind: 'interval', intervalMs: Math.round(minutes * 60_000) };
+}
+
+function readBackfill(c: ObjectReader): number | undefined {
+  const raw = c.string('pollbridge.poller.backfillFrom');
+  if (raw === undefined) return undefined;
+  const ms = Date.parse(raw);
+  if (Number.isNaN(ms)) {
+    c.issues.add(c.at('pollbridge.poller.backfillFrom'), `must be an ISO-8601 date-time, got "${raw}"`);
+    return undefined;
+  }
+  return instantFromMs(ms);
+}
+
+function readResources(c: ObjectReader, elementKey: string, instanceZone: string): ResourceConfig[] {
+  const poller = c.object('event.poller.configuration', { required: true });
+  if (!poller) return [];
+  const resources: ResourceConfig[] = [];
+  if (Object.keys(poller.obj).length === 0) poller.issues.add(poller.path, 'must configure at least one resource');
+  for (const name of Object.keys(poller.obj)) {
+    const r = poller.object(name);
+    if (!r) continue;
+    const resource = readResource(r, name, elementKey, instanceZone);
+    if (resource) resources.push(resource);
+  }
+  return resources;
+}
+
+function compileOrReport<T>(r: ObjectReader, key: string, compile: () => T): T | undefined {
+  try {
+    return compile();
+  } catch (err) {
+    if (!(err instanceof PatternError)) throw err;
+    r.issues.add(r.at(key), err.message);
+    return undefined;
+  }
+}
+
+function readResource(r: ObjectReader, name: string, elementKey: string, instanceZone: string): ResourceConfig | undefined {
+  const url = r.string('url', { required: true });
+  const dates = r.object('datesConfiguration');
+  const updatedZone = (dates && readZone(dates, 'updatedDateTimezone')) ?? instanceZone;
+  const createdZone = (dates && readZone(dates, 'createdDateTimezone')) ?? instanceZone;
+  const updatedDateFormat = dates?.string('updatedDateFormat');
+  const createdDateFormat = dates?.string('createdDateFormat');
+  const urlTemplate = url ? compileOrReport(r, 'url', () => compileUrlTemplate(url, updatedZone)) : undefined;
+  const parseUpdatedDate = compileOrReport(dates ?? r, 'updatedDateFormat', () => {
+    if (updatedDateFormat) tokenizePattern(updatedDateFormat);
+    return createDateParser(updatedDateFormat, updatedZone);
+  });
+  const parseCreatedDate = compileOrReport(dates ?? r, 'createdDateFormat', () => {
+    if (createdDateFormat) tokenizePattern(createdDateFormat);
+    return createDateParser(createdDateFormat, createdZone);
+  });
+  const createdDateField = dates?.string('createdDateField');
+  const resource: ResourceConfig | undefined =
+    url && urlTemplate && parseUpdatedDate && parseCreatedDate
+      ? {
+          name,
+          url,
+          urlTemplate,
+          idField: r.string('idField') ?? (elementKey === 'concur' ? 'ID' : 'id'),
+          filterByUpdatedDate: r.boolean('filterByUpdatedDate', true),
+          updatedDateField: dates?.string('updatedDateField') ?? (elementKey === 'concur' ? 'LastModifiedDate' : 'updatedAt'),
+          parseUpdatedDate,
+          createdDateField,
+          parseCreatedDate: createdDateField ? parseCreatedDate : undefined,
+          createdCheckToleranceSec: r.number('createdCheckTolerance', 0, { min: 0, unit: 'seconds' }),
+          pageSize: r.number('pageSize', 100, { min: 1, max: elementKey === 'concur' ? 100 : 10_000, integer: true }),
+          pollDelaySec: r.number('pollDelay', 0, { min: 0, max: 86_400, unit: 'seconds' }),
+          itemsPath: r.string('pollbridge.items') ?? (elementKey === 'concur' ? 'Items' : ''),
+          nextPagePath: r.string('pollbridge.nextPage') ?? (elementKey === 'concur' ? 'NextPage' : ''),
+        }
+      : undefined;
+  // Read (and so validate) the AMPLIFY flag even though our window always has an upper bound.
+  r.boolean('filterByCurrentDate', true);
+  return resource;
+}

@@ -1,0 +1,69 @@
+import type { DateParser } from '../time/dateParser.js';
+import type { Instant } from '../time/instant.js';
+import type { UrlTemplate } from '../poll/urlTemplate.js';
+
+export type AuthConfig =
+  | { type: 'oauth2_refresh_token'; tokenUrl: string; clientId: string; clientSecret: string; refreshToken: string }
+  | { type: 'bearer'; token: string }
+  | { type: 'basic'; username: string; password: string }
+  | { type: 'none' };
+
+export type Schedule = { kind: 'interval'; intervalMs: number } | { kind: 'cron'; expression: string };
+
+export type ResourceConfig = {
+  /** The key under `event.poller.configuration`; becomes `objectType`. */
+  name: string;
+  url: string;
+  urlTemplate: UrlTemplate;
+  idField: string;
+  filterByUpdatedDate: boolean;
+  updatedDateField: string;
+  parseUpdatedDate: DateParser;
+  createdDateField: string | undefined;
+  parseCreatedDate: DateParser | undefined;
+  createdCheckToleranceSec: number;
+  pageSize: number;
+  pollDelaySec: number;
+  /** Dot path of the record list in a response (generic elements). */
+  itemsPath: string;
+  /** Dot path of the next page's URL in a response (generic elements). */
+  nextPagePath: string;
+};
+
+export type DeliveryConfig = {
+  maxEventsPerNotification: number;
+  timeoutMs: number;
+  /** Delay before each retry, in seconds; its length is the number of retries. */
+  retryScheduleSec: number[];
+  /** Most requests in flight to one callback URL. */
+  concurrency: number;
+};
+
+export type InstanceConfig = {
+  name: string;
+  elementKey: string;
+  enabled: boolean;
+  callbackUrl: string;
+  signatureKey: string | undefined;
+  previousSignatureKeys: string[];
+  baseUrl: string;
+  auth: AuthConfig;
+  schedule: Schedule;
+  backfillFrom: Instant | undefined;
+  overlapSec: number;
+  settleSec: number;
+  timeZone: string;
+  delivery: DeliveryConfig;
+  resources: ResourceConfig[];
+};
+
+export type HttpConfig = { host: string; port: number };
+
+export type PollbridgeConfig = {
+  file: string;
+  database: string;
+  http: HttpConfig | undefined;
+  instances: InstanceConfig[];
+  /** Every secret value the file resolved, so the logger can keep them out of every line. */
+  secrets: string[];
+};

@@ -1,0 +1,156 @@
+import type { Got } from 'got';
+import type { Logger } from '../log.js';
+import type { AttemptOutcome, OutboxEntry, Store } from '../store/types.js';
+import { type Decision, decide, type RetryPolicy } from './retryPolicy.js';
+import { sendNotification } from './sendNotification.js';
+import type { SigningKeys } from './sign.js';
+
+export type DeliveryTarget = {
+  url: string;
+  keys: SigningKeys;
+  timeoutMs: number;
+  concurrency: number;
+  policy: RetryPolicy;
+};
+
+export type DelivererDeps = {
+  store: Store;
+  http: Got;
+  log: Logger;
+  /** The current target of an instance's notifications, from the live config. */
+  target: (instance: string) => DeliveryTarget | undefined;
+  /** Longest idle sleep: notifications replayed by another process are noticed this fast. */
+  idleCheckMs?: number;
+  onAttempt?: (entry: OutboxEntry, decision: Decision, statusCode: number | undefined, durationMs: number) => void;
+};
+
+const BATCH = 128;
+
+/**
+ * Sends the outbox, independently of polling: a slow receiver never holds up a poll, and a poll
+ * never waits for a receiver. Up to `concurrency` requests per callback URL are in flight; a
+ * failing notification waits for its retry time without blocking the ones behind it.
+ */
+export class Deliverer {
+  private readonly inFlight = new Map<string, Promise<void>>();
+  private readonly perUrl = new Map<string, number>();
+  private readonly warnedInstances = new Set<string>();
+  private readonly abort = new AbortController();
+  private wakeUp: (() => void) | undefined;
+  private pendingWake = false;
+  private stopping = false;
+  private loop: Promise<void> | undefined;
+
+  constructor(private readonly deps: DelivererDeps) {}
+
+  /** Runs until stop(); with `untilIdle`, returns once nothing is due and nothing is in flight. */
+  start(options: { untilIdle?: boolean } = {}): Promise<void> {
+    this.loop ??= this.run(options.untilIdle ?? false);
+    return this.loop;
+  }
+
+  /** New notifications were queued (or a request finished): look at the outbox now. */
+  wake(): void {
+    this.pendingWake = true;
+    this.wakeUp?.();
+  }
+
+  /** Stops taking work, lets requests in flight finish for up to `graceMs`, then aborts them. */
+  async stop(graceMs: number): Promise<void> {
+    this.stopping = true;
+    this.wake();
+    await this.loop;
+    const settled = Promise.allSettled([...this.inFlight.values()]);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([
+      settled.then(() => false),
+      new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(true), graceMs); }),
+    ]);
+    clearTimeout(timer);
+    if (timedOut) {
+      this.deps.log.warn('aborting deliveries still in flight after the grace period', { inFlight: this.inFlight.size, graceMs });
+      this.abort.abort();
+      await settled;
+    }
+  }
+
+  private async run(untilIdle: boolean): Promise<void> {
+    while (!this.stopping) {
+      this.pendingWake = false;
+      const due = await this.deps.store.dueNotifications(Date.now(), BATCH, new Set(this.inFlight.keys()));
+      const started = due.filter((entry) => this.tryStart(entry)).length;
+      if (untilIdle && started === 0 && this.inFlight.size === 0) return;
+      await this.sleep(await this.idleDelay());
+    }
+  }
+
+  private async idleDelay(): Promise<number> {
+    const cap = this.deps.idleCheckMs ?? 1000;
+    const next = await this.deps.store.nextDueAt();
+    return next === undefined ? cap : Math.max(0, Math.min(cap, next - Date.now()));
+  }
+
+  private sleep(ms: number): Promise<void> {
+    if (this.pendingWake || this.stopping) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      const self = this;
+      function done(): void {
+        clearTimeout(timer);
+        self.wakeUp = undefined;
+        resolve();
+      }
+      this.wakeUp = done;
+    });
+  }
+
+  private tryStart(entry: OutboxEntry): boolean {
+    const target = this.deps.target(entry.instance);
+    if (!target) {
+      if (!this.warnedInstances.has(entry.instance)) {
+        this.warnedInstances.add(entry.instance);
+        this.deps.log.warn('notifications kept: their instance is not in the config', { instance: entry.instance });
+      }
+      return false;
+    }
+    const busy = this.perUrl.get(target.url) ?? 0;
+    if (busy >= target.concurrency) return false;
+    this.perUrl.set(target.url, busy + 1);
+    const task = this.deliver(entry, target).finally(() => {
+      this.perUrl.set(target.url, (this.perUrl.get(target.url) ?? 1) - 1);
+      this.inFlight.delete(entry.id);
+      this.wake();
+    });
+    this.inFlight.set(entry.id, task);
+    return true;
+  }
+
+  private async deliver(entry: OutboxEntry, target: DeliveryTarget): Promise<void> {
+    const attempt = entry.attempts + 1;
+    const startedAt = Date.now();
+    const result = await sendNotification(this.deps.http, target, entry, this.abort.signal);
+    // Cut off by shutdown: not the receiver's fault, so it costs no attempt; it is sent again on start.
+    if (this.abort.signal.aborted && result.statusCode === undefined) return;
+    const decision = decide(result, attempt - entry.replayBase, target.policy);
+    const now = Date.now();
+    const outcome: AttemptOutcome =
+      decision.status === 'delivered' ? { status: 'delivered', at: now }
+        : decision.status === 'retry' ? { status: 'pending', nextAttemptAt: now + decision.delayMs }
+          : { status: 'dead' };
+    const error = decision.status === 'dead' && result.error ? `${result.error}; ${decision.reason}` : result.error;
+    try {
+      await this.deps.store.recordAttempt(
+        { notificationId: entry.id, attempt, startedAt, durationMs: result.durationMs, statusCode: result.statusCode, error, responseExcerpt: result.responseExcerpt },
+        outcome,
+      );
+    } catch (err) {
+      this.deps.log.error('could not record a delivery attempt; it will be sent again', { eventId: entry.id, attempt, error: err });
+      return;
+    }
+    this.deps.onAttempt?.(entry, decision, result.statusCode, result.durationMs);
+    const fields = { instance: entry.instance, eventId: entry.id, attempt, durationMs: result.durationMs, statusCode: result.statusCode };
+    if (decision.status === 'delivered') this.deps.log.info('notification delivered', fields);
+    else if (decision.status === 'retry') this.deps.log.warn('delivery failed, will retry', { ...fields, error: result.error, retryInMs: decision.delayMs });
+    else this.deps.log.error('notification dead-lettered', { ...fields, error, reason: decision.reason });
+  }
+}

@@ -1,0 +1,44 @@
+import { getPath } from '../util/dotPath.js';
+import { joinUrl } from './requestUrl.js';
+import { type FetchResult, UpstreamError } from './fetchJson.js';
+
+export type Page = { index: number; url: string; items: unknown[]; serverDate: string | undefined };
+
+export type PageSource = {
+  fetch: (url: string) => Promise<FetchResult>;
+  itemsPath: string;
+  nextPagePath: string;
+  /** Where relative next-page links resolve, and the only origin they may lead to. */
+  apiBase: string;
+  /** A chain longer than this is a provider bug, not data. */
+  maxPages: number;
+};
+
+/**
+ * Follows next-page links to the end. A link back to a page already read, a link to another
+ * origin (our token must not leave the provider), or an endless chain stop the poll with an
+ * error rather than loop or leak.
+ */
+export async function* readPages(firstUrl: string, source: PageSource): AsyncGenerator<Page> {
+  const visited = new Set<string>();
+  const origin = new URL(source.apiBase).origin;
+  let url: string | undefined = firstUrl;
+  for (let index = 0; url !== undefined; index++) {
+    if (index >= source.maxPages) throw new UpstreamError(`more than ${source.maxPages} pages from ${firstUrl}: stopping`);
+    visited.add(url);
+    const { body, serverDate } = await source.fetch(url);
+    const items = getPath(body, source.itemsPath);
+    if (!Array.isArray(items)) {
+      const where = source.itemsPath ? `"${source.itemsPath}"` : 'the top level';
+      throw new UpstreamError(`page ${index + 1} from ${url} has no array at ${where}`);
+    }
+    yield { index, url, items, serverDate };
+    const next = source.nextPagePath ? getPath(body, source.nextPagePath) : undefined;
+    if (next === undefined || next === null || next === '') return;
+    if (typeof next !== 'string') throw new UpstreamError(`page ${index + 1} from ${url}: "${source.nextPagePath}" is not a URL`);
+    const resolved = joinUrl(source.apiBase, next);
+    if (new URL(resolved).origin !== origin) throw new UpstreamError(`page ${index + 1}: next page ${resolved} leaves ${origin}: refusing to follow`);
+    if (visited.has(resolved)) throw new UpstreamError(`page ${index + 1}: next page ${resolved} was already read: the provider is looping`);
+    url = resolved;
+  }
+}

@@ -1,0 +1,204 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import { migrate } from './migrate.js';
+import type {
+  AttemptOutcome, AttemptRecord, AuthState, ChangeKey, NotificationBuilder, NotificationDetail,
+  NotificationStatus, NotificationSummary, OutboxEntry, PageResult, RejectedRecord, Store, Stream, StreamStatus,
+} from './types.js';
+
+type NotificationRow = {
+  id: string; instance: string; resource: string; status: NotificationStatus; event_count: number; attempts: number;
+  created_at: number; next_attempt_at: number; delivered_at: number | null; last_status: number | null; last_error: string | null;
+};
+
+const SUMMARY_COLUMNS = `n.id, n.instance, s.resource, n.status, n.event_count, n.attempts, n.created_at,
+  n.next_attempt_at, n.delivered_at, n.last_status, n.last_error`;
+
+const orUndefined = <T>(v: T | null): T | undefined => (v === null ? undefined : v);
+
+function summary(row: NotificationRow): NotificationSummary {
+  return {
+    id: row.id, instance: row.instance, resource: row.resource, status: row.status, eventCount: row.event_count,
+    attempts: row.attempts, createdAt: row.created_at, nextAttemptAt: row.next_attempt_at,
+    deliveredAt: orUndefined(row.delivered_at), lastStatus: orUndefined(row.last_status), lastError: orUndefined(row.last_error),
+  };
+}
+
+export type SqliteStoreOptions = { readonly?: boolean };
+
+/** The embedded store: one SQLite file in WAL mode, fsync on every commit (synchronous=FULL). */
+export class SqliteStore implements Store {
+  private readonly db: Database.Database;
+  private readonly stmts;
+
+  constructor(readonly path: string, options: SqliteStoreOptions = {}) {
+    if (!options.readonly) mkdirSync(dirname(path), { recursive: true });
+    this.db = new Database(path, { readonly: options.readonly ?? false, fileMustExist: options.readonly ?? false, timeout: 5000 });
+    if (!options.readonly) {
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = FULL');
+      this.db.pragma('foreign_keys = ON');
+      migrate(this.db);
+    }
+    this.stmts = this.prepare();
+  }
+
+  private prepare() {
+    const db = this.db;
+    return {
+      streamByKey: db.prepare('SELECT id, instance, resource, cursor_us AS cursor, origin_us AS origin FROM streams WHERE instance = ? AND resource = ?'),
+      insertStream: db.prepare('INSERT INTO streams (instance, resource, cursor_us, origin_us) VALUES (?, ?, ?, ?)'),
+      insertSeen: db.prepare('INSERT OR IGNORE INTO seen (stream_id, object_id, updated_us, notification_id) VALUES (?, ?, ?, ?)'),
+      setSeenNotification: db.prepare('UPDATE seen SET notification_id = ? WHERE stream_id = ? AND object_id = ? AND updated_us = ?'),
+      insertNotification: db.prepare(`INSERT INTO notifications (id, stream_id, instance, body, event_count, next_attempt_at, created_at)
+        VALUES (?, ?, (SELECT instance FROM streams WHERE id = ?), ?, ?, ?, ?)`),
+      insertRejected: db.prepare(`INSERT OR IGNORE INTO rejected_records (stream_id, seen_at, position, reason, record) VALUES (?, ?, ?, ?, ?)`),
+      completePoll: db.prepare(`UPDATE streams SET cursor_us = max(cursor_us, ?), last_poll_at = ?, last_poll_ok = 1,
+        last_poll_error = NULL, last_success_at = ? WHERE id = ?`),
+      failPoll: db.prepare('UPDATE streams SET last_poll_at = ?, last_poll_ok = 0, last_poll_error = ? WHERE id = ?'),
+      due: db.prepare(`SELECT id, seq, instance, stream_id AS streamId, body, attempts, replay_base AS replayBase FROM notifications
+        WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, seq LIMIT ?`),
+      nextDue: db.prepare(`SELECT min(next_attempt_at) AS at FROM notifications WHERE status = 'pending'`),
+      insertAttempt: db.prepare(`INSERT OR REPLACE INTO attempts (notification_id, attempt, started_at, duration_ms, status_code, error, response_excerpt)
+        VALUES (?, ?, ?, ?, ?, ?, ?)`),
+      markDelivered: db.prepare(`UPDATE notifications SET status = 'delivered', attempts = ?, delivered_at = ?, last_status = ?, last_error = NULL WHERE id = ?`),
+      markRetry: db.prepare(`UPDATE notifications SET attempts = ?, next_attempt_at = ?, last_status = ?, last_error = ? WHERE id = ?`),
+      markDead: db.prepare(`UPDATE notifications SET status = 'dead', attempts = ?, last_status = ?, last_error = ? WHERE id = ?`),
+      loadAuth: db.prepare('SELECT seed_hash AS seedHash, refresh_token AS refreshToken, geolocation FROM auth_state WHERE instance = ?'),
+      saveAuth: db.prepare(`INSERT INTO auth_state (instance, seed_hash, refresh_token, geolocation, updated_at) VALUES (?, ?, ?, ?, ?)
+        ON CONFLICT (instance) DO UPDATE SET seed_hash = excluded.seed_hash, refresh_token = excluded.refresh_token,
+        geolocation = excluded.geolocation, updated_at = excluded.updated_at`),
+    };
+  }
+
+  async openStream(instance: string, resource: string, initialCursor: number): Promise<Stream> {
+    const existing = this.stmts.streamByKey.get(instance, resource) as Stream | undefined;
+    if (existing) return existing;
+    this.stmts.insertStream.run(instance, resource, initialCursor, initialCursor);
+    return this.stmts.streamByKey.get(instance, resource) as Stream;
+  }
+
+  async commitPage(streamId: number, changes: readonly ChangeKey[], build: NotificationBuilder, rejected: readonly RejectedRecord[]): Promise<PageResult> {
+    const now = Date.now();
+    const run = this.db.transaction((): PageResult => {
+      for (const r of rejected) this.stmts.insertRejected.run(streamId, now, r.position, r.reason, r.record);
+      // Claim each key first with a placeholder id: INSERT OR IGNORE both tests and records
+      // novelty in one indexed step, also for a key repeated within the page.
+      const fresh: number[] = [];
+      changes.forEach((c, i) => {
+        if (this.stmts.insertSeen.run(streamId, c.objectId, c.updated, '').changes === 1) fresh.push(i);
+      });
+      const drafts = build(fresh);
+      for (const d of drafts) {
+        this.stmts.insertNotification.run(d.id, streamId, streamId, d.body, d.eventCount, now, now);
+        for (const k of d.objectKeys) this.stmts.setSeenNotification.run(d.id, streamId, k.objectId, k.updated);
+      }
+      return { fresh: fresh.length, duplicates: changes.length - fresh.length, notificationIds: drafts.map((d) => d.id) };
+    });
+    return run.immediate();
+  }
+
+  async completePoll(streamId: number, cursor: number, at: number): Promise<void> {
+    this.stmts.completePoll.run(cursor, at, at, streamId);
+  }
+
+  async failPoll(streamId: number, error: string, at: number): Promise<void> {
+    this.stmts.failPoll.run(at, error, streamId);
+  }
+
+  async dueNotifications(now: number, limit: number, exclude: ReadonlySet<string>): Promise<OutboxEntry[]> {
+    const rows = this.stmts.due.all(now, limit + exclude.size) as OutboxEntry[];
+    return rows.filter((r) => !exclude.has(r.id)).slice(0, limit);
+  }
+
+  async nextDueAt(): Promise<number | undefined> {
+    const row = this.stmts.nextDue.get() as { at: number | null };
+    return orUndefined(row.at);
+  }
+
+  async recordAttempt(a: AttemptRecord, outcome: AttemptOutcome): Promise<void> {
+    this.db.transaction(() => {
+      this.stmts.insertAttempt.run(a.notificationId, a.attempt, a.startedAt, a.durationMs, a.statusCode ?? null, a.error ?? null, a.responseExcerpt ?? null);
+      if (outcome.status === 'delivered') this.stmts.markDelivered.run(a.attempt, outcome.at, a.statusCode ?? null, a.notificationId);
+      else if (outcome.status === 'pending') this.stmts.markRetry.run(a.attempt, outcome.nextAttemptAt, a.statusCode ?? null, a.error ?? null, a.notificationId);
+      else this.stmts.markDead.run(a.attempt, a.statusCode ?? null, a.error ?? null, a.notificationId);
+    }).immediate();
+  }
+
+  async loadAuthState(instance: string): Promise<AuthState | undefined> {
+    const row = this.stmts.loadAuth.get(instance) as { seedHash: string; refreshToken: string; geolocation: string | null } | undefined;
+    return row && { ...row, geolocation: orUndefined(row.geolocation) };
+  }
+
+  async saveAuthState(instance: string, s: AuthState): Promise<void> {
+    this.stmts.saveAuth.run(instance, s.seedHash, s.refreshToken, s.geolocation ?? null, Date.now());
+  }
+
+  async streams(): Promise<StreamStatus[]> {
+    const rows = this.db.prepare(`SELECT s.instance, s.resource, s.cursor_us AS cursor, s.last_poll_at, s.last_poll_ok, s.last_poll_error,
+        s.last_success_at,
+        (SELECT count(*) FROM notifications n WHERE n.stream_id = s.id AND n.status = 'pending') AS pending,
+        (SELECT count(*) FROM notifications n WHERE n.stream_id = s.id AND n.status = 'dead') AS dead,
+        (SELECT n.last_error FROM notifications n WHERE n.stream_id = s.id AND n.last_error IS NOT NULL
+           ORDER BY n.seq DESC LIMIT 1) AS last_delivery_error
+      FROM streams s ORDER BY s.instance, s.resource`).all() as Record<string, number | string | null>[];
+    return rows.map((r) => ({
+      instance: String(r.instance), resource: String(r.resource), cursor: Number(r.cursor),
+      lastPollAt: orUndefined(r.last_poll_at as number | null),
+      lastPollOk: r.last_poll_ok === null ? undefined : r.last_poll_ok === 1,
+      lastPollError: orUndefined(r.last_poll_error as string | null),
+      lastSuccessAt: orUndefined(r.last_success_at as number | null),
+      pending: Number(r.pending), dead: Number(r.dead),
+      lastDeliveryError: orUndefined(r.last_delivery_error as string | null),
+    }));
+  }
+
+  async notificationCounts(): Promise<Record<NotificationStatus, number>> {
+    const counts = { pending: 0, delivered: 0, dead: 0 };
+    for (const r of this.db.prepare('SELECT status, count(*) AS n FROM notifications GROUP BY status').all() as { status: NotificationStatus; n: number }[]) {
+      counts[r.status] = r.n;
+    }
+    return counts;
+  }
+
+  async listNotifications(filter: { status?: NotificationStatus; limit: number }): Promise<NotificationSummary[]> {
+    const where = filter.status ? 'WHERE n.status = ?' : '';
+    const args = filter.status ? [filter.status, filter.limit] : [filter.limit];
+    const rows = this.db.prepare(`SELECT ${SUMMARY_COLUMNS} FROM notifications n JOIN streams s ON s.id = n.stream_id ${where}
+      ORDER BY n.seq DESC LIMIT ?`).all(...args) as NotificationRow[];
+    return rows.map(summary);
+  }
+
+  async getNotification(id: string): Promise<NotificationDetail | undefined> {
+    const row = this.db.prepare(`SELECT ${SUMMARY_COLUMNS}, n.body FROM notifications n JOIN streams s ON s.id = n.stream_id
+      WHERE n.id = ?`).get(id) as (NotificationRow & { body: string }) | undefined;
+    if (!row) return undefined;
+    const attempts = this.db.prepare(`SELECT attempt, started_at, duration_ms, status_code, error, response_excerpt FROM attempts
+      WHERE notification_id = ? ORDER BY attempt`).all(id) as Record<string, number | string | null>[];
+    return {
+      ...summary(row),
+      body: row.body,
+      attemptLog: attempts.map((a) => ({
+        notificationId: id, attempt: Number(a.attempt), startedAt: Number(a.started_at), durationMs: Number(a.duration_ms),
+        statusCode: orUndefined(a.status_code as number | null), error: orUndefined(a.error as string | null),
+        responseExcerpt: orUndefined(a.response_excerpt as string | null),
+      })),
+    };
+  }
+
+  async replay(ids: readonly string[], now: number): Promise<string[]> {
+    const stmt = this.db.prepare(`UPDATE notifications SET status = 'pending', next_attempt_at = ?, replay_base = attempts WHERE id = ? RETURNING id`);
+    return this.db.transaction(() => ids.filter((id) => stmt.get(now, id) !== undefined))();
+  }
+
+  async replayDead(since: number | undefined, now: number): Promise<string[]> {
+    const rows = this.db.prepare(`UPDATE notifications SET status = 'pending', next_attempt_at = ?, replay_base = attempts
+      WHERE status = 'dead' AND created_at >= ? RETURNING id`).all(now, since ?? 0) as { id: string }[];
+    return rows.map((r) => r.id);
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+}

@@ -1,0 +1,99 @@
+import type { Instant } from '../time/instant.js';
+
+/**
+ * Everything pollbridge keeps. Methods return promises so that a networked store (PostgreSQL,
+ * planned) can implement the same interface; nothing here assumes SQLite.
+ */
+export interface Store {
+  /** The stream of (instance, resource), created with `initialCursor` when new. */
+  openStream(instance: string, resource: string, initialCursor: Instant): Promise<Stream>;
+  /**
+   * One page, atomically: the changes not seen before are recorded as seen, `build` turns them
+   * into notifications, and those are queued, all in one transaction. Returns what was queued.
+   */
+  commitPage(streamId: number, changes: readonly ChangeKey[], build: NotificationBuilder, rejected: readonly RejectedRecord[]): Promise<PageResult>;
+  /** The window up to `cursor` is fully processed. */
+  completePoll(streamId: number, cursor: Instant, at: number): Promise<void>;
+  failPoll(streamId: number, error: string, at: number): Promise<void>;
+
+  /** Pending notifications due at `now`, oldest first, skipping ids in `exclude`. */
+  dueNotifications(now: number, limit: number, exclude: ReadonlySet<string>): Promise<OutboxEntry[]>;
+  /** When the next pending notification falls due (ms), if any. */
+  nextDueAt(): Promise<number | undefined>;
+  recordAttempt(attempt: AttemptRecord, outcome: AttemptOutcome): Promise<void>;
+
+  loadAuthState(instance: string): Promise<AuthState | undefined>;
+  saveAuthState(instance: string, state: AuthState): Promise<void>;
+
+  streams(): Promise<StreamStatus[]>;
+  notificationCounts(): Promise<Record<NotificationStatus, number>>;
+  listNotifications(filter: { status?: NotificationStatus; limit: number }): Promise<NotificationSummary[]>;
+  getNotification(id: string): Promise<NotificationDetail | undefined>;
+  /** Makes notifications pending and due now again; returns the ids that exist. */
+  replay(ids: readonly string[], now: number): Promise<string[]>;
+  replayDead(since: number | undefined, now: number): Promise<string[]>;
+
+  close(): Promise<void>;
+}
+
+export type Stream = { id: number; instance: string; resource: string; cursor: Instant; origin: Instant };
+
+export type ChangeKey = { objectId: string; updated: Instant };
+
+export type NotificationDraft = { id: string; body: string; eventCount: number; objectKeys: readonly ChangeKey[] };
+/** Pure: the fresh changes of a page (in page order) to notifications. Runs inside the transaction. */
+export type NotificationBuilder = (fresh: readonly number[]) => NotificationDraft[];
+
+export type RejectedRecord = { position: string; reason: string; record: string };
+
+export type PageResult = { fresh: number; duplicates: number; notificationIds: string[] };
+
+export type NotificationStatus = 'pending' | 'delivered' | 'dead';
+
+export type OutboxEntry = { id: string; seq: number; instance: string; streamId: number; body: string; attempts: number; replayBase: number };
+
+export type AttemptRecord = {
+  notificationId: string;
+  attempt: number;
+  startedAt: number;
+  durationMs: number;
+  statusCode: number | undefined;
+  error: string | undefined;
+  responseExcerpt: string | undefined;
+};
+
+export type AttemptOutcome =
+  | { status: 'delivered'; at: number }
+  | { status: 'pending'; nextAttemptAt: number }
+  | { status: 'dead' };
+
+export type AuthState = { seedHash: string; refreshToken: string; geolocation: string | undefined };
+
+export type StreamStatus = {
+  instance: string;
+  resource: string;
+  cursor: Instant;
+  lastPollAt: number | undefined;
+  lastPollOk: boolean | undefined;
+  lastPollError: string | undefined;
+  lastSuccessAt: number | undefined;
+  pending: number;
+  dead: number;
+  lastDeliveryError: string | undefined;
+};
+
+export type NotificationSummary = {
+  id: string;
+  instance: string;
+  resource: string;
+  status: NotificationStatus;
+  eventCount: number;
+  attempts: number;
+  createdAt: number;
+  nextAttemptAt: number;
+  deliveredAt: number | undefined;
+  lastStatus: number | undefined;
+  lastError: string | undefined;
+};
+
+export type NotificationDetail = NotificationSummary & { body: string; attemptLog: AttemptRecord[] };
