@@ -251,6 +251,8 @@ function readBackfill(c: ObjectReader): number | undefined {
 }
 
 function readResources(c: ObjectReader, elementKey: string, instanceZone: string): ResourceConfig[] {
+  // Still a string here means it did not parse, which is already reported.
+  if (typeof c.obj['event.poller.configuration'] === 'string') return [];
   const poller = c.object('event.poller.configuration', { required: true });
   if (!poller) return [];
   const resources: ResourceConfig[] = [];

@@ -46,7 +46,8 @@ export function resolveSecrets(value: unknown, path: string, ctx: SecretContext)
       const { value: secret, problem } = readSecret(kind, name.trim(), ctx);
       if (problem !== undefined || secret === undefined) {
         ctx.issues.add(path, problem ?? `${whole} is empty`);
-        return '';
+        // Keep the reference: an empty string would add a second, misleading "is required".
+        return whole;
       }
       ctx.resolved.push(secret);
       return secret;

@@ -1,0 +1,141 @@
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { readConfig } from '../src/config/load.js';
+import { formatIssue } from '../src/config/issues.js';
+import { runCli } from './helpers/cli.js';
+import { instance } from './helpers/configs.js';
+import { tempDir, writeJson } from './helpers/tmp.js';
+
+const SAMPLE = fileURLToPath(new URL('../poller.config.json', import.meta.url));
+const SAMPLE_ENV = {
+  CONCUR_CLIENT_ID: 'client-id',
+  CONCUR_CLIENT_SECRET: 'client-secret-value',
+  CONCUR_REFRESH_TOKEN: 'refresh-token-value',
+  POLLBRIDGE_SIGNATURE_KEY: 'signature-key-value',
+};
+
+function problems(value: unknown, env: NodeJS.ProcessEnv = {}): string[] {
+  const dir = tempDir();
+  const file = writeJson(dir, 'c.json', value);
+  return readConfig(file, { env }).issues.map(formatIssue);
+}
+
+describe('config: the sample', () => {
+  it('validates with only the environment variables set, and resolves them', () => {
+    const result = readConfig(SAMPLE, { env: SAMPLE_ENV });
+    expect(result.issues).toEqual([]);
+    const inst = result.config!.instances[0]!;
+    expect(inst.auth).toMatchObject({ type: 'oauth2_refresh_token', clientId: 'client-id', refreshToken: 'refresh-token-value' });
+    expect(inst.schedule).toEqual({ kind: 'interval', intervalMs: 15 * 60_000 });
+    expect(inst.enabled).toBe(true);
+    expect(result.config!.secrets).toEqual(expect.arrayContaining(['client-secret-value', 'refresh-token-value', 'signature-key-value']));
+  });
+
+  it('`pollbridge validate` accepts it (exit 0) and lists every missing variable without it (exit 1)', async () => {
+    const ok = await runCli(['validate', '-c', SAMPLE], SAMPLE_ENV);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toMatch(/OK: 1 instance\(s\), streams ConcurForDocs\/reports/);
+    const bad = await runCli(['validate', '-c', SAMPLE]);
+    expect(bad.code).toBe(1);
+    for (const name of Object.keys(SAMPLE_ENV)) expect(bad.stderr).toContain(`environment variable ${name} is not set`);
+    expect(bad.stderr).toMatch(/4 problem\(s\)/);
+  });
+});
+
+describe('config: AMPLIFY spellings', () => {
+  it('takes event.poller.configuration as a JSON string, and decimal minutes', () => {
+    const dir = tempDir();
+    const base = instance({ 'event.poller.refresh_interval': '0.5' });
+    const asString = { ...base, configuration: { ...base.configuration, 'event.poller.configuration': JSON.stringify(base.configuration['event.poller.configuration']) } };
+    const result = readConfig(writeJson(dir, 'c.json', asString), { env: {} });
+    expect(result.issues).toEqual([]);
+    expect(result.config!.instances[0]!.resources[0]!.name).toBe('reports');
+    expect(result.config!.instances[0]!.schedule).toEqual({ kind: 'interval', intervalMs: 30_000 });
+  });
+
+  it('loads a disabled instance without polling it, and a multi-instance file', () => {
+    const dir = tempDir();
+    const file = writeJson(dir, 'c.json', {
+      database: 'state/p.db',
+      instances: [instance({ 'event.notification.enabled': 'false' }), { ...instance(), name: 'Other' }],
+    });
+    const result = readConfig(file, { env: {} });
+    expect(result.issues).toEqual([]);
+    expect(result.config!.instances.map((i) => [i.name, i.enabled])).toEqual([['Docs', false], ['Other', true]]);
+    expect(result.config!.database).toBe(join(dir, 'state/p.db'));
+  });
+
+  it('reads ${file:} relative to the config (trailing newline dropped) and ${credential:} from CREDENTIALS_DIRECTORY', () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'key.txt'), 'file-secret\n');
+    mkdirSync(join(dir, 'creds'));
+    writeFileSync(join(dir, 'creds', 'token'), 'credential-secret');
+    const file = writeJson(dir, 'c.json', instance(
+      { 'event.notification.signature.key': '${file:key.txt}' },
+      { provider: { baseUrl: 'http://127.0.0.1:1', auth: { type: 'bearer', token: '${credential:token}' } } },
+    ));
+    const result = readConfig(file, { env: { CREDENTIALS_DIRECTORY: join(dir, 'creds') } });
+    expect(result.issues).toEqual([]);
+    expect(result.config!.instances[0]!.signatureKey).toBe('file-secret');
+    expect(result.config!.instances[0]!.auth).toEqual({ type: 'bearer', token: 'credential-secret' });
+  });
+});
+
+describe('config: each bad input has its own clear message naming file and path', () => {
+  it.each([
+    ['broken JSON', '{ "name": ', /c\.json: is not valid JSON/],
+    ['a JSON array', '[]', /must hold a JSON object/],
+  ])('%s', (_name, text, message) => {
+    expect(problems(text)).toEqual([expect.stringMatching(message)]);
+  });
+
+  it.each([
+    ['missing callback URL', instance({ 'event.notification.callback.url': undefined }), 'configuration["event.notification.callback.url"]: is required'],
+    ['relative callback URL', instance({ 'event.notification.callback.url': '/hook' }), 'must be an absolute http(s) URL, got "/hook"'],
+    ['refresh interval not a number', instance({ 'event.poller.refresh_interval': 'often' }), 'configuration["event.poller.refresh_interval"]: must be a number of minutes, got "often"'],
+    ['vendor type webhook', instance({ 'event.vendor.type': 'webhook' }), 'must be "polling", got "webhook"'],
+    ['enabled not a boolean', instance({ 'event.notification.enabled': 'yes' }), 'must be true or false, got "yes"'],
+    ['poller configuration string not JSON', instance({ 'event.poller.configuration': '{reports:' }), 'configuration["event.poller.configuration"]: is a string but not valid JSON'],
+    ['week-year pattern', instance({ 'event.poller.configuration': { reports: { url: '/hubs/expense/reports', datesConfiguration: { updatedDateFormat: 'YYYY-MM-dd' } } } }),
+      'datesConfiguration.updatedDateFormat: \'Y\' is Java\'s week year'],
+    ['unknown URL macro', instance({ 'event.poller.configuration': { reports: { url: '/x?d=${today}' } } }), 'reports.url: unknown macro ${today}'],
+    ['unknown pollbridge key', instance({ 'pollbridge.poller.crn': '* * * * *' }), 'configuration["pollbridge.poller.crn"]: unknown pollbridge key'],
+    ['bad cron', instance({ 'pollbridge.poller.cron': 'every minute' }), 'is not a valid cron expression: "every minute"'],
+    ['unknown time zone', instance({ 'pollbridge.poller.timezone': 'Mars/Olympus' }), 'unknown time zone "Mars/Olympus"'],
+    ['unknown auth type', instance({}, { provider: { baseUrl: 'http://127.0.0.1:1', auth: { type: 'oauth1' } } }), 'provider.auth.type: must be oauth2_refresh_token, bearer, basic or none, got "oauth1"'],
+    ['oauth2 without its secrets', instance({}, { provider: { baseUrl: 'http://127.0.0.1:1', auth: { type: 'oauth2_refresh_token', clientId: 'x', refreshToken: 'r' } } }), 'provider.auth.clientSecret: is required'],
+    ['no resources', instance({ 'event.poller.configuration': {} }), 'must configure at least one resource'],
+    ['page size over Concur\'s limit', instance({ 'event.poller.configuration': { reports: { url: '/hubs/expense/reports', pageSize: 500 } } }), 'reports.pageSize: must be between 1 and 100, got 500'],
+    ['bad backfill date', instance({ 'pollbridge.poller.backfillFrom': 'last week' }), 'must be an ISO-8601 date-time, got "last week"'],
+    ['credential without systemd', instance({ 'event.notification.signature.key': '${credential:key}' }), 'needs CREDENTIALS_DIRECTORY'],
+    ['unreadable secret file', instance({ 'event.notification.signature.key': '${file:missing.txt}' }), 'cannot read file'],
+  ])('%s', (_name, config, message) => {
+    const found = problems(config);
+    expect(found).toHaveLength(1);
+    expect(found[0]).toContain('c.json: ');
+    expect(found[0]).toContain(message);
+  });
+
+  it('reports every problem at once, and never a secret value', () => {
+    const found = problems(
+      instance({ 'event.vendor.type': 'webhook', 'event.poller.refresh_interval': '-1', 'event.notification.signature.key': '${env:KEY}' },
+        { provider: { baseUrl: 'nope', auth: { type: 'bearer', token: 'super-secret-token' } } }),
+    );
+    expect(found).toHaveLength(4);
+    expect(found.join('\n')).not.toContain('super-secret-token');
+  });
+
+  it('refuses a duplicate instance name', () => {
+    expect(problems({ instances: [instance(), instance()] })).toEqual([expect.stringContaining('instances[1].name: duplicate instance name "Docs"')]);
+  });
+});
+
+describe('config: the sample file can be copied and edited', () => {
+  it('resolves a relative database path against the config directory', () => {
+    const dir = tempDir();
+    copyFileSync(SAMPLE, join(dir, 'poller.config.json'));
+    expect(readConfig(join(dir, 'poller.config.json'), { env: SAMPLE_ENV }).config!.database).toBe(join(dir, 'pollbridge.db'));
+  });
+});

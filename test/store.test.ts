@@ -1,0 +1,119 @@
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { describe, expect, it } from 'vitest';
+import { acquireDaemonLock, DatabaseInUseError } from '../src/store/lock.js';
+import { MigrationError, readMigrations } from '../src/store/migrate.js';
+import { SqliteStore } from '../src/store/sqliteStore.js';
+import type { ChangeKey, NotificationBuilder } from '../src/store/types.js';
+import { tempDir, waitFor } from './helpers/tmp.js';
+
+const oneNotification = (keys: readonly ChangeKey[], id: string): NotificationBuilder => (fresh) =>
+  fresh.length === 0 ? [] : [{ id, body: JSON.stringify({ id }), eventCount: fresh.length, objectKeys: fresh.map((i) => keys[i]!) }];
+
+describe('migrations', () => {
+  it('apply in order, are recorded, and run once', () => {
+    const path = join(tempDir(), 'p.db');
+    new SqliteStore(path).close();
+    const store = new SqliteStore(path);
+    void store.close();
+    const db = new Database(path, { readonly: true });
+    const rows = db.prepare('SELECT id, name FROM pollbridge_migrations ORDER BY id').all();
+    expect(rows).toEqual(readMigrations().map((m) => ({ id: m.id, name: m.name })));
+    expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
+    db.close();
+  });
+
+  it('refuse a database written by a newer pollbridge', () => {
+    const path = join(tempDir(), 'p.db');
+    void new SqliteStore(path).close();
+    const db = new Database(path);
+    db.prepare("INSERT INTO pollbridge_migrations VALUES (9999, '9999_future.sql', 0)").run();
+    db.close();
+    expect(() => new SqliteStore(path)).toThrow(MigrationError);
+  });
+});
+
+describe('SqliteStore', () => {
+  it('records a change once: a replayed page, and a key repeated within a page, queue nothing new', async () => {
+    const store = new SqliteStore(join(tempDir(), 'p.db'));
+    const stream = await store.openStream('Docs', 'reports', 1000);
+    const keys = [{ objectId: 'A', updated: 5 }, { objectId: 'B', updated: 5 }, { objectId: 'A', updated: 5 }];
+    const first = await store.commitPage(stream.id, keys, oneNotification(keys, 'N1'), []);
+    expect(first).toEqual({ fresh: 2, duplicates: 1, notificationIds: ['N1'] });
+    const again = await store.commitPage(stream.id, keys, oneNotification(keys, 'N2'), []);
+    expect(again).toEqual({ fresh: 0, duplicates: 3, notificationIds: [] });
+    const newer = [{ objectId: 'A', updated: 6 }];
+    expect((await store.commitPage(stream.id, newer, oneNotification(newer, 'N3'), [])).notificationIds).toEqual(['N3']);
+    expect((await store.dueNotifications(Date.now(), 10, new Set())).map((n) => n.id)).toEqual(['N1', 'N3']);
+    await store.close();
+  });
+
+  it('commits nothing of a page whose notifications cannot be built: seen and outbox move together', async () => {
+    const store = new SqliteStore(join(tempDir(), 'p.db'));
+    const stream = await store.openStream('Docs', 'reports', 0);
+    const keys = [{ objectId: 'A', updated: 1 }];
+    await expect(store.commitPage(stream.id, keys, () => { throw new Error('boom'); }, [])).rejects.toThrow('boom');
+    expect((await store.commitPage(stream.id, keys, oneNotification(keys, 'N1'), [])).notificationIds).toEqual(['N1']);
+    await store.close();
+  });
+
+  it('keeps the cursor of a stream across reopen and never moves it back', async () => {
+    const path = join(tempDir(), 'p.db');
+    const store = new SqliteStore(path);
+    const s = await store.openStream('Docs', 'reports', 1000);
+    await store.completePoll(s.id, 5000, Date.now());
+    await store.completePoll(s.id, 4000, Date.now());
+    await store.close();
+    const reopened = new SqliteStore(path);
+    expect(await reopened.openStream('Docs', 'reports', 9999)).toMatchObject({ cursor: 5000, origin: 1000 });
+    await reopened.close();
+  });
+
+  it('schedules retries, dead-letters, and replays with a fresh retry budget', async () => {
+    const store = new SqliteStore(join(tempDir(), 'p.db'));
+    const s = await store.openStream('Docs', 'reports', 0);
+    const keys = [{ objectId: 'A', updated: 1 }];
+    await store.commitPage(s.id, keys, oneNotification(keys, 'N1'), []);
+    const attempt = (n: number) => ({ notificationId: 'N1', attempt: n, startedAt: Date.now(), durationMs: 3, statusCode: 500, error: 'HTTP 500', responseExcerpt: 'no' });
+    await store.recordAttempt(attempt(1), { status: 'pending', nextAttemptAt: Date.now() + 60_000 });
+    expect(await store.dueNotifications(Date.now(), 10, new Set())).toEqual([]);
+    await store.recordAttempt(attempt(2), { status: 'dead' });
+    expect(await store.replayDead(undefined, Date.now())).toEqual(['N1']);
+    const [due] = await store.dueNotifications(Date.now(), 10, new Set());
+    expect(due).toMatchObject({ id: 'N1', attempts: 2, replayBase: 2 });
+    const detail = await store.getNotification('N1');
+    expect(detail!.attemptLog.map((a) => [a.attempt, a.statusCode, a.responseExcerpt])).toEqual([[1, 500, 'no'], [2, 500, 'no']]);
+    await store.close();
+  });
+});
+
+describe('daemon lock', () => {
+  it('refuses a second holder while the first lives, and frees itself when the holder is killed', async () => {
+    const path = join(tempDir(), 'p.db');
+    const first = acquireDaemonLock(path);
+    expect(() => acquireDaemonLock(path)).toThrow(DatabaseInUseError);
+    first.release();
+    acquireDaemonLock(path).release();
+
+    const holder = spawn(process.execPath, ['-e', `
+      const D = require('better-sqlite3');
+      const db = new D(${JSON.stringify(path + '.lock')});
+      db.pragma('locking_mode = EXCLUSIVE');
+      db.exec('CREATE TABLE IF NOT EXISTS holder (pid INTEGER NOT NULL, started_at INTEGER NOT NULL)');
+      db.prepare('INSERT INTO holder VALUES (?, ?)').run(process.pid, Date.now());
+      console.log('locked');
+      setInterval(() => {}, 1000);
+    `], { stdio: ['ignore', 'pipe', 'inherit'], cwd: process.cwd() });
+    let out = '';
+    holder.stdout.on('data', (c: Buffer) => { out += c.toString(); });
+    try {
+      await waitFor('the child to take the lock', () => out.includes('locked'));
+      expect(() => acquireDaemonLock(path)).toThrow(/in use by another pollbridge daemon/);
+    } finally {
+      holder.kill('SIGKILL');
+      await new Promise((r) => holder.once('exit', r));
+    }
+    acquireDaemonLock(path).release();
+  });
+});
