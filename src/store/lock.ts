@@ -1,6 +1,10 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 
-export class DatabaseInUseError extends Error {}
+/** The database cannot be opened for a reason the operator must fix (permissions, another daemon). */
+export class StoreOpenError extends Error {}
+export class DatabaseInUseError extends StoreOpenError {}
 
 /**
  * Holds `<database>.lock` for the life of the daemon. SQLite's exclusive locking mode keeps an
@@ -10,6 +14,11 @@ export class DatabaseInUseError extends Error {}
  */
 export function acquireDaemonLock(databasePath: string): { release(): void } {
   const lockPath = `${databasePath}.lock`;
+  try {
+    mkdirSync(dirname(databasePath), { recursive: true });
+  } catch (err) {
+    throw new StoreOpenError(`cannot create the database directory ${dirname(databasePath)}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
   const lock = new Database(lockPath, { timeout: 0 });
   try {
     lock.pragma('locking_mode = EXCLUSIVE');

@@ -33,26 +33,37 @@ export function startCli(args: string[], env: NodeJS.ProcessEnv = {}, input?: st
   running.add(child);
   const stdout: string[] = [];
   const stderr: string[] = [];
-  const collect = (into: string[]) => {
+  const collect = (stream: NodeJS.ReadableStream, into: string[]) => {
     let partial = '';
-    return (chunk: Buffer) => {
+    stream.on('data', (chunk: Buffer) => {
       const lines = (partial + chunk.toString('utf8')).split('\n');
       partial = lines.pop() ?? '';
       into.push(...lines);
-    };
+    });
+    stream.on('end', () => {
+      if (partial) into.push(partial);
+    });
   };
-  child.stdout!.on('data', collect(stdout));
-  child.stderr!.on('data', collect(stderr));
+  collect(child.stdout!, stdout);
+  collect(child.stderr!, stderr);
   if (input !== undefined) child.stdin!.end(input);
   else child.stdin!.end();
+  // 'close', not 'exit': by then every line of output has been read.
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('exit', (code, signal) => {
+    child.once('close', (code, signal) => {
       running.delete(child);
       resolve({ code, signal });
     }),
   );
   const logs = (): Record<string, unknown>[] =>
-    stdout.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    stdout.flatMap((l) => {
+      if (!l.startsWith('{"')) return [];
+      try {
+        return [JSON.parse(l) as Record<string, unknown>];
+      } catch {
+        return [];
+      }
+    });
   return {
     child,
     stdout,
