@@ -7,5 +7,6 @@ export default defineConfig({
     hookTimeout: 30_000,
     // End-to-end tests start real child processes and servers; two cores, so few at once.
     maxWorkers: 2,
+    reporters: ['default', './test/summaryReporter.ts'],
   },
 });
