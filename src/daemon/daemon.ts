@@ -29,7 +29,7 @@ export type DaemonOptions = {
   maxPages?: number;
 };
 
-type StreamRuntime = { instance: InstanceConfig; resource: ResourceConfig; stream: Stream; auth: Authenticator };
+type StreamRuntime = { instance: InstanceConfig; resource: ResourceConfig; stream: Stream; auth: Authenticator; skew: { ms: number | undefined } };
 
 /**
  * The running service: one polling loop per (instance, resource) and one deliverer. Start and
@@ -118,7 +118,7 @@ export class Daemon {
       for (const resource of instance.resources) {
         const initial = this.options.since ?? instance.backfillFrom ?? now;
         const stream = await store.openStream(instance.name, resource.name, initial);
-        this.streams.push({ instance, resource, stream, auth });
+        this.streams.push({ instance, resource, stream, auth, skew: { ms: undefined } });
       }
     }
     const targets = new Map(this.config.instances.map((i) => [i.name, deliveryTarget(i)]));
@@ -156,10 +156,12 @@ export class Daemon {
           newId: ulid,
           onQueued: () => this.deliverer?.wake(),
           maxPages: this.options.maxPages ?? 100_000,
+          maxResweeps: 3,
+          skew: s.skew,
         }, this.stopController.signal);
-        s.stream = { ...s.stream, cursor: summary.cursor };
+        if (summary.cursor !== undefined) s.stream = { ...s.stream, cursor: summary.cursor };
         const { cursor: _cursor, ...counts } = summary;
-        log.info('poll finished', { ...counts, durationMs: Date.now() - started });
+        log.info('poll finished', { ...counts, settled: summary.cursor !== undefined, skewMs: s.skew.ms, durationMs: Date.now() - started });
         return summary;
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);

@@ -1,7 +1,7 @@
 import type { Got } from 'got';
 import pRetry, { AbortError } from 'p-retry';
 import { parseRetryAfter } from '../deliver/retryPolicy.js';
-import type { Authenticator } from './auth.js';
+import { AuthError, type Authenticator } from './auth.js';
 import { describeNetworkError } from './httpClient.js';
 
 export class UpstreamError extends Error {
@@ -41,7 +41,15 @@ export async function fetchJson(http: Got, auth: Authenticator, url: string, pol
   const attempt = async (): Promise<FetchResult> => {
     let response;
     for (;;) {
-      const headers = { accept: 'application/json', ...(await auth.headers(signal)) };
+      let authHeaders: Record<string, string>;
+      try {
+        authHeaders = await auth.headers(signal);
+      } catch (err) {
+        // A refused refresh does not heal in seconds: fail this poll at once, try again next poll.
+        if (err instanceof AuthError) throw new AbortError(err);
+        throw err;
+      }
+      const headers = { accept: 'application/json', ...authHeaders };
       try {
         response = await http.get(url, { headers, signal });
       } catch (err) {

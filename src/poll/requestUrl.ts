@@ -1,5 +1,8 @@
 import type { ResourceConfig } from '../config/types.js';
 import type { Instant } from '../time/instant.js';
+import { formatInstant, tokenizePattern } from '../time/javaPattern.js';
+
+const CONCUR_DATE = tokenizePattern("yyyy-MM-dd'T'HH:mm:ss.SSS");
 
 /** Joins a path onto a base that may itself have a path (`https://host/api` + `/items`). */
 export function joinUrl(base: string, pathOrUrl: string): string {
@@ -44,10 +47,11 @@ export class UrlMappingError extends Error {}
 /**
  * The first page's URL for one poll. For the Concur element, AMPLIFY hub URLs
  * (`/hubs/expense/reports?where=modifiedDateAfter='…'`) become Concur's own API
- * (`/api/v3.0/expense/reports?modifiedDateAfter=…&user=ALL&limit=N`); other URLs are paths on
- * the provider's base URL with the macros expanded and URL-encoded.
+ * (`/api/v3.0/expense/reports?modifiedDateAfter=…&user=ALL&limit=N`), closed at `windowEnd` with
+ * `modifiedDateBefore` so that a sweep reads a fixed set of records; other URLs are paths on the
+ * provider's base URL with the macros expanded and URL-encoded.
  */
-export function firstPageUrl(resource: ResourceConfig, elementKey: string, apiBase: string, windowStart: Instant): string {
+export function firstPageUrl(resource: ResourceConfig, elementKey: string, apiBase: string, windowStart: Instant, windowEnd?: Instant): string {
   const hub = /^\/?hubs\/([^?]+)(?:\?(.*))?$/.exec(resource.url);
   if (elementKey !== 'concur' || !hub) return joinUrl(apiBase, resource.urlTemplate(windowStart, encodeURIComponent));
   const expanded = resource.urlTemplate(windowStart, (v) => v);
@@ -63,6 +67,7 @@ export function firstPageUrl(resource: ResourceConfig, elementKey: string, apiBa
     }
   }
   if (!params.has('user')) params.set('user', 'ALL');
+  if (windowEnd !== undefined && !params.has('modifiedDateBefore')) params.set('modifiedDateBefore', formatInstant(windowEnd, CONCUR_DATE, 'UTC'));
   params.set('limit', String(Math.min(resource.pageSize, 100)));
   const apiPath = path.startsWith('expense/') ? `api/v3.0/${path}` : path;
   return `${joinUrl(apiBase, apiPath)}?${params.toString()}`;

@@ -34,6 +34,40 @@ export type SimOptions = {
 
 type Change = { kind: 'created' | 'updated'; id: string; lastModified: string };
 
+/** One scripted answer to a list request, instead of the data. */
+export type ListFailure = {
+  status: number;
+  retryAfter?: string;
+  body?: string;
+  contentType?: string;
+  /** Drop the connection without an answer. */
+  reset?: boolean;
+};
+
+/**
+ * Switches for what real APIs do to a poller. Tests set them in-process; other processes use
+ * `POST /_sim/faults` (JSON of the plain fields).
+ */
+export type SimFaults = {
+  /** Answers for the next list requests, one each, in order. */
+  listFailures: ListFailure[];
+  /** While set, the token endpoint refuses every refresh with this OAuth2 error. */
+  tokenError: { status: number; error: string } | undefined;
+  /** The simulator's clock runs this far ahead of the host's (negative: behind). */
+  clockOffsetMs: number;
+  /** NextPage points back at the page just served. */
+  repeatNextPage: boolean;
+  /** NextPage never ends, even past the data. */
+  endlessPages: boolean;
+  /** Records served before the real ones on every list page 0 (bad ids, bad dates). */
+  rawItems: unknown[];
+  /** In-process only: runs before each list page is computed, to change data mid-sweep. */
+  beforePage: ((pageIndex: number) => void) | undefined;
+};
+
+export const STATIC_TOKEN = 'sim-static-token';
+export const BASIC_CREDENTIALS = { username: 'sim-user', password: 'sim-password' };
+
 const APPROVAL = [['A_NOTF', 'Not Submitted'], ['A_PEND', 'Submitted & Pending Approval'], ['A_APPR', 'Approved']] as const;
 
 /**
@@ -65,6 +99,11 @@ export class ConcurSim {
   private lastModifiedMs = 0;
   private sequence = 0;
   readonly changes: Change[] = [];
+  readonly faults: SimFaults = {
+    listFailures: [], tokenError: undefined, clockOffsetMs: 0, repeatNextPage: false, endlessPages: false, rawItems: [], beforePage: undefined,
+  };
+  /** Every list request's query, in order, for tests to inspect what was asked. */
+  readonly listQueries: URLSearchParams[] = [];
   requestCount = 0;
   tokenRequestCount = 0;
   baseUrl = '';
@@ -102,15 +141,25 @@ export class ConcurSim {
     await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
+  now(): number {
+    return Date.now() + this.faults.clockOffsetMs;
+  }
+
   /** A modification time strictly after every earlier one, so each change is a distinct instant. */
   private nextModified(): number {
-    this.lastModifiedMs = Math.max(Date.now(), this.lastModifiedMs + 1);
+    this.lastModifiedMs = Math.max(this.now(), this.lastModifiedMs + 1);
     return this.lastModifiedMs;
   }
 
-  createReport(overrides: Partial<SimReport> = {}): SimReport {
+  /** Invalidates every access token, as a revocation on Concur's side would. */
+  revokeAccessTokens(): void {
+    this.accessTokens.clear();
+  }
+
+  /** `modifiedMs` pins the modification time (many records sharing one date). */
+  createReport(overrides: Partial<SimReport> = {}, options: { modifiedMs?: number } = {}): SimReport {
     this.sequence++;
-    const ms = this.nextModified();
+    const ms = options.modifiedMs ?? this.nextModified();
     const id = overrides.ID ?? randomBytes(10).toString('hex').toUpperCase();
     const [code, name] = APPROVAL[0];
     const report = {
@@ -133,10 +182,10 @@ export class ConcurSim {
     return this.publicReport(report);
   }
 
-  updateReport(id: string): SimReport {
+  updateReport(id: string, options: { modifiedMs?: number } = {}): SimReport {
     const report = this.reports.get(id);
     if (!report) throw new Error(`no report ${id}`);
-    const ms = this.nextModified();
+    const ms = options.modifiedMs ?? this.nextModified();
     const next = APPROVAL[(APPROVAL.findIndex(([c]) => c === report.ApprovalStatusCode) + 1) % APPROVAL.length]!;
     Object.assign(report, { LastModifiedDate: concurDate(ms), modifiedMs: ms, ApprovalStatusCode: next[0], ApprovalStatusName: next[1] });
     this.changes.push({ kind: 'updated', id, lastModified: report.LastModifiedDate });
@@ -164,22 +213,41 @@ export class ConcurSim {
     const url = new URL(req.url ?? '/', this.baseUrl);
     const body = await readBody(req);
     const send = (status: number, payload: unknown, headers: Record<string, string> = {}): void => {
-      res.writeHead(status, { 'content-type': 'application/json', ...headers });
+      res.writeHead(status, { 'content-type': 'application/json', date: new Date(this.now()).toUTCString(), ...headers });
       res.end(JSON.stringify(payload));
     };
     if (req.method === 'POST' && url.pathname === '/oauth2/v0/token') return this.token(body, send);
     if (url.pathname.startsWith('/_sim/')) return this.control(req.method ?? 'GET', url, body, send);
-    if (req.method === 'GET' && url.pathname === '/api/v3.0/expense/reports') {
+    const concur = url.pathname === '/api/v3.0/expense/reports';
+    const generic = url.pathname === '/generic/v1/reports';
+    if (req.method === 'GET' && (concur || generic)) {
       const auth = req.headers.authorization ?? '';
+      const basic = 'Basic ' + Buffer.from(`${BASIC_CREDENTIALS.username}:${BASIC_CREDENTIALS.password}`).toString('base64');
       const expiry = this.accessTokens.get(auth.replace(/^Bearer /, ''));
-      if (expiry === undefined || expiry < Date.now()) return send(401, { Message: 'Invalid or expired token' });
-      return this.listReports(url, send);
+      const allowed = concur ? expiry !== undefined && expiry >= Date.now() : auth === `Bearer ${STATIC_TOKEN}` || auth === basic;
+      if (!allowed) return send(401, { Message: 'Invalid or expired token' });
+      this.listQueries.push(url.searchParams);
+      const failure = this.faults.listFailures.shift();
+      if (failure?.reset) {
+        req.socket.destroy();
+        return;
+      }
+      if (failure) {
+        res.writeHead(failure.status, {
+          'content-type': failure.contentType ?? 'application/json',
+          ...(failure.retryAfter ? { 'retry-after': failure.retryAfter } : {}),
+        });
+        res.end(failure.body ?? JSON.stringify({ Message: `simulated ${failure.status}` }));
+        return;
+      }
+      return concur ? this.listReports(url, send) : this.listGeneric(url, send);
     }
     send(404, { Message: `no route ${req.method} ${url.pathname}` });
   }
 
   private token(body: string, send: (s: number, p: unknown) => void): void {
     this.tokenRequestCount++;
+    if (this.faults.tokenError) return send(this.faults.tokenError.status, { error: this.faults.tokenError.error, error_description: 'simulated failure' });
     const form = new URLSearchParams(body);
     const c = this.credentials;
     if (form.get('grant_type') !== 'refresh_token') return send(400, { error: 'unsupported_grant_type' });
@@ -201,6 +269,20 @@ export class ConcurSim {
     });
   }
 
+  /** Reports in the window, oldest change first, ties by ID: the order offset paging walks. */
+  private select(after: number | undefined, before: number | undefined): (SimReport & { modifiedMs: number })[] {
+    return [...this.reports.values()]
+      .filter((r) => (after === undefined || r.modifiedMs > after) && (before === undefined || r.modifiedMs < before))
+      .sort((a, b) => a.modifiedMs - b.modifiedMs || a.ID.localeCompare(b.ID));
+  }
+
+  private page<T>(all: T[], offset: number, limit: number): { items: (T | unknown)[]; more: boolean } {
+    const pageIndex = Math.floor(offset / limit);
+    const items: unknown[] = pageIndex === 0 ? [...this.faults.rawItems] : [];
+    items.push(...all.slice(offset, offset + limit));
+    return { items, more: this.faults.endlessPages || offset + limit < all.length };
+  }
+
   private listReports(url: URL, send: (s: number, p: unknown) => void): void {
     const q = url.searchParams;
     const limit = Number(q.get('limit') ?? '25');
@@ -213,23 +295,46 @@ export class ConcurSim {
       return send(400, { Message: 'modifiedDateAfter/modifiedDateBefore must be yyyy-MM-dd or yyyy-MM-ddTHH:mm:ss' });
     }
     const offset = q.get('offset') ? Number(Buffer.from(q.get('offset')!, 'base64url').toString()) : 0;
-    const matching = [...this.reports.values()]
-      .filter((r) => (afterMs === undefined || r.modifiedMs > afterMs) && (beforeMs === undefined || r.modifiedMs < beforeMs))
-      .sort((a, b) => a.modifiedMs - b.modifiedMs || a.ID.localeCompare(b.ID));
-    const items = matching.slice(offset, offset + limit).map((r) => this.publicReport(r));
+    this.faults.beforePage?.(Math.floor(offset / limit));
+    const { items, more } = this.page(this.select(afterMs, beforeMs).map((r) => this.publicReport(r)), offset, limit);
     let nextPage: string | null = null;
-    if (offset + limit < matching.length) {
+    if (more || this.faults.repeatNextPage) {
       const next = new URL(url);
-      next.searchParams.set('offset', Buffer.from(String(offset + limit)).toString('base64url'));
+      if (!this.faults.repeatNextPage) next.searchParams.set('offset', Buffer.from(String(offset + limit)).toString('base64url'));
       nextPage = next.toString();
     }
     send(200, { Items: items, NextPage: nextPage });
+  }
+
+  /**
+   * The same reports as a generic REST API shapes them: ISO dates with a zone, `page` numbers,
+   * a relative `links.next`, records under `data.items`.
+   */
+  private listGeneric(url: URL, send: (s: number, p: unknown) => void): void {
+    const q = url.searchParams;
+    const since = q.get('updated_since');
+    const sinceMs = since === null ? undefined : Date.parse(since);
+    if (sinceMs !== undefined && Number.isNaN(sinceMs)) return send(400, { error: 'updated_since must be ISO-8601' });
+    const perPage = Number(q.get('per_page') ?? '50');
+    const page = Number(q.get('page') ?? '1');
+    this.faults.beforePage?.(page - 1);
+    const all = this.select(sinceMs === undefined ? undefined : sinceMs - 1, undefined).map((r) => ({
+      id: r.ID, name: r.Name, updated_at: new Date(r.modifiedMs).toISOString(), created_at: `${r.CreateDate}Z`,
+    }));
+    const { items, more } = this.page(all, (page - 1) * perPage, perPage);
+    const next = new URL(url);
+    next.searchParams.set('page', String(page + 1));
+    send(200, { data: { items }, links: { next: more ? `${next.pathname}${next.search}` : null } });
   }
 
   private control(method: string, url: URL, body: string, send: (s: number, p: unknown) => void): void {
     const path = url.pathname.slice('/_sim/'.length);
     if (method === 'GET' && path === 'reports') return send(200, this.allReports());
     if (method === 'GET' && path === 'changes') return send(200, this.changes);
+    if (method === 'POST' && path === 'faults') {
+      Object.assign(this.faults, JSON.parse(body || '{}') as Partial<SimFaults>);
+      return send(200, { ...this.faults, beforePage: undefined });
+    }
     if (method === 'POST' && path === 'reports') return send(201, this.createReport(body ? (JSON.parse(body) as Partial<SimReport>) : {}));
     const update = /^reports\/([^/]+)\/update$/.exec(path);
     if (method === 'POST' && update) {
