@@ -69,6 +69,15 @@ describe('zone-less and zoned dates: parsing', () => {
     expect(isoFromInstant(withZone('2026-07-15T10:00:00+02:00')!)).toBe('2026-07-15T08:00:00.000Z');
   });
 
+  it('resolves DST edges as Java does: the earlier of a repeated hour, the old offset in a gap', () => {
+    const ny = createDateParser("yyyy-MM-dd'T'HH:mm:ss", 'America/New_York');
+    expect(isoFromInstant(ny('2026-11-01T01:30:00')!)).toBe('2026-11-01T05:30:00.000Z');
+    expect(isoFromInstant(ny('2026-11-01T02:30:00')!)).toBe('2026-11-01T07:30:00.000Z');
+    expect(isoFromInstant(ny('2026-03-08T02:30:00')!)).toBe('2026-03-08T07:30:00.000Z');
+    expect(isoFromInstant(ny('2026-03-08T03:30:00')!)).toBe('2026-03-08T07:30:00.000Z');
+    expect(isoFromInstant(ny('2026-03-08T01:59:59')!)).toBe('2026-03-08T06:59:59.000Z');
+  });
+
   it('falls back to ISO-8601 and epoch milliseconds, and refuses garbage and impossible dates', () => {
     expect(isoFromInstant(concur('2026-11-22T07:00:00.5Z')!)).toBe('2026-11-22T07:00:00.500Z');
     expect(isoFromInstant(concur(Date.parse('2026-11-22T07:00:00Z'))!)).toBe('2026-11-22T07:00:00.000Z');

@@ -11,11 +11,11 @@ export async function statusCommand(opts: { db?: string; config?: string; json?:
       return;
     }
     process.stdout.write(table(
-      ['INSTANCE', 'RESOURCE', 'CURSOR', 'LAST POLL', 'RESULT', 'PENDING', 'DEAD', 'LAST ERROR'],
+      ['INSTANCE', 'RESOURCE', 'CURSOR', 'LAST POLL', 'RESULT', 'PENDING', 'DEAD', 'REJECTED', 'LAST ERROR'],
       streams.map((s) => [
         s.instance, s.resource, instantOrDash(s.cursor), isoOrDash(s.lastPollAt),
         s.lastPollOk === undefined ? '-' : s.lastPollOk ? 'ok' : 'failed',
-        String(s.pending), String(s.dead), s.lastPollError ?? s.lastDeliveryError ?? '',
+        String(s.pending), String(s.dead), String(s.rejected), s.lastPollError ?? s.lastDeliveryError ?? '',
       ]),
     ));
     process.stdout.write(`notifications: ${counts.pending} pending, ${counts.delivered} delivered, ${counts.dead} dead\n`);

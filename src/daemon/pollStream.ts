@@ -107,6 +107,16 @@ function pagesFrom(ctx: SweepContext, start: Instant, end: Instant | undefined):
   });
 }
 
+/**
+ * "Changed after we started" must be judged by the clock that stamped the records: a provider
+ * 30 s behind stamps a change made just after our first start 30 s before it. The `Date` header
+ * has one-second resolution, hence the margin.
+ */
+function originInProviderTime(ctx: SweepContext): Instant {
+  const skewMs = ctx.deps.skew.ms;
+  return skewMs === undefined ? ctx.stream.origin : ctx.stream.origin + Math.round((skewMs - 1500) * 1000);
+}
+
 /** The provider's clock from its `Date` header (one-second resolution: read as mid-second). */
 function measureSkew(ctx: SweepContext, page: Page): void {
   if (!page.serverDate) return;
@@ -127,7 +137,7 @@ async function sweep(ctx: SweepContext, window: PollWindow, summary: PollSummary
   let pages = 0;
   for await (const page of pagesFrom(ctx, window.start, window.end)) {
     measureSkew(ctx, page);
-    const { changes, rejected, history } = detectChanges(page.items, resource, stream.origin, `page ${page.index + 1}`);
+    const { changes, rejected, history } = detectChanges(page.items, resource, originInProviderTime(ctx), `page ${page.index + 1}`);
     for (const r of rejected) log.warn('record rejected', { position: r.position, reason: r.reason });
     const result = await deps.store.commitPage(
       stream.id,

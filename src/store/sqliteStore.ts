@@ -140,6 +140,7 @@ export class SqliteStore implements Store {
         s.last_success_at,
         (SELECT count(*) FROM notifications n WHERE n.stream_id = s.id AND n.status = 'pending') AS pending,
         (SELECT count(*) FROM notifications n WHERE n.stream_id = s.id AND n.status = 'dead') AS dead,
+        (SELECT count(*) FROM rejected_records r WHERE r.stream_id = s.id) AS rejected,
         (SELECT n.last_error FROM notifications n WHERE n.stream_id = s.id AND n.last_error IS NOT NULL
            ORDER BY n.seq DESC LIMIT 1) AS last_delivery_error
       FROM streams s ORDER BY s.instance, s.resource`).all() as Record<string, number | string | null>[];
@@ -149,7 +150,7 @@ export class SqliteStore implements Store {
       lastPollOk: r.last_poll_ok === null ? undefined : r.last_poll_ok === 1,
       lastPollError: orUndefined(r.last_poll_error as string | null),
       lastSuccessAt: orUndefined(r.last_success_at as number | null),
-      pending: Number(r.pending), dead: Number(r.dead),
+      pending: Number(r.pending), dead: Number(r.dead), rejected: Number(r.rejected),
       lastDeliveryError: orUndefined(r.last_delivery_error as string | null),
     }));
   }

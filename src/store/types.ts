@@ -79,6 +79,8 @@ export type StreamStatus = {
   lastSuccessAt: number | undefined;
   pending: number;
   dead: number;
+  /** Records kept as unreadable (no id, bad date). */
+  rejected: number;
   lastDeliveryError: string | undefined;
 };
 

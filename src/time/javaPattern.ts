@@ -298,14 +298,22 @@ export function instantFromWallClock(w: WallClock, offsetMs: number | undefined,
   if (w.month < 0 || w.month > 11 || w.day < 1 || w.day > 31 || w.hour > 23 || w.minute > 59 || w.second > 60) return undefined;
   const wallMs = Date.UTC(w.year, w.month, w.day, w.hour, w.minute, Math.min(w.second, 59));
   if (new Date(wallMs).getUTCDate() !== w.day) return undefined;
-  let utcMs: number;
-  if (offsetMs !== undefined) {
-    utcMs = wallMs - offsetMs;
-  } else {
-    // Two steps find the offset in force at the resulting instant, which differs from the offset
-    // at the wall-clock reading itself only around a DST change.
-    const guess = wallMs - zoneOffsetMs(zone, wallMs);
-    utcMs = wallMs - zoneOffsetMs(zone, guess);
-  }
+  const utcMs = offsetMs !== undefined ? wallMs - offsetMs : wallToUtcInZone(wallMs, zone);
   return utcMs * US_PER_MS + w.micros;
+}
+
+const DAY_MS = 86_400_000;
+
+/**
+ * A wall-clock reading in a zone to UTC, resolving DST edges as Java does: a time that occurs
+ * twice (autumn) is the earlier instant; a time that never occurs (spring gap) is read with the
+ * offset in force before the gap, so 02:30 becomes 03:30 of the new offset.
+ */
+function wallToUtcInZone(wallMs: number, zone: string): number {
+  const before = zoneOffsetMs(zone, wallMs - DAY_MS);
+  const after = zoneOffsetMs(zone, wallMs + DAY_MS);
+  const valid = [...new Set([before, after])]
+    .map((offset) => wallMs - offset)
+    .filter((utc) => wallMs - zoneOffsetMs(zone, utc) === utc);
+  return valid.length > 0 ? Math.min(...valid) : wallMs - before;
 }

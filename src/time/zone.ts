@@ -33,8 +33,24 @@ export function normalizeTimeZone(zone: string): string | undefined {
   return Number.isNaN(getTimezoneOffset(mapped, new Date(0))) ? undefined : mapped;
 }
 
-/** Offset of `zone` from UTC at the given UTC instant, in milliseconds (east positive). */
+const offsetFormats = new Map<string, Intl.DateTimeFormat>();
+
+/**
+ * Offset of `zone` from UTC at the given UTC instant, in milliseconds (east positive). Read from
+ * Intl's `longOffset` rather than date-fns-tz's getTimezoneOffset, which reports the standard
+ * offset during the repeated hour of an autumn DST change (01:30 EDT read as EST).
+ */
 export function zoneOffsetMs(zone: string, utcMs: number): number {
   if (zone === 'UTC') return 0;
-  return getTimezoneOffset(zone, new Date(utcMs));
+  const fixed = /^([+-])(\d{2}):(\d{2})$/.exec(zone);
+  if (fixed) return (fixed[1] === '-' ? -1 : 1) * (Number(fixed[2]) * 60 + Number(fixed[3])) * 60_000;
+  let format = offsetFormats.get(zone);
+  if (!format) {
+    format = new Intl.DateTimeFormat('en-US', { timeZone: zone, timeZoneName: 'longOffset' });
+    offsetFormats.set(zone, format);
+  }
+  const name = format.formatToParts(new Date(utcMs)).find((p) => p.type === 'timeZoneName')?.value ?? 'GMT';
+  const m = /^GMT(?:([+-])(\d{2}):(\d{2}))?$/.exec(name);
+  if (!m || !m[1]) return 0;
+  return (m[1] === '-' ? -1 : 1) * (Number(m[2]) * 60 + Number(m[3])) * 60_000;
 }
