@@ -18,7 +18,7 @@ const KNOWN_EXTENSION_KEYS = new Set([
   'pollbridge.poller.cron', 'pollbridge.poller.backfillFrom', 'pollbridge.poller.overlapSeconds',
   'pollbridge.poller.settleSeconds', 'pollbridge.poller.timezone',
   'pollbridge.delivery.maxEventsPerNotification', 'pollbridge.delivery.timeoutMs',
-  'pollbridge.delivery.retrySchedule', 'pollbridge.delivery.concurrency',
+  'pollbridge.delivery.retrySchedule', 'pollbridge.delivery.concurrency', 'pollbridge.delivery.ordered',
   'pollbridge.notification.previousSignatureKeys',
 ]);
 
@@ -171,6 +171,7 @@ function readInstance(r: ObjectReader): InstanceConfig | undefined {
     timeoutMs: c.number('pollbridge.delivery.timeoutMs', 15_000, { min: 100, max: 600_000, integer: true, unit: 'milliseconds' }),
     retryScheduleSec: c.has('pollbridge.delivery.retrySchedule') ? retries : DEFAULT_RETRY_SCHEDULE_SEC,
     concurrency: c.number('pollbridge.delivery.concurrency', 4, { min: 1, max: 64, integer: true }),
+    ordered: c.boolean('pollbridge.delivery.ordered', false),
   };
 
   const resources = readResources(c, elementKey, timeZone);

@@ -37,6 +37,8 @@ export type DeliveryConfig = {
   retryScheduleSec: number[];
   /** Most requests in flight to one callback URL. */
   concurrency: number;
+  /** Strict order per instance: one at a time, and nothing passes a failing notification. */
+  ordered: boolean;
 };
 
 export type InstanceConfig = {

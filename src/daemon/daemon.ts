@@ -183,6 +183,7 @@ function deliveryTarget(instance: InstanceConfig): DeliveryTarget {
     keys: { current: instance.signatureKey, previous: instance.previousSignatureKeys },
     timeoutMs: instance.delivery.timeoutMs,
     concurrency: instance.delivery.concurrency,
+    ordered: instance.delivery.ordered,
     policy: { scheduleSec: instance.delivery.retryScheduleSec, maxRetryAfterSec: DEFAULT_MAX_RETRY_AFTER_SEC, jitter: 0.2 },
   };
 }

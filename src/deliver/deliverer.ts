@@ -10,6 +10,8 @@ export type DeliveryTarget = {
   keys: SigningKeys;
   timeoutMs: number;
   concurrency: number;
+  /** One at a time, oldest first; a failing notification holds back the ones behind it. */
+  ordered: boolean;
   policy: RetryPolicy;
 };
 
@@ -35,6 +37,14 @@ export class Deliverer {
   private readonly inFlight = new Map<string, Promise<void>>();
   private readonly perUrl = new Map<string, number>();
   private readonly warnedInstances = new Set<string>();
+  /**
+   * Instances whose receiver may have notifications waiting on backoff: those that failed since
+   * their last success, and every instance until its first success after start (the database may
+   * hold a backlog from before). A success pulls that backlog in at once.
+   */
+  private readonly mayHaveBacklog = new Set<string>();
+  private readonly checkedSinceStart = new Set<string>();
+  private heads: Map<string, number> | undefined;
   private readonly abort = new AbortController();
   private wakeUp: (() => void) | undefined;
   private pendingWake = false;
@@ -78,6 +88,7 @@ export class Deliverer {
     while (!this.stopping) {
       this.pendingWake = false;
       const due = await this.deps.store.dueNotifications(Date.now(), BATCH, new Set(this.inFlight.keys()));
+      this.heads = due.some((e) => this.deps.target(e.instance)?.ordered) ? await this.deps.store.pendingHeads() : undefined;
       const started = due.filter((entry) => this.tryStart(entry)).length;
       if (untilIdle && started === 0 && this.inFlight.size === 0) return;
       await this.sleep(await this.idleDelay());
@@ -113,8 +124,9 @@ export class Deliverer {
       }
       return false;
     }
+    if (target.ordered && this.heads?.get(entry.instance) !== entry.seq) return false;
     const busy = this.perUrl.get(target.url) ?? 0;
-    if (busy >= target.concurrency) return false;
+    if (busy >= (target.ordered ? 1 : target.concurrency)) return false;
     this.perUrl.set(target.url, busy + 1);
     const task = this.deliver(entry, target).finally(() => {
       this.perUrl.set(target.url, (this.perUrl.get(target.url) ?? 1) - 1);
@@ -148,6 +160,13 @@ export class Deliverer {
       return;
     }
     this.deps.onAttempt?.(entry, decision, result.statusCode, result.durationMs);
+    if (decision.status === 'retry') this.mayHaveBacklog.add(entry.instance);
+    if (decision.status === 'delivered' && (!this.checkedSinceStart.has(entry.instance) || this.mayHaveBacklog.has(entry.instance))) {
+      this.checkedSinceStart.add(entry.instance);
+      this.mayHaveBacklog.delete(entry.instance);
+      const expedited = await this.deps.store.expediteRetries(entry.instance, Date.now());
+      if (expedited > 0) this.deps.log.info('receiver is answering again: sending its backlog now', { instance: entry.instance, notifications: expedited });
+    }
     const fields = { instance: entry.instance, eventId: entry.id, attempt, durationMs: result.durationMs, statusCode: result.statusCode };
     if (decision.status === 'delivered') this.deps.log.info('notification delivered', fields);
     else if (decision.status === 'retry') this.deps.log.warn('delivery failed, will retry', { ...fields, error: result.error, retryInMs: decision.delayMs });

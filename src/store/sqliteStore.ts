@@ -65,6 +65,8 @@ export class SqliteStore implements Store {
       markDelivered: db.prepare(`UPDATE notifications SET status = 'delivered', attempts = ?, delivered_at = ?, last_status = ?, last_error = NULL WHERE id = ?`),
       markRetry: db.prepare(`UPDATE notifications SET attempts = ?, next_attempt_at = ?, last_status = ?, last_error = ? WHERE id = ?`),
       markDead: db.prepare(`UPDATE notifications SET status = 'dead', attempts = ?, last_status = ?, last_error = ? WHERE id = ?`),
+      pendingHeads: db.prepare(`SELECT instance, min(seq) AS seq FROM notifications WHERE status = 'pending' GROUP BY instance`),
+      expedite: db.prepare(`UPDATE notifications SET next_attempt_at = ? WHERE status = 'pending' AND instance = ? AND next_attempt_at > ? AND attempts > 0`),
       loadAuth: db.prepare('SELECT seed_hash AS seedHash, refresh_token AS refreshToken, geolocation FROM auth_state WHERE instance = ?'),
       saveAuth: db.prepare(`INSERT INTO auth_state (instance, seed_hash, refresh_token, geolocation, updated_at) VALUES (?, ?, ?, ?, ?)
         ON CONFLICT (instance) DO UPDATE SET seed_hash = excluded.seed_hash, refresh_token = excluded.refresh_token,
@@ -124,6 +126,15 @@ export class SqliteStore implements Store {
       else if (outcome.status === 'pending') this.stmts.markRetry.run(a.attempt, outcome.nextAttemptAt, a.statusCode ?? null, a.error ?? null, a.notificationId);
       else this.stmts.markDead.run(a.attempt, a.statusCode ?? null, a.error ?? null, a.notificationId);
     }).immediate();
+  }
+
+  async pendingHeads(): Promise<Map<string, number>> {
+    const rows = this.stmts.pendingHeads.all() as { instance: string; seq: number }[];
+    return new Map(rows.map((r) => [r.instance, r.seq]));
+  }
+
+  async expediteRetries(instance: string, now: number): Promise<number> {
+    return this.stmts.expedite.run(now, instance, now).changes;
   }
 
   async loadAuthState(instance: string): Promise<AuthState | undefined> {

@@ -21,6 +21,10 @@ export interface Store {
   /** When the next pending notification falls due (ms), if any. */
   nextDueAt(): Promise<number | undefined>;
   recordAttempt(attempt: AttemptRecord, outcome: AttemptOutcome): Promise<void>;
+  /** The oldest pending notification of each instance (its `seq`), for strictly ordered delivery. */
+  pendingHeads(): Promise<Map<string, number>>;
+  /** A receiver is answering again: its instance's notifications waiting on backoff are due now. */
+  expediteRetries(instance: string, now: number): Promise<number>;
 
   loadAuthState(instance: string): Promise<AuthState | undefined>;
   saveAuthState(instance: string, state: AuthState): Promise<void>;

@@ -16,15 +16,21 @@ export type Received = {
  * `standardwebhooks` library for `webhook-signature`, and a by-hand HMAC for AMPLIFY's header.
  * `respond` picks the answer for each request (default 200); rejected requests get 401.
  */
-export async function startReceiver(key: string, respond: (n: number, body: string) => number = () => 200) {
+export type Respond = (n: number, body: string) => number | Promise<number> | { status: number; body: string; headers?: Record<string, string> } | 'hang';
+
+export async function startReceiver(key: string, respond: Respond = () => 200) {
   const accepted: Received[] = [];
   const failures: string[] = [];
+  const seenIds: string[] = [];
   let requests = 0;
+  let inFlight = 0;
+  let maxInFlight = 0;
   const wh = key.startsWith('whsec_') ? new Webhook(key) : new Webhook(key, { format: 'raw' });
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
+    req.on('end', () => void handle());
+    const handle = async (): Promise<void> => {
       const n = ++requests;
       const body = Buffer.concat(chunks).toString('utf8');
       try {
@@ -38,13 +44,21 @@ export async function startReceiver(key: string, respond: (n: number, body: stri
         res.writeHead(401).end();
         return;
       }
-      const status = respond(n, body);
+      seenIds.push(String(req.headers['webhook-id']));
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      const answer = await respond(n, body);
+      inFlight--;
+      if (answer === 'hang') return;
+      const { status, body: responseBody, headers = {} } = typeof answer === 'number'
+        ? { status: answer, body: answer >= 300 ? 'receiver says no' : 'ok', headers: {} }
+        : answer;
       if (status >= 200 && status < 300) {
         const { message } = JSON.parse(body) as { message: Omit<Received, 'id' | 'body' | 'headers'> };
         accepted.push({ id: String(req.headers['webhook-id']), body, headers: req.headers, events: message.events, raw: message.raw });
       }
-      res.writeHead(status, { 'content-type': 'text/plain' }).end(status >= 300 ? 'receiver says no' : 'ok');
-    });
+      res.writeHead(status, { 'content-type': 'text/plain', ...headers }).end(responseBody);
+    };
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   const { port } = server.address() as AddressInfo;
@@ -52,6 +66,11 @@ export async function startReceiver(key: string, respond: (n: number, body: stri
     url: `http://127.0.0.1:${port}/hook`,
     accepted,
     failures,
+    /** The webhook-id of every verified request, answered or not, in arrival order. */
+    seenIds,
+    get maxInFlight() {
+      return maxInFlight;
+    },
     get requests() {
       return requests;
     },
