@@ -7,10 +7,25 @@ import { configPath, logLevel, parseIsoOption } from './options.js';
 export type RunOptions = { config?: string; db?: string; once?: boolean; since?: string; logLevel?: string; graceMs?: string };
 
 /**
- * The daemon. The first SIGTERM/SIGINT stops it gracefully (exit 0); a second one exits at once
- * (the database is safe either way: every commit is durable before it is acknowledged).
+ * The daemon. The first SIGTERM/SIGINT stops it gracefully (exit 0), even one that arrives while
+ * it is still starting; a second one exits at once (the database is safe either way: every
+ * commit is durable before it is acknowledged).
  */
 export async function runCommand(opts: RunOptions): Promise<void> {
+  let signals = 0;
+  let requestStop: (() => void) | undefined;
+  const stopRequested = new Promise<void>((resolve) => { requestStop = resolve; });
+  const onSignal = (signal: NodeJS.Signals): void => {
+    signals++;
+    if (signals > 1) {
+      process.stderr.write(`pollbridge: second ${signal}: exiting now\n`);
+      process.exit(1);
+    }
+    requestStop?.();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+
   const level = logLevel(opts.logLevel);
   const since = parseIsoOption('--since', opts.since);
   const config = loadConfig(configPath(opts.config), { databaseOverride: opts.db });
@@ -27,20 +42,8 @@ export async function runCommand(opts: RunOptions): Promise<void> {
     if (failedPolls > 0) process.exitCode = 1;
     return;
   }
-  let signals = 0;
-  let stopped: (() => void) | undefined;
-  const done = new Promise<void>((resolve) => { stopped = resolve; });
-  const onSignal = (signal: NodeJS.Signals): void => {
-    signals++;
-    if (signals > 1) {
-      log.warn('second signal: exiting now', { signal });
-      process.exit(1);
-    }
-    log.info('stopping', { signal });
-    void daemon.stop().then(stopped);
-  };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
   await daemon.start();
-  await done;
+  await stopRequested;
+  log.info('stopping');
+  await daemon.stop();
 }

@@ -5,7 +5,7 @@ import { loadConfig } from '../../src/config/load.js';
 import { Daemon, type DaemonOptions } from '../../src/daemon/daemon.js';
 import { createLogger } from '../../src/log.js';
 import { ConcurSim, type SimOptions } from '../../src/sim/concurSim.js';
-import { startReceiver } from './receiver.js';
+import { type Respond, startReceiver } from './receiver.js';
 import { SIM_ENV, simConfig } from './simConfig.js';
 import { tempDir, writeJson } from './tmp.js';
 
@@ -37,12 +37,17 @@ export const FAST_FETCH = { retries: 3, minTimeoutMs: 10, maxRetryAfterSec: 2 };
  * The simulator, a verifying receiver and a config file pointing one at the other; daemons run
  * in-process against a real SQLite file (tests of the CLI itself use child processes instead).
  */
-export async function harness(configuration: Record<string, unknown> = {}, simOptions: SimOptions = {}, edit?: (config: ReturnType<typeof simConfig>) => unknown) {
+export async function harness(
+  configuration: Record<string, unknown> = {},
+  simOptions: SimOptions = {},
+  edit?: (config: ReturnType<typeof simConfig>) => unknown,
+  respond?: Respond,
+) {
   const key = 'whsec_' + randomBytes(24).toString('base64');
   const sim = new ConcurSim(simOptions);
   const simUrl = await sim.start();
   cleanups.push(() => sim.stop());
-  const receiver = await startReceiver(key);
+  const receiver = await startReceiver(key, respond);
   cleanups.push(() => receiver.close());
   const dir = tempDir();
   const base = simConfig(simUrl, receiver.url, key, configuration);

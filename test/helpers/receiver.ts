@@ -16,7 +16,11 @@ export type Received = {
  * `standardwebhooks` library for `webhook-signature`, and a by-hand HMAC for AMPLIFY's header.
  * `respond` picks the answer for each request (default 200); rejected requests get 401.
  */
-export type Respond = (n: number, body: string) => number | Promise<number> | { status: number; body: string; headers?: Record<string, string> } | 'hang';
+export type Respond = (n: number, body: string) => | number
+  | Promise<number>
+  | { status: number; body: string; headers?: Record<string, string>; afterWrite?: () => void }
+  | Promise<{ status: number; body: string; afterWrite?: () => void }>
+  | 'hang';
 
 export async function startReceiver(key: string, respond: Respond = () => 200) {
   const accepted: Received[] = [];
@@ -50,14 +54,15 @@ export async function startReceiver(key: string, respond: Respond = () => 200) {
       const answer = await respond(n, body);
       inFlight--;
       if (answer === 'hang') return;
-      const { status, body: responseBody, headers = {} } = typeof answer === 'number'
-        ? { status: answer, body: answer >= 300 ? 'receiver says no' : 'ok', headers: {} }
-        : answer;
+      const { status, body: responseBody, headers = {}, afterWrite } = typeof answer === 'number'
+        ? { status: answer, body: answer >= 300 ? 'receiver says no' : 'ok', headers: {}, afterWrite: undefined }
+        : { headers: {}, ...answer };
       if (status >= 200 && status < 300) {
         const { message } = JSON.parse(body) as { message: Omit<Received, 'id' | 'body' | 'headers'> };
         accepted.push({ id: String(req.headers['webhook-id']), body, headers: req.headers, events: message.events, raw: message.raw });
       }
       res.writeHead(status, { 'content-type': 'text/plain', ...headers }).end(responseBody);
+      afterWrite?.();
     };
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
