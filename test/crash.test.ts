@@ -102,7 +102,7 @@ describe('crash safety (SIGKILL)', () => {
     }
     await runUntilDelivered(start, receiver, finalKeys(sim.allReports()));
     expectNoChangeUnderTwoIds(receiver.accepted);
-  });
+  }, 120_000);
 
   it('a kill while a delivery is in flight: the notification is sent again under the same id', async () => {
     let daemon: CliProcess | undefined;

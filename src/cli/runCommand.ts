@@ -1,4 +1,5 @@
-import { loadConfig } from '../config/load.js';
+import { formatIssue } from '../config/issues.js';
+import { loadConfig, readConfig } from '../config/load.js';
 import { Daemon } from '../daemon/daemon.js';
 import { createLogger } from '../log.js';
 import { instantFromMs } from '../time/instant.js';
@@ -8,7 +9,7 @@ export type RunOptions = { config?: string; db?: string; once?: boolean; since?:
 
 /**
  * The daemon. The first SIGTERM/SIGINT stops it gracefully (exit 0), even one that arrives while
- * it is still starting; a second one exits at once (the database is safe either way: every
+ * it is still starting; a second one exits at once; SIGHUP reloads the config (the database is safe either way: every
  * commit is durable before it is acknowledged).
  */
 export async function runCommand(opts: RunOptions): Promise<void> {
@@ -28,7 +29,8 @@ export async function runCommand(opts: RunOptions): Promise<void> {
 
   const level = logLevel(opts.logLevel);
   const since = parseIsoOption('--since', opts.since);
-  const config = loadConfig(configPath(opts.config), { databaseOverride: opts.db });
+  const file = configPath(opts.config);
+  const config = loadConfig(file, { databaseOverride: opts.db });
   const log = createLogger({ level, secrets: config.secrets });
   const daemon = new Daemon({
     config,
@@ -42,6 +44,18 @@ export async function runCommand(opts: RunOptions): Promise<void> {
     if (failedPolls > 0) process.exitCode = 1;
     return;
   }
+  // SIGHUP: re-read and check the file; apply it only if it is valid, else keep the running one.
+  process.on('SIGHUP', () => {
+    const result = readConfig(file, { databaseOverride: opts.db });
+    if (!result.config) {
+      log.error('config reload refused: the running config stays', { problems: result.issues.map(formatIssue) });
+      return;
+    }
+    daemon.reload(result.config).then(
+      () => log.info('config reloaded', { instances: result.config.instances.map((i) => i.name) }),
+      (err: unknown) => log.error('config reload refused: the running config stays', { error: (err as Error).message }),
+    );
+  });
   await daemon.start();
   await stopRequested;
   log.info('stopping');

@@ -10,11 +10,13 @@ import { createHttpClient } from '../poll/httpClient.js';
 import { acquireDaemonLock } from '../store/lock.js';
 import { SqliteStore } from '../store/sqliteStore.js';
 import type { Store, Stream } from '../store/types.js';
-import { type Instant, instantFromMs } from '../time/instant.js';
+import { type Instant, instantFromMs, msFromInstant } from '../time/instant.js';
 import { abortableSleep } from '../util/abortableSleep.js';
 import { Semaphore } from '../util/semaphore.js';
+import { type Health, startHttpServer } from './httpServer.js';
+import { Metrics, statusClass } from './metrics.js';
 import { pollStream, type PollSummary } from './pollStream.js';
-import { createScheduler } from './schedule.js';
+import { createScheduler, type Scheduler } from './schedule.js';
 
 export type DaemonOptions = {
   config: PollbridgeConfig;
@@ -29,30 +31,63 @@ export type DaemonOptions = {
   maxPages?: number;
 };
 
-type StreamRuntime = { instance: InstanceConfig; resource: ResourceConfig; stream: Stream; auth: Authenticator; skew: { ms: number | undefined } };
+type StreamRuntime = {
+  instance: InstanceConfig;
+  resource: ResourceConfig;
+  stream: Stream;
+  auth: Authenticator;
+  scheduler: Scheduler;
+  skew: { ms: number | undefined };
+  /** When a poll last completed (or, before the first, when this stream started), ms. */
+  lastCompletedAt: number;
+};
+
+export class ReloadError extends Error {}
+
+/** Polls that have not completed for this many intervals make /healthz answer 503. */
+const STALL_INTERVALS = 3;
 
 /**
- * The running service: one polling loop per (instance, resource) and one deliverer. Start and
- * stop are idempotent; stop ends polling first, then lets deliveries in flight finish.
+ * The running service: one polling loop per (instance, resource), one deliverer, and the health
+ * and metrics endpoint. Start and stop are idempotent; stop ends polling first, then lets
+ * deliveries in flight finish. `reload` swaps the configuration without touching the outbox.
  */
 export class Daemon {
   private store: Store | undefined;
   private lock: { release(): void } | undefined;
   private http: Got | undefined;
   private deliverer: Deliverer | undefined;
+  private httpServer: { url: string; close(): Promise<void> } | undefined;
   private streams: StreamRuntime[] = [];
-  private readonly stopController = new AbortController();
+  private targets = new Map<string, DeliveryTarget>();
+  private loopController = new AbortController();
+  private stopped = false;
   private readonly semaphore: Semaphore;
   private loops: Promise<void>[] = [];
   private starting: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
+  readonly metrics: Metrics;
 
-  constructor(private readonly options: DaemonOptions) {
+  constructor(private options: DaemonOptions) {
     this.semaphore = new Semaphore(options.maxConcurrentPolls ?? 4);
+    this.metrics = new Metrics(
+      () => this.streams.map((s) => ({
+        instance: s.instance.name,
+        resource: s.resource.name,
+        cursorLagSec: (Date.now() - msFromInstant(s.stream.cursor)) / 1000,
+        skewSec: s.skew.ms === undefined ? undefined : s.skew.ms / 1000,
+      })),
+      async () => (this.store ? this.store.notificationCounts() : { pending: 0, dead: 0 }),
+    );
   }
 
   get config(): PollbridgeConfig {
     return this.options.config;
+  }
+
+  /** Where /healthz and /metrics answer, once started with `http.listen`. */
+  get httpUrl(): string | undefined {
+    return this.httpServer?.url;
   }
 
   private get log(): Logger {
@@ -61,14 +96,19 @@ export class Daemon {
 
   /** Opens the database (refusing one held by another daemon) and starts polling and delivery. */
   start(): Promise<void> {
-    this.starting ??= this.open().then(() => {
-      this.loops = this.streams.map((s) => this.pollLoop(s));
+    this.starting ??= (async () => {
+      await this.open();
+      this.startLoops();
       void this.deliverer!.start();
+      if (this.config.http) {
+        this.httpServer = await startHttpServer(this.config.http, () => this.health(), this.metrics);
+        this.log.info('health and metrics listening', { url: this.httpServer.url });
+      }
       this.log.info('pollbridge started', {
         database: this.config.database,
         streams: this.streams.map((s) => `${s.instance.name}/${s.resource.name}`),
       });
-    });
+    })();
     return this.starting;
   }
 
@@ -84,14 +124,55 @@ export class Daemon {
 
   stop(): Promise<void> {
     this.stopping ??= (async () => {
-      this.stopController.abort();
-      await Promise.allSettled(this.loops);
+      this.stopped = true;
+      await this.stopLoops();
+      for (const s of this.streams) s.scheduler.dispose();
+      await this.httpServer?.close();
       await this.deliverer?.stop(this.options.graceMs ?? 10_000);
       await this.store?.close();
       this.lock?.release();
       this.log.info('pollbridge stopped');
     })();
     return this.stopping;
+  }
+
+  /**
+   * Applies a new, already validated configuration: polling restarts on the new streams (a poll
+   * in progress is interrupted and its window read again), deliveries go to the new targets, and
+   * the outbox is kept. The database cannot change while running.
+   */
+  async reload(config: PollbridgeConfig): Promise<void> {
+    await this.starting;
+    if (this.stopped) return;
+    if (config.database !== this.config.database) {
+      throw new ReloadError(`the database cannot change on reload (${this.config.database} → ${config.database}); restart instead`);
+    }
+    await this.stopLoops();
+    for (const s of this.streams) s.scheduler.dispose();
+    this.options = { ...this.options, config };
+    this.options.log.addSecrets?.(config.secrets);
+    await this.buildStreams();
+    if (!this.stopped) this.startLoops();
+    this.deliverer?.wake();
+  }
+
+  /** 503-worthy problems: a stream without a completed poll for 3 intervals, or a database that takes no write. */
+  async health(): Promise<Health> {
+    const reasons: string[] = [];
+    const now = Date.now();
+    for (const s of this.streams) {
+      const limitMs = STALL_INTERVALS * s.scheduler.nominalIntervalMs();
+      const sinceMs = now - s.lastCompletedAt;
+      if (sinceMs > limitMs) {
+        reasons.push(`${s.instance.name}/${s.resource.name}: no completed poll for ${Math.round(sinceMs / 1000)} s (limit: ${STALL_INTERVALS} intervals, ${Math.round(limitMs / 1000)} s)`);
+      }
+    }
+    try {
+      await this.store?.checkWritable();
+    } catch (err) {
+      reasons.push(`database cannot be written: ${(err as Error).message}`);
+    }
+    return { ok: reasons.length === 0, reasons };
   }
 
   private async open(): Promise<void> {
@@ -101,51 +182,78 @@ export class Daemon {
     this.store = store;
     const timeoutMs = Math.max(...this.config.instances.map((i) => i.delivery.timeoutMs), 15_000);
     this.http = createHttpClient({ timeoutMs });
+    await this.buildStreams();
+    this.deliverer = new Deliverer({
+      store,
+      http: this.http,
+      log: this.log,
+      target: (name) => this.targets.get(name),
+      onAttempt: (entry, decision, statusCode, durationMs) => {
+        this.metrics.deliveryAttempts.inc({ instance: entry.instance, class: statusClass(statusCode) });
+        this.metrics.deliveryDuration.observe({ instance: entry.instance }, durationMs / 1000);
+        if (decision.status === 'delivered') this.metrics.deliveryLatency.observe({ instance: entry.instance }, (Date.now() - entry.createdAt) / 1000);
+      },
+    });
+  }
+
+  private async buildStreams(): Promise<void> {
+    const store = this.store!;
     const now = instantFromMs(Date.now());
-    const authByInstance = new Map<string, Authenticator>();
+    const streams: StreamRuntime[] = [];
     for (const instance of this.config.instances) {
       if (!instance.enabled) {
         this.log.info('instance disabled (event.notification.enabled is not true): not polled', { instance: instance.name });
         continue;
       }
       const auth = createAuthenticator(instance.auth, {
-        http: this.http,
+        http: this.http!,
         store,
         instance: instance.name,
         onSecret: (v) => this.options.log.addSecrets?.([v]),
       });
-      authByInstance.set(instance.name, auth);
       for (const resource of instance.resources) {
         const initial = this.options.since ?? instance.backfillFrom ?? now;
         const stream = await store.openStream(instance.name, resource.name, initial);
-        this.streams.push({ instance, resource, stream, auth, skew: { ms: undefined } });
+        const previous = this.streams.find((s) => s.stream.id === stream.id);
+        streams.push({
+          instance, resource, stream, auth,
+          scheduler: createScheduler(instance.schedule),
+          skew: previous?.skew ?? { ms: undefined },
+          lastCompletedAt: previous?.lastCompletedAt ?? Date.now(),
+        });
       }
     }
-    const targets = new Map(this.config.instances.map((i) => [i.name, deliveryTarget(i)]));
-    this.deliverer = new Deliverer({ store, http: this.http, log: this.log, target: (name) => targets.get(name) });
+    this.streams = streams;
+    this.targets = new Map(this.config.instances.map((i) => [i.name, deliveryTarget(i)]));
   }
 
-  private async pollLoop(s: StreamRuntime): Promise<void> {
-    const scheduler = createScheduler(s.instance.schedule);
-    const signal = this.stopController.signal;
+  private startLoops(): void {
+    this.loopController = new AbortController();
+    this.loops = this.streams.map((s) => this.pollLoop(s, this.loopController.signal));
+  }
+
+  private async stopLoops(): Promise<void> {
+    this.loopController.abort();
+    await Promise.allSettled(this.loops);
+    this.loops = [];
+  }
+
+  private async pollLoop(s: StreamRuntime, signal: AbortSignal): Promise<void> {
     let lastStart: number | undefined;
-    try {
-      while (!signal.aborted) {
-        await abortableSleep(scheduler.msUntilNext(lastStart, Date.now()), signal);
-        if (signal.aborted) break;
-        lastStart = Date.now();
-        await this.pollGuarded(s);
-      }
-    } finally {
-      scheduler.dispose();
+    while (!signal.aborted) {
+      await abortableSleep(s.scheduler.msUntilNext(lastStart, Date.now()), signal);
+      if (signal.aborted) break;
+      lastStart = Date.now();
+      await this.pollGuarded(s, signal);
     }
   }
 
   /** One poll; a failure is logged and recorded, never thrown: the loop polls again next time. */
-  private async pollGuarded(s: StreamRuntime): Promise<PollSummary | undefined> {
-    const log = this.log.child({ instance: s.instance.name, resource: s.resource.name });
-    const started = Date.now();
+  private async pollGuarded(s: StreamRuntime, signal: AbortSignal = this.loopController.signal): Promise<PollSummary | undefined> {
+    const labels = { instance: s.instance.name, resource: s.resource.name };
+    const log = this.log.child(labels);
     return this.semaphore.use(async () => {
+      const started = Date.now();
       try {
         const summary = await pollStream(s.instance, s.resource, s.stream, {
           store: this.store!,
@@ -158,20 +266,33 @@ export class Daemon {
           maxPages: this.options.maxPages ?? 100_000,
           maxResweeps: 3,
           skew: s.skew,
-        }, this.stopController.signal);
-        if (summary.cursor !== undefined) s.stream = { ...s.stream, cursor: summary.cursor };
+          onRateLimited: () => this.metrics.upstreamRateLimited.inc(labels),
+        }, signal);
+        const settled = summary.cursor !== undefined;
+        if (settled) {
+          s.stream = { ...s.stream, cursor: summary.cursor! };
+          s.lastCompletedAt = Date.now();
+        }
+        this.metrics.polls.inc({ ...labels, result: settled ? 'ok' : 'unsettled' });
+        this.metrics.recordsSeen.inc(labels, summary.records);
+        this.metrics.eventsEmitted.inc(labels, summary.fresh);
+        this.metrics.duplicatesSuppressed.inc(labels, summary.duplicates);
+        this.metrics.recordsRejected.inc(labels, summary.rejected);
         const { cursor: _cursor, ...counts } = summary;
-        log.info('poll finished', { ...counts, settled: summary.cursor !== undefined, skewMs: s.skew.ms, durationMs: Date.now() - started });
+        log.info('poll finished', { ...counts, settled, skewMs: s.skew.ms, durationMs: Date.now() - started });
         return summary;
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);
-        if (this.stopController.signal.aborted) {
-          log.info('poll interrupted by stop; its window is read again on start', { durationMs: Date.now() - started });
+        if (signal.aborted) {
+          log.info('poll interrupted; its window is read again', { durationMs: Date.now() - started });
         } else {
+          this.metrics.polls.inc({ ...labels, result: 'failed' });
           log.error('poll failed; the cursor stays, the window is read again next time', { error: message, durationMs: Date.now() - started });
         }
         await this.store!.failPoll(s.stream.id, message, Date.now()).catch(() => {});
         return undefined;
+      } finally {
+        this.metrics.pollDuration.observe(labels, (Date.now() - started) / 1000);
       }
     });
   }

@@ -26,6 +26,7 @@ export type PollDeps = {
   maxResweeps: number;
   /** Last measured offset of the provider's clock from ours, ms (server − local); updated here. */
   skew: { ms: number | undefined };
+  onRateLimited?: () => void;
 };
 
 export type PollSummary = {
@@ -99,7 +100,9 @@ type SweepContext = {
 function pagesFrom(ctx: SweepContext, start: Instant, end: Instant | undefined): AsyncGenerator<Page> {
   const { resource, instance, deps, apiBase, signal } = ctx;
   return readPages(firstPageUrl(resource, instance.elementKey, apiBase, start, end), {
-    fetch: (u) => fetchJson(deps.http, deps.auth, u, deps.fetchPolicy, signal),
+    fetch: (u) => fetchJson(deps.http, deps.auth, u, deps.fetchPolicy, signal, (status) => {
+      if (status === 429) deps.onRateLimited?.();
+    }),
     itemsPath: resource.itemsPath,
     nextPagePath: resource.nextPagePath,
     apiBase,

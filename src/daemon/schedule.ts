@@ -12,13 +12,19 @@ export function nextIntervalRun(lastStartMs: number | undefined, nowMs: number, 
   return Math.max(nowMs, lastStartMs + intervalMs);
 }
 
-export type Scheduler = { msUntilNext(lastStartMs: number | undefined, nowMs: number): number; dispose(): void };
+export type Scheduler = {
+  msUntilNext(lastStartMs: number | undefined, nowMs: number): number;
+  /** The usual gap between polls, for health checks ("no poll within 3 intervals"). */
+  nominalIntervalMs(): number;
+  dispose(): void;
+};
 
 /** Interval (AMPLIFY's refresh_interval) or cron (`pollbridge.poller.cron`, seconds allowed). */
 export function createScheduler(schedule: Schedule): Scheduler {
   if (schedule.kind === 'interval') {
     return {
       msUntilNext: (last, now) => nextIntervalRun(last, now, schedule.intervalMs) - now,
+      nominalIntervalMs: () => schedule.intervalMs,
       dispose: () => {},
     };
   }
@@ -29,6 +35,10 @@ export function createScheduler(schedule: Schedule): Scheduler {
       if (last === undefined) return 0;
       const next = task.getNextRuns(1)[0];
       return next ? Math.max(0, next.getTime() - now) : 60_000;
+    },
+    nominalIntervalMs: () => {
+      const [a, b] = task.getNextRuns(2);
+      return a && b ? b.getTime() - a.getTime() : 60_000;
     },
     dispose: () => void task.destroy(),
   };

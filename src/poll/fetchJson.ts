@@ -36,7 +36,14 @@ const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
  * backoff and jitter, waiting out `Retry-After` on 429/503; a 401 refreshes the token once;
  * anything else fails at once with the status and a short excerpt of what came back.
  */
-export async function fetchJson(http: Got, auth: Authenticator, url: string, policy: FetchPolicy, signal?: AbortSignal): Promise<FetchResult> {
+export async function fetchJson(
+  http: Got,
+  auth: Authenticator,
+  url: string,
+  policy: FetchPolicy,
+  signal?: AbortSignal,
+  onStatus?: (statusCode: number) => void,
+): Promise<FetchResult> {
   let reauthenticated = false;
   const attempt = async (): Promise<FetchResult> => {
     let response;
@@ -61,6 +68,7 @@ export async function fetchJson(http: Got, auth: Authenticator, url: string, pol
       auth.invalidate();
     }
     const status = response.statusCode;
+    onStatus?.(status);
     if (status === 429 || status === 503 || status >= 500) {
       const error = new UpstreamError(`GET ${url} answered ${status}: ${excerpt(response.body)}`, status);
       (error as UpstreamError & { retryAfterSec?: number }).retryAfterSec = parseRetryAfter(response.headers['retry-after'], Date.now());

@@ -57,7 +57,7 @@ export class SqliteStore implements Store {
       completePoll: db.prepare(`UPDATE streams SET cursor_us = max(cursor_us, ?), last_poll_at = ?, last_poll_ok = 1,
         last_poll_error = NULL, last_success_at = ? WHERE id = ?`),
       failPoll: db.prepare('UPDATE streams SET last_poll_at = ?, last_poll_ok = 0, last_poll_error = ? WHERE id = ?'),
-      due: db.prepare(`SELECT id, seq, instance, stream_id AS streamId, body, attempts, replay_base AS replayBase FROM notifications
+      due: db.prepare(`SELECT id, seq, instance, stream_id AS streamId, body, attempts, replay_base AS replayBase, created_at AS createdAt FROM notifications
         WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, seq LIMIT ?`),
       nextDue: db.prepare(`SELECT min(next_attempt_at) AS at FROM notifications WHERE status = 'pending'`),
       insertAttempt: db.prepare(`INSERT OR REPLACE INTO attempts (notification_id, attempt, started_at, duration_ms, status_code, error, response_excerpt)
@@ -135,6 +135,11 @@ export class SqliteStore implements Store {
 
   async expediteRetries(instance: string, now: number): Promise<number> {
     return this.stmts.expedite.run(now, instance, now).changes;
+  }
+
+  async checkWritable(): Promise<void> {
+    // Taking the write lock and writing the WAL header is what a real commit needs first.
+    this.db.transaction(() => this.db.prepare('INSERT OR REPLACE INTO pollbridge_health (id, checked_at) VALUES (1, ?)').run(Date.now())).immediate();
   }
 
   async loadAuthState(instance: string): Promise<AuthState | undefined> {

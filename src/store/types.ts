@@ -23,6 +23,8 @@ export interface Store {
   recordAttempt(attempt: AttemptRecord, outcome: AttemptOutcome): Promise<void>;
   /** The oldest pending notification of each instance (its `seq`), for strictly ordered delivery. */
   pendingHeads(): Promise<Map<string, number>>;
+  /** Throws when the database cannot take a write (read-only disk, lost lock): for health checks. */
+  checkWritable(): Promise<void>;
   /** A receiver is answering again: its instance's notifications waiting on backoff are due now. */
   expediteRetries(instance: string, now: number): Promise<number>;
 
@@ -54,7 +56,7 @@ export type PageResult = { fresh: number; duplicates: number; notificationIds: s
 
 export type NotificationStatus = 'pending' | 'delivered' | 'dead';
 
-export type OutboxEntry = { id: string; seq: number; instance: string; streamId: number; body: string; attempts: number; replayBase: number };
+export type OutboxEntry = { id: string; seq: number; instance: string; streamId: number; body: string; attempts: number; replayBase: number; createdAt: number };
 
 export type AttemptRecord = {
   notificationId: string;
