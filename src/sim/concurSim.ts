@@ -106,6 +106,8 @@ export class ConcurSim {
   readonly listQueries: URLSearchParams[] = [];
   requestCount = 0;
   tokenRequestCount = 0;
+  /** Every access and refresh token handed out, for tests that prove none is ever logged. */
+  readonly issuedTokens: string[] = [];
   baseUrl = '';
 
   constructor(private readonly options: SimOptions = {}) {
@@ -258,6 +260,7 @@ export class ConcurSim {
     this.accessTokens.set(accessToken, Date.now() + lifetime * 1000);
     // Rotation: the old refresh token stops working at once, the harshest case Concur allows.
     this.validRefreshToken = randomBytes(24).toString('base64url');
+    this.issuedTokens.push(accessToken, this.validRefreshToken);
     send(200, {
       access_token: accessToken,
       token_type: 'Bearer',

@@ -1,0 +1,175 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { readConfig } from '../src/config/load.js';
+import { startCli } from './helpers/cli.js';
+import { harness } from './helpers/harness.js';
+import { SIM_ENV } from './helpers/simConfig.js';
+import { tempDir, waitFor } from './helpers/tmp.js';
+
+const UNIT = fileURLToPath(new URL('../deploy/pollbridge.service', import.meta.url));
+const DEPLOY_CONFIG = fileURLToPath(new URL('../deploy/poller.config.json', import.meta.url));
+
+/** systemd-analyze, installing Debian's systemd package when this machine lets us (CI runs as root). */
+function systemdAnalyze(): string | undefined {
+  const found = spawnSync('sh', ['-c', 'command -v systemd-analyze'], { encoding: 'utf8' }).stdout.trim();
+  if (found) return found;
+  if (process.getuid?.() !== 0 || spawnSync('sh', ['-c', 'command -v apt-get']).status !== 0) return undefined;
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  execFileSync('apt-get', ['update', '-qq'], { env, stdio: 'ignore', timeout: 300_000 });
+  execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'systemd'], { env, stdio: 'ignore', timeout: 300_000 });
+  return spawnSync('sh', ['-c', 'command -v systemd-analyze'], { encoding: 'utf8' }).stdout.trim() || undefined;
+}
+
+/** Metric lines `name{labels} value` into [name, labels, value]. */
+function parseMetrics(text: string): { name: string; labels: string; value: number }[] {
+  return text.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => {
+    const m = /^(\w+)(\{[^}]*\})? (\S+)$/.exec(l);
+    if (!m) throw new Error(`unparsable metric line: ${l}`);
+    return { name: m[1]!, labels: m[2] ?? '', value: Number(m[3]) };
+  });
+}
+
+describe('systemd', () => {
+  it('the unit passes systemd-analyze verify with no warning', { timeout: 600_000 }, (ctx) => {
+    const analyze = systemdAnalyze();
+    if (!analyze) {
+      ctx.skip('systemd-analyze is not installed and cannot be installed here (not root, or no apt-get)');
+      return;
+    }
+    const dir = tempDir();
+    // verify checks that ExecStart's program exists: point it at this machine's node.
+    const unit = join(dir, 'pollbridge.service');
+    writeFileSync(unit, readFileSync(UNIT, 'utf8').replace('/usr/bin/node', process.execPath));
+    const result = spawnSync(analyze, ['verify', unit], { encoding: 'utf8' });
+    expect(result.stderr.split('\n').filter((l) => l.includes('pollbridge.service'))).toEqual([]);
+    expect(result.status).toBe(0);
+    const text = readFileSync(UNIT, 'utf8');
+    for (const line of ['Type=exec', 'StateDirectory=pollbridge', 'ConfigurationDirectory=pollbridge', 'Restart=on-failure', 'NoNewPrivileges=yes', 'ProtectSystem=strict', 'SystemCallFilter=@system-service', 'TimeoutStopSec=20s']) {
+      expect(text).toContain(line);
+    }
+  });
+
+  it('the service config reads its secrets from LoadCredential files', () => {
+    const creds = join(tempDir(), 'creds');
+    mkdirSync(creds);
+    for (const name of ['concur-client-secret', 'concur-refresh-token', 'signature-key']) writeFileSync(join(creds, name), `${name}-value\n`);
+    const result = readConfig(DEPLOY_CONFIG, { env: { CREDENTIALS_DIRECTORY: creds } });
+    expect(result.issues).toEqual([]);
+    expect(result.config!.instances[0]!.signatureKey).toBe('signature-key-value');
+    expect(result.config!.database).toBe('/var/lib/pollbridge/pollbridge.db');
+  });
+});
+
+describe('health and metrics', () => {
+  it('/healthz turns 503 with the reason when polling stalls, and 200 again when it recovers', async () => {
+    const h = await harness({}, {}, (c) => ({ ...c, http: { listen: '127.0.0.1:0' } }));
+    const { daemon } = h.daemon();
+    await daemon.start();
+    const healthz = async () => {
+      const res = await fetch(`${daemon.httpUrl}/healthz`);
+      return { status: res.status, body: (await res.json()) as { status: string; reasons: string[] } };
+    };
+    await waitFor('a first poll', async () => (await healthz()).status === 200);
+    h.sim.faults.tokenError = { status: 400, error: 'invalid_grant' };
+    h.sim.revokeAccessTokens();
+    const stalled = await waitFor('503', async () => {
+      const r = await healthz();
+      return r.status === 503 ? r : undefined;
+    });
+    expect(stalled.body.reasons).toEqual([expect.stringMatching(/^ConcurTest\/reports: no completed poll for \d+ s \(limit: 3 intervals, 3 s\)$/)]);
+    h.sim.faults.tokenError = undefined;
+    await waitFor('200 again', async () => (await healthz()).status === 200);
+  });
+
+  it('/metrics is scraped and parsed during a real run of the CLI', async () => {
+    const h = await harness({}, {}, (c) => ({ ...c, http: { listen: '127.0.0.1:0' } }));
+    h.sim.createReport();
+    h.sim.createReport();
+    const p = startCli(['run', '-c', h.configFile, '--since', new Date(Date.now() - 60_000).toISOString()], SIM_ENV);
+    try {
+      const url = (await p.waitForLog('health and metrics listening')).url as string;
+      await waitFor('two events', () => h.events().length === 2);
+      h.sim.faults.listFailures.push({ status: 429, retryAfter: '1' });
+      const metrics = await waitFor('metrics after a 429', async () => {
+        const parsed = parseMetrics(await (await fetch(`${url}/metrics`)).text());
+        return parsed.some((m) => m.name === 'pollbridge_upstream_429_total' && m.value >= 1) ? parsed : undefined;
+      });
+      const value = (name: string, labels = '') => metrics.filter((m) => m.name === name && m.labels.includes(labels)).reduce((a, m) => a + m.value, 0);
+      expect(value('pollbridge_polls_total', 'result="ok"')).toBeGreaterThanOrEqual(1);
+      expect(value('pollbridge_events_emitted_total')).toBe(2);
+      expect(value('pollbridge_records_seen_total')).toBeGreaterThanOrEqual(2);
+      expect(value('pollbridge_duplicates_suppressed_total')).toBeGreaterThanOrEqual(0);
+      expect(value('pollbridge_delivery_attempts_total', 'class="2xx"')).toBe(1);
+      expect(value('pollbridge_outbox_notifications', 'status="pending"')).toBe(0);
+      expect(value('pollbridge_outbox_notifications', 'status="dead"')).toBe(0);
+      expect(value('pollbridge_poll_duration_seconds_count')).toBeGreaterThanOrEqual(1);
+      expect(value('pollbridge_delivery_latency_seconds_count')).toBe(1);
+      expect(metrics.some((m) => m.name === 'pollbridge_cursor_lag_seconds' && m.value >= 0 && m.value < 60)).toBe(true);
+      expect(metrics.some((m) => m.name === 'pollbridge_clock_skew_seconds')).toBe(true);
+    } finally {
+      p.child.kill('SIGTERM');
+      expect((await p.exited).code).toBe(0);
+    }
+  });
+});
+
+describe('logs', () => {
+  it('never show a signature key, client secret, refresh or access token, even when requests fail', async () => {
+    const h = await harness({}, {}, (c) => ({ ...c, http: { listen: '127.0.0.1:0' } }));
+    await h.receiver.close();
+    h.sim.createReport();
+    const p = startCli(['run', '-c', h.configFile, '--log-level', 'debug', '--since', new Date(Date.now() - 60_000).toISOString()], SIM_ENV);
+    try {
+      await p.waitForLog('delivery failed, will retry');
+      h.sim.revokeAccessTokens();
+      h.sim.faults.tokenError = { status: 401, error: 'invalid_client' };
+      await p.waitForLog('poll failed; the cursor stays, the window is read again next time');
+    } finally {
+      p.child.kill('SIGTERM');
+      await p.exited;
+    }
+    const output = [...p.stdout, ...p.stderr].join('\n');
+    expect(output).toContain('ECONNREFUSED');
+    expect(output).toContain('invalid_client');
+    const secrets = [h.key, SIM_ENV.SIM_CLIENT_SECRET, 'sim-refresh-token', ...h.sim.issuedTokens];
+    expect(h.sim.issuedTokens.length).toBeGreaterThanOrEqual(2);
+    for (const secret of secrets) expect(output, `a secret reached the logs`).not.toContain(secret);
+  });
+});
+
+describe('reload', () => {
+  it('SIGHUP applies a valid new config without dropping the outbox, and refuses an invalid one', async () => {
+    const h = await harness();
+    const second = await harness();
+    const p = startCli(['run', '-c', h.configFile, '--since', new Date(Date.now() - 60_000).toISOString()], SIM_ENV);
+    try {
+      await p.waitForLog('pollbridge started');
+      const good = readFileSync(h.configFile, 'utf8');
+
+      writeFileSync(h.configFile, '{ "instances": [ ');
+      p.child.kill('SIGHUP');
+      const refused = await p.waitForLog('config reload refused: the running config stays');
+      expect(refused.problems).toEqual([expect.stringMatching(/poller\.config\.json: is not valid JSON/)]);
+      h.sim.createReport();
+      await waitFor('an event under the old config', () => h.events().length === 1);
+
+      const config = JSON.parse(good) as { instances: { configuration: Record<string, unknown> }[] };
+      config.instances[0]!.configuration['event.notification.callback.url'] = second.receiver.url;
+      config.instances[0]!.configuration['event.notification.signature.key'] = second.key;
+      writeFileSync(h.configFile, JSON.stringify(config));
+      p.child.kill('SIGHUP');
+      await p.waitForLog('config reloaded');
+      const moved = h.sim.createReport();
+      await waitFor('the next event at the new callback, signed with the new key', () => second.receiver.accepted.length === 1);
+      expect(second.receiver.accepted[0]!.events[0]!.objectId).toBe(moved.ID);
+      expect(h.events()).toHaveLength(1);
+      expect(second.receiver.failures).toEqual([]);
+    } finally {
+      p.child.kill('SIGTERM');
+      expect((await p.exited).code).toBe(0);
+    }
+  });
+});
