@@ -34,6 +34,22 @@ export type SimOptions = {
 
 type Change = { kind: 'created' | 'updated'; id: string; lastModified: string };
 
+type StoredReport = SimReport & { modifiedMs: number };
+
+const byChange = (a: StoredReport, b: StoredReport): number => a.modifiedMs - b.modifiedMs || (a.ID < b.ID ? -1 : a.ID > b.ID ? 1 : 0);
+
+/** First index in `list` (sorted by `byChange`) for which `isAfter` holds. */
+function firstIndex(list: StoredReport[], isAfter: (r: StoredReport) => boolean): number {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (isAfter(list[mid]!)) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
 /** One scripted answer to a list request, instead of the data. */
 export type ListFailure = {
   status: number;
@@ -92,7 +108,9 @@ function parseConcurDate(value: string): number | undefined {
  * `/_sim` control routes (demo, other processes).
  */
 export class ConcurSim {
-  private readonly reports = new Map<string, SimReport & { modifiedMs: number }>();
+  private readonly reports = new Map<string, StoredReport>();
+  /** The reports by (modifiedMs, ID): pages are slices of it, so a sweep of 200k stays cheap. */
+  private readonly ordered: StoredReport[] = [];
   private readonly accessTokens = new Map<string, number>();
   private validRefreshToken: string;
   private server: http.Server | undefined;
@@ -180,6 +198,7 @@ export class ConcurSim {
       modifiedMs: ms,
     };
     this.reports.set(id, report);
+    this.insertOrdered(report);
     this.changes.push({ kind: 'created', id, lastModified: report.LastModifiedDate });
     return this.publicReport(report);
   }
@@ -189,9 +208,17 @@ export class ConcurSim {
     if (!report) throw new Error(`no report ${id}`);
     const ms = options.modifiedMs ?? this.nextModified();
     const next = APPROVAL[(APPROVAL.findIndex(([c]) => c === report.ApprovalStatusCode) + 1) % APPROVAL.length]!;
+    this.ordered.splice(firstIndex(this.ordered, (r) => byChange(r, report) >= 0), 1);
     Object.assign(report, { LastModifiedDate: concurDate(ms), modifiedMs: ms, ApprovalStatusCode: next[0], ApprovalStatusName: next[1] });
+    this.insertOrdered(report);
     this.changes.push({ kind: 'updated', id, lastModified: report.LastModifiedDate });
     return this.publicReport(report);
+  }
+
+  private insertOrdered(report: StoredReport): void {
+    const last = this.ordered[this.ordered.length - 1];
+    if (!last || byChange(last, report) < 0) this.ordered.push(report);
+    else this.ordered.splice(firstIndex(this.ordered, (r) => byChange(r, report) > 0), 0, report);
   }
 
   /** One random change: a new report, or an update of an existing one. */
@@ -205,7 +232,7 @@ export class ConcurSim {
     return [...this.reports.values()].map((r) => this.publicReport(r));
   }
 
-  private publicReport(r: SimReport & { modifiedMs: number }): SimReport {
+  private publicReport(r: StoredReport): SimReport {
     const { modifiedMs: _ms, ...rest } = r;
     return rest;
   }
@@ -272,18 +299,18 @@ export class ConcurSim {
     });
   }
 
-  /** Reports in the window, oldest change first, ties by ID: the order offset paging walks. */
-  private select(after: number | undefined, before: number | undefined): (SimReport & { modifiedMs: number })[] {
-    return [...this.reports.values()]
-      .filter((r) => (after === undefined || r.modifiedMs > after) && (before === undefined || r.modifiedMs < before))
-      .sort((a, b) => a.modifiedMs - b.modifiedMs || a.ID.localeCompare(b.ID));
-  }
-
-  private page<T>(all: T[], offset: number, limit: number): { items: (T | unknown)[]; more: boolean } {
+  /**
+   * One page of the reports changed after `after` and before `before` (ms, exclusive), oldest
+   * change first, ties by ID: the order offset paging walks.
+   */
+  private page<T>(after: number | undefined, before: number | undefined, offset: number, limit: number, shape: (r: StoredReport) => T) {
+    const lo = after === undefined ? 0 : firstIndex(this.ordered, (r) => r.modifiedMs > after);
+    const hi = before === undefined ? this.ordered.length : firstIndex(this.ordered, (r) => r.modifiedMs >= before);
     const pageIndex = Math.floor(offset / limit);
     const items: unknown[] = pageIndex === 0 ? [...this.faults.rawItems] : [];
-    items.push(...all.slice(offset, offset + limit));
-    return { items, more: this.faults.endlessPages || offset + limit < all.length };
+    const from = Math.min(lo + offset, hi);
+    for (const r of this.ordered.slice(from, Math.min(from + limit, hi))) items.push(shape(r));
+    return { items, more: this.faults.endlessPages || from + limit < hi };
   }
 
   private listReports(url: URL, send: (s: number, p: unknown) => void): void {
@@ -299,7 +326,7 @@ export class ConcurSim {
     }
     const offset = q.get('offset') ? Number(Buffer.from(q.get('offset')!, 'base64url').toString()) : 0;
     this.faults.beforePage?.(Math.floor(offset / limit));
-    const { items, more } = this.page(this.select(afterMs, beforeMs).map((r) => this.publicReport(r)), offset, limit);
+    const { items, more } = this.page(afterMs, beforeMs, offset, limit, (r) => this.publicReport(r));
     let nextPage: string | null = null;
     if (more || this.faults.repeatNextPage) {
       const next = new URL(url);
@@ -321,10 +348,9 @@ export class ConcurSim {
     const perPage = Number(q.get('per_page') ?? '50');
     const page = Number(q.get('page') ?? '1');
     this.faults.beforePage?.(page - 1);
-    const all = this.select(sinceMs === undefined ? undefined : sinceMs - 1, undefined).map((r) => ({
+    const { items, more } = this.page(sinceMs === undefined ? undefined : sinceMs - 1, undefined, (page - 1) * perPage, perPage, (r) => ({
       id: r.ID, name: r.Name, updated_at: new Date(r.modifiedMs).toISOString(), created_at: `${r.CreateDate}Z`,
     }));
-    const { items, more } = this.page(all, (page - 1) * perPage, perPage);
     const next = new URL(url);
     next.searchParams.set('page', String(page + 1));
     send(200, { data: { items }, links: { next: more ? `${next.pathname}${next.search}` : null } });
