@@ -315,3 +315,45 @@ describe('first run', () => {
     expect(logs.messages('poll progress').map((l) => l.page)).toEqual([11, 12, 13, 14, 15]);
   });
 });
+
+describe('seen retention', () => {
+  it('forgets seen changes older than the retention and never announces such old records again', async () => {
+    const h = await harness({ 'pollbridge.poller.seenRetentionDays': '1' }, {}, (base) => {
+      const concur = base.instances[0]!;
+      return {
+        ...base,
+        instances: [{
+          ...concur,
+          element: { key: 'unfiltered-api' },
+          provider: { baseUrl: concur.provider.baseUrl, auth: { type: 'bearer', token: STATIC_TOKEN } },
+          configuration: {
+            ...concur.configuration,
+            // No date filter at all: the API returns every record on every poll.
+            'event.poller.configuration': {
+              reports: {
+                url: '/generic/v1/reports?per_page=50',
+                idField: 'id',
+                'pollbridge.items': 'data.items',
+                'pollbridge.nextPage': 'links.next',
+                datesConfiguration: { updatedDateField: 'updated_at' },
+              },
+            },
+          },
+        }],
+      };
+    });
+    const old = h.sim.createReport({}, { modifiedMs: Date.now() - 2 * 86_400_000 });
+    const recent = h.sim.createReport({}, { modifiedMs: Date.now() - 60_000 });
+    const first = h.daemon({ since: (Date.now() - 3 * 86_400_000) * 1000 });
+    await first.daemon.runOnce();
+    expect(h.events().map((e) => e.objectId).sort()).toEqual([old.ID, recent.ID].sort());
+    // After the poll the cursor is now: the two-day-old change falls behind the one-day retention.
+    expect(first.logs.messages('forgot seen changes older than the retention')[0]).toMatchObject({ pruned: 1 });
+    for (let i = 0; i < 2; i++) {
+      const again = h.daemon();
+      await again.daemon.runOnce();
+      expect(again.logs.messages('poll finished')[0]).toMatchObject({ fresh: 0, history: 1, duplicates: 1 });
+    }
+    expect(h.events()).toHaveLength(2);
+  });
+});

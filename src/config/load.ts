@@ -16,7 +16,7 @@ export const DEFAULT_RETRY_SCHEDULE_SEC = [4, 16, 64, 256, 1024, 4096, 16384, 65
 
 const KNOWN_EXTENSION_KEYS = new Set([
   'pollbridge.poller.cron', 'pollbridge.poller.backfillFrom', 'pollbridge.poller.overlapSeconds',
-  'pollbridge.poller.settleSeconds', 'pollbridge.poller.timezone',
+  'pollbridge.poller.settleSeconds', 'pollbridge.poller.timezone', 'pollbridge.poller.seenRetentionDays',
   'pollbridge.delivery.maxEventsPerNotification', 'pollbridge.delivery.timeoutMs',
   'pollbridge.delivery.retrySchedule', 'pollbridge.delivery.concurrency', 'pollbridge.delivery.ordered',
   'pollbridge.notification.previousSignatureKeys',
@@ -188,6 +188,7 @@ function readInstance(r: ObjectReader): InstanceConfig | undefined {
     backfillFrom,
     overlapSec: c.number('pollbridge.poller.overlapSeconds', 60, { min: 0, max: 86_400, unit: 'seconds' }),
     settleSec: c.number('pollbridge.poller.settleSeconds', 0, { min: 0, max: 3_600, unit: 'seconds' }),
+    seenRetentionSec: c.number('pollbridge.poller.seenRetentionDays', 7, { min: 1, max: 3650, unit: 'days' }) * 86_400,
     timeZone,
     delivery,
     resources,

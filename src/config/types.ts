@@ -54,6 +54,8 @@ export type InstanceConfig = {
   backfillFrom: Instant | undefined;
   overlapSec: number;
   settleSec: number;
+  /** Seen changes are kept this long behind the cursor; older records count as history. */
+  seenRetentionSec: number;
   timeZone: string;
   delivery: DeliveryConfig;
   resources: ResourceConfig[];

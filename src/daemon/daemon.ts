@@ -15,7 +15,7 @@ import { abortableSleep } from '../util/abortableSleep.js';
 import { Semaphore } from '../util/semaphore.js';
 import { type Health, startHttpServer } from './httpServer.js';
 import { Metrics, statusClass } from './metrics.js';
-import { pollStream, type PollSummary } from './pollStream.js';
+import { pollStream, type PollSummary, retentionHorizon } from './pollStream.js';
 import { createScheduler, type Scheduler } from './schedule.js';
 
 export type DaemonOptions = {
@@ -40,7 +40,11 @@ type StreamRuntime = {
   skew: { ms: number | undefined };
   /** When a poll last completed (or, before the first, when this stream started), ms. */
   lastCompletedAt: number;
+  lastPrunedAt: number;
 };
+
+/** Old seen rows are pruned at most this often per stream. */
+const PRUNE_EVERY_MS = 3_600_000;
 
 export class ReloadError extends Error {}
 
@@ -220,6 +224,7 @@ export class Daemon {
           scheduler: createScheduler(instance.schedule),
           skew: previous?.skew ?? { ms: undefined },
           lastCompletedAt: previous?.lastCompletedAt ?? Date.now(),
+          lastPrunedAt: previous?.lastPrunedAt ?? 0,
         });
       }
     }
@@ -272,6 +277,11 @@ export class Daemon {
         if (settled) {
           s.stream = { ...s.stream, cursor: summary.cursor! };
           s.lastCompletedAt = Date.now();
+          if (Date.now() - s.lastPrunedAt > PRUNE_EVERY_MS) {
+            s.lastPrunedAt = Date.now();
+            const pruned = await this.store!.pruneSeen(s.stream.id, retentionHorizon(s.instance, s.stream.cursor));
+            if (pruned > 0) log.info('forgot seen changes older than the retention', { pruned });
+          }
         }
         this.metrics.polls.inc({ ...labels, result: settled ? 'ok' : 'unsettled' });
         this.metrics.recordsSeen.inc(labels, summary.records);

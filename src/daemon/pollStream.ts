@@ -117,7 +117,14 @@ function pagesFrom(ctx: SweepContext, start: Instant, end: Instant | undefined):
  */
 function originInProviderTime(ctx: SweepContext): Instant {
   const skewMs = ctx.deps.skew.ms;
-  return skewMs === undefined ? ctx.stream.origin : ctx.stream.origin + Math.round((skewMs - 1500) * 1000);
+  const origin = skewMs === undefined ? ctx.stream.origin : ctx.stream.origin + Math.round((skewMs - 1500) * 1000);
+  // Changes older than the retention of seen rows can no longer be told apart from announced ones.
+  return Math.max(origin, retentionHorizon(ctx.instance, ctx.stream.cursor));
+}
+
+/** Seen changes before this instant may be forgotten: no window reaches back that far. */
+export function retentionHorizon(instance: InstanceConfig, cursor: Instant): Instant {
+  return cursor - instance.seenRetentionSec * US_PER_SECOND;
 }
 
 /** The provider's clock from its `Date` header (one-second resolution: read as mid-second). */

@@ -109,6 +109,10 @@ export class SqliteStore implements Store {
     this.stmts.failPoll.run(at, error, streamId);
   }
 
+  async pruneSeen(streamId: number, before: number): Promise<number> {
+    return this.db.prepare('DELETE FROM seen WHERE stream_id = ? AND updated_us < ?').run(streamId, before).changes;
+  }
+
   async dueNotifications(now: number, limit: number, exclude: ReadonlySet<string>): Promise<OutboxEntry[]> {
     const rows = this.stmts.due.all(now, limit + exclude.size) as OutboxEntry[];
     return rows.filter((r) => !exclude.has(r.id)).slice(0, limit);

@@ -15,6 +15,8 @@ export interface Store {
   /** The window up to `cursor` is fully processed. */
   completePoll(streamId: number, cursor: Instant, at: number): Promise<void>;
   failPoll(streamId: number, error: string, at: number): Promise<void>;
+  /** Forgets seen changes older than `before`: no window reaches back that far. Returns how many. */
+  pruneSeen(streamId: number, before: Instant): Promise<number>;
 
   /** Pending notifications due at `now`, oldest first, skipping ids in `exclude`. */
   dueNotifications(now: number, limit: number, exclude: ReadonlySet<string>): Promise<OutboxEntry[]>;
