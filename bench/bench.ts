@@ -1,0 +1,319 @@
+/**
+ * `npm run bench`: pollbridge against this machine's own limits. Every figure is a ratio against
+ * a baseline measured in the same run, so it holds on a noisy machine. Prints a table and writes
+ * bench/results.json. The daemon runs as the real CLI in a child process (its memory is its own);
+ * the simulator and the receiver run here.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import got from 'got';
+import { ConcurSim, DEFAULT_SIM_CREDENTIALS } from '../dist/sim/concurSim.js';
+import { SqliteStore } from '../dist/store/sqliteStore.js';
+
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
+const CLI = join(ROOT, 'dist/cli.js');
+const INSTANCE = 'Bench';
+const RESOURCE = 'reports';
+const PAGE = 100;
+const EVENTS_PER_NOTIFICATION = 10;
+
+type Row = { metric: string; value: number; unit: string; baseline?: number; ratio?: number; target: string; ok: boolean };
+const rows: Row[] = [];
+const log = (line: string): void => void process.stderr.write(`${line}\n`);
+
+// ---------------------------------------------------------------------------------------------
+// Parts: simulator, receiver, config, the daemon as a child process with its peak RSS.
+
+async function startReceiver(): Promise<{ url: string; times: number[]; bodies: string[]; close(): Promise<void> }> {
+  const times: number[] = [];
+  const bodies: string[] = [];
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      times.push(performance.now());
+      bodies.push(Buffer.concat(chunks).toString('utf8'));
+      res.writeHead(200).end();
+    });
+  });
+  server.keepAliveTimeout = 60_000;
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}/hook`, times, bodies,
+    close: () => { server.closeAllConnections(); return new Promise((r) => server.close(() => r())); },
+  };
+}
+
+function writeConfig(dir: string, simUrl: string, callback: string, cron: string): string {
+  const c = DEFAULT_SIM_CREDENTIALS;
+  const config = {
+    database: './pollbridge.db',
+    instances: [{
+      name: INSTANCE,
+      element: { key: 'concur' },
+      provider: { baseUrl: simUrl, auth: { type: 'oauth2_refresh_token', tokenUrl: `${simUrl}/oauth2/v0/token`, clientId: c.clientId, clientSecret: c.clientSecret, refreshToken: c.refreshToken } },
+      configuration: {
+        'event.notification.enabled': 'true',
+        'event.vendor.type': 'polling',
+        'event.notification.callback.url': callback,
+        'event.notification.signature.key': 'whsec_' + randomBytes(24).toString('base64'),
+        'pollbridge.poller.cron': cron,
+        'event.poller.configuration': {
+          [RESOURCE]: {
+            url: "/hubs/expense/reports?where=modifiedDateAfter='${date:yyyy-MM-dd'T'HH:mm:ss.SSS}'",
+            idField: 'ID',
+            pageSize: PAGE,
+            datesConfiguration: {
+              updatedDateField: 'LastModifiedDate', updatedDateFormat: "yyyy-MM-dd'T'HH:mm:ss.SSS",
+              createdDateField: 'CreateDate', createdDateFormat: "yyyy-MM-dd'T'HH:mm:ss.SSS",
+            },
+          },
+        },
+      },
+    }],
+  };
+  const file = join(dir, 'poller.config.json');
+  writeFileSync(file, JSON.stringify(config));
+  return file;
+}
+
+type Daemon = { child: ChildProcess; logs: Record<string, unknown>[]; peakRssMb: () => number; exited: Promise<number | null> };
+
+/** The CLI as a child; its peak RSS is read from /proc (VmHWM) every 50 ms and at the end. */
+function startDaemon(args: string[]): Daemon {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const logs: Record<string, unknown>[] = [];
+  let partial = '';
+  child.stdout!.on('data', (c: Buffer) => {
+    const lines = (partial + c.toString()).split('\n');
+    partial = lines.pop() ?? '';
+    for (const l of lines) if (l.startsWith('{')) logs.push(JSON.parse(l) as Record<string, unknown>);
+  });
+  let peakKb = 0;
+  const sample = (): void => {
+    try {
+      const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+      if (m) peakKb = Math.max(peakKb, Number(m[1]));
+    } catch {
+      // The process has gone: the last sample stands.
+    }
+  };
+  const timer = setInterval(sample, 50);
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => { clearInterval(timer); resolve(code); }));
+  return { child, logs, peakRssMb: () => { sample(); return peakKb / 1024; }, exited };
+}
+
+function seedReports(sim: ConcurSim, count: number, fromMs: number): void {
+  for (let i = 0; i < count; i++) sim.createReport({}, { modifiedMs: fromMs + i });
+}
+
+const percentile = (values: number[], p: number): number => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Baselines.
+
+/**
+ * Raw better-sqlite3 writing what one ingested page writes: 100 seen rows and 10 notification
+ * rows with bodies of the same size, one transaction per page, WAL with synchronous=FULL.
+ */
+function sqliteBaseline(dir: string, records: number, bodyBytes: number): number {
+  const path = join(dir, 'baseline.db');
+  void new SqliteStore(path).close();
+  const db = new Database(path);
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = FULL');
+  db.prepare('INSERT INTO streams (instance, resource, cursor_us, origin_us) VALUES (?, ?, 0, 0)').run(INSTANCE, RESOURCE);
+  const seen = db.prepare('INSERT OR IGNORE INTO seen (stream_id, object_id, updated_us, notification_id) VALUES (1, ?, ?, ?)');
+  const notification = db.prepare(`INSERT INTO notifications (id, stream_id, instance, body, event_count, next_attempt_at, created_at)
+    VALUES (?, 1, ?, ?, 10, 0, 0)`);
+  const body = 'x'.repeat(bodyBytes);
+  const page = db.transaction((p: number) => {
+    for (let n = 0; n < PAGE / EVENTS_PER_NOTIFICATION; n++) {
+      const id = `N${p}-${n}`;
+      notification.run(id, INSTANCE, body);
+      for (let i = 0; i < EVENTS_PER_NOTIFICATION; i++) seen.run(`R${p}-${n}-${i}`, p * PAGE + n * 10 + i, id);
+    }
+  });
+  const start = performance.now();
+  for (let p = 0; p < records / PAGE; p++) page(p);
+  const seconds = (performance.now() - start) / 1000;
+  db.close();
+  return records / seconds;
+}
+
+/** A bare keep-alive got loop posting the same bodies with the same concurrency. */
+async function gotBaseline(url: string, bodies: string[], concurrency: number): Promise<number> {
+  const client = got.extend({
+    agent: { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) },
+    retry: { limit: 0 },
+    throwHttpErrors: false,
+  });
+  let next = 0;
+  const start = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < bodies.length) {
+      const body = bodies[next++]!;
+      await client.post(url, { body, headers: { 'content-type': 'application/json' } });
+    }
+  }));
+  return bodies.length / ((performance.now() - start) / 1000);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements.
+
+async function ingestAndDelivery(records: number): Promise<void> {
+  const dir = mkdtempSync(join(os.tmpdir(), 'pollbridge-bench-'));
+  const sim = new ConcurSim();
+  const simUrl = await sim.start();
+  const receiver = await startReceiver();
+  try {
+    const from = Date.now() - 3_600_000;
+    seedReports(sim, records, from);
+    const config = writeConfig(dir, simUrl, receiver.url, '0 0 1 1 *');
+    log(`ingest: backfill of ${records} records…`);
+    const daemon = startDaemon(['run', '--once', '-c', config, '--since', new Date(from - 1000).toISOString()]);
+    const code = await daemon.exited;
+    if (code !== 0) throw new Error(`daemon exited ${code}`);
+    const poll = daemon.logs.find((l) => l.message === 'poll finished')!;
+    const ingestRate = records / ((poll.durationMs as number) / 1000);
+    const bodyBytes = Math.round(receiver.bodies.reduce((a, b) => a + b.length, 0) / receiver.bodies.length);
+    const baseline = sqliteBaseline(dir, records, bodyBytes);
+    rows.push({ metric: `ingest, ${records} records, ${PAGE}/page`, value: ingestRate, unit: 'records/s', baseline, ratio: ingestRate / baseline, target: '≥ 0.5× raw SQLite', ok: ingestRate / baseline >= 0.5 });
+    rows.push({ metric: `peak RSS of the daemon, ${records} backfill`, value: daemon.peakRssMb(), unit: 'MB', target: '≤ 150 MB', ok: daemon.peakRssMb() <= 150 });
+
+    const notifications = receiver.times.length;
+    const deliveryRate = notifications / ((receiver.times.at(-1)! - receiver.times[0]!) / 1000);
+    const bodies = [...receiver.bodies];
+    const gotRate = await gotBaseline(receiver.url, bodies, 4);
+    rows.push({ metric: `delivery, ${notifications} notifications, 4 in flight`, value: deliveryRate, unit: 'notifications/s', baseline: gotRate, ratio: deliveryRate / gotRate, target: '≥ 0.5× bare got loop', ok: deliveryRate / gotRate >= 0.5 });
+  } finally {
+    await receiver.close();
+    await sim.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Ingest of `records` new changes with `seen` changes already recorded for the stream. */
+async function ingestWithSeen(seen: number, records: number): Promise<{ rate: number; rssMb: number }> {
+  const dir = mkdtempSync(join(os.tmpdir(), 'pollbridge-bench-'));
+  const sim = new ConcurSim();
+  const simUrl = await sim.start();
+  const receiver = await startReceiver();
+  try {
+    const from = Date.now() - 3_600_000;
+    seedReports(sim, records, from);
+    const config = writeConfig(dir, simUrl, receiver.url, '0 0 1 1 *');
+    const dbPath = join(dir, 'pollbridge.db');
+    const store = new SqliteStore(dbPath);
+    await store.openStream(INSTANCE, RESOURCE, (from - 1000) * 1000);
+    await store.close();
+    const db = new Database(dbPath);
+    const insert = db.prepare("INSERT INTO seen (stream_id, object_id, updated_us, notification_id) VALUES (1, ?, ?, 'old')");
+    db.transaction(() => {
+      for (let i = 0; i < seen; i++) insert.run(randomBytes(10).toString('hex').toUpperCase(), (from - 1000) * 1000 + i);
+    })();
+    db.close();
+    log(`ingest with ${seen} seen: ${records} records…`);
+    const daemon = startDaemon(['run', '--once', '-c', config]);
+    if ((await daemon.exited) !== 0) throw new Error('daemon failed');
+    const poll = daemon.logs.find((l) => l.message === 'poll finished')!;
+    return { rate: records / ((poll.durationMs as number) / 1000), rssMb: daemon.peakRssMb() };
+  } finally {
+    await receiver.close();
+    await sim.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function latency(changes: number): Promise<void> {
+  const dir = mkdtempSync(join(os.tmpdir(), 'pollbridge-bench-'));
+  const sim = new ConcurSim();
+  const simUrl = await sim.start();
+  const made = new Map<string, number>();
+  const latencies: number[] = [];
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const at = performance.now();
+      const { message } = JSON.parse(Buffer.concat(chunks).toString()) as { message: { events: { objectId: string }[] } };
+      for (const e of message.events) {
+        const t = made.get(e.objectId);
+        if (t !== undefined) latencies.push(at - t);
+      }
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+  try {
+    const config = writeConfig(dir, simUrl, url, '* * * * * *');
+    const daemon = startDaemon(['run', '-c', config]);
+    const deadline = Date.now() + 15_000;
+    while (!daemon.logs.some((l) => l.message === 'poll finished')) {
+      if (Date.now() > deadline) throw new Error('daemon did not poll');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    log(`latency: ${changes} changes at random moments, 1 s poll schedule…`);
+    for (let i = 0; i < changes; i++) {
+      await new Promise((r) => setTimeout(r, 50 + Math.random() * 250));
+      made.set(sim.createReport().ID, performance.now());
+    }
+    const until = Date.now() + 10_000;
+    while (latencies.length < changes && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    daemon.child.kill('SIGTERM');
+    await daemon.exited;
+    if (latencies.length < changes) throw new Error(`only ${latencies.length} of ${changes} changes arrived`);
+    const p50 = percentile(latencies, 50) / 1000;
+    const p95 = percentile(latencies, 95) / 1000;
+    rows.push({ metric: `latency p50, change → receiver (${changes} changes)`, value: p50, unit: 's', target: '—', ok: true });
+    rows.push({ metric: `latency p95, change → receiver (${changes} changes)`, value: p95, unit: 's', target: '≤ 1.5 s', ok: p95 <= 1.5 });
+  } finally {
+    server.closeAllConnections();
+    server.close();
+    await sim.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const fmt = (n: number): string => (n >= 100 ? Math.round(n).toLocaleString('en-US') : n.toFixed(n >= 10 ? 1 : 3));
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  const records = Number(process.env.BENCH_RECORDS ?? 200_000);
+  await ingestAndDelivery(records);
+  const scale: Record<number, { rate: number; rssMb: number }> = {};
+  for (const seen of [10_000, 100_000, 1_000_000]) scale[seen] = await ingestWithSeen(seen, 20_000);
+  for (const seen of [10_000, 100_000, 1_000_000]) {
+    const ratio = scale[seen]!.rate / scale[10_000]!.rate;
+    rows.push({ metric: `ingest with ${seen.toLocaleString('en-US')} seen, 20,000 new`, value: scale[seen]!.rate, unit: 'records/s', baseline: scale[10_000]!.rate, ratio, target: seen === 1_000_000 ? '≥ 0.8× the 10k rate' : '—', ok: seen !== 1_000_000 || ratio >= 0.8 });
+  }
+  rows.push({ metric: 'peak RSS of the daemon, 1,000,000 seen', value: scale[1_000_000]!.rssMb, unit: 'MB', target: '≤ 150 MB', ok: scale[1_000_000]!.rssMb <= 150 });
+  await latency(60);
+
+  const machine = `${os.cpus().length} × ${os.cpus()[0]?.model.trim() ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${os.platform()} ${os.release()}`;
+  const header = ['metric', 'value', 'baseline', 'ratio', 'target', 'ok'];
+  const table = rows.map((r) => [r.metric, `${fmt(r.value)} ${r.unit}`, r.baseline === undefined ? '' : fmt(r.baseline), r.ratio === undefined ? '' : `${r.ratio.toFixed(2)}×`, r.target, r.ok ? 'yes' : 'NO']);
+  const widths = header.map((h, i) => Math.max(h.length, ...table.map((t) => t[i]!.length)));
+  const line = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+  const out = [line(header), `| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`, ...table.map(line)].join('\n');
+  process.stdout.write(`\nMachine: ${machine}\nCommand: npm run bench (${Math.round((Date.now() - started) / 1000)} s)\n\n${out}\n`);
+  writeFileSync(join(ROOT, 'bench/results.json'), JSON.stringify({ machine, date: new Date().toISOString(), rows }, null, 2) + '\n');
+}
+
+await main();
