@@ -1,5 +1,5 @@
 import type { Got } from 'got';
-import { ulid } from 'ulid';
+import { newNotificationId } from '../util/ids.js';
 import type { InstanceConfig, PollbridgeConfig, ResourceConfig } from '../config/types.js';
 import { Deliverer, type DeliveryTarget } from '../deliver/deliverer.js';
 import { DEFAULT_MAX_RETRY_AFTER_SEC } from '../deliver/retryPolicy.js';
@@ -192,6 +192,7 @@ export class Daemon {
       http: this.http,
       log: this.log,
       target: (name) => this.targets.get(name),
+      capacity: () => [...this.targets.values()].reduce((sum, t) => sum + (t.ordered ? 1 : t.concurrency), 0),
       onAttempt: (entry, decision, statusCode, durationMs) => {
         this.metrics.deliveryAttempts.inc({ instance: entry.instance, class: statusClass(statusCode) });
         this.metrics.deliveryDuration.observe({ instance: entry.instance }, durationMs / 1000);
@@ -266,7 +267,7 @@ export class Daemon {
           auth: s.auth,
           log: this.log,
           fetchPolicy: this.options.fetchPolicy ?? DEFAULT_FETCH_POLICY,
-          newId: ulid,
+          newId: newNotificationId,
           onQueued: () => this.deliverer?.wake(),
           maxPages: this.options.maxPages ?? 100_000,
           maxResweeps: 3,

@@ -23,10 +23,13 @@ export type DelivererDeps = {
   target: (instance: string) => DeliveryTarget | undefined;
   /** Longest idle sleep: notifications replayed by another process are noticed this fast. */
   idleCheckMs?: number;
+  /** Requests that may be in flight at once over all targets (the sum of their concurrency). */
+  capacity?: () => number;
   onAttempt?: (entry: OutboxEntry, decision: Decision, statusCode: number | undefined, durationMs: number) => void;
 };
 
-const BATCH = 128;
+/** Without a capacity from the caller: requests in flight at once, over all callback URLs. */
+const MAX_IN_FLIGHT = 64;
 
 /**
  * Sends the outbox, independently of polling: a slow receiver never holds up a poll, and a poll
@@ -87,7 +90,8 @@ export class Deliverer {
   private async run(untilIdle: boolean): Promise<void> {
     while (!this.stopping) {
       this.pendingWake = false;
-      const due = await this.deps.store.dueNotifications(Date.now(), BATCH, new Set(this.inFlight.keys()));
+      // Only as many as could start now: bodies are read for the requests about to be sent.
+      const due = await this.deps.store.dueNotifications(Date.now(), Math.max(1, this.capacity() - this.inFlight.size), new Set(this.inFlight.keys()));
       this.heads = due.some((e) => this.deps.target(e.instance)?.ordered) ? await this.deps.store.pendingHeads() : undefined;
       const started = due.filter((entry) => this.tryStart(entry)).length;
       if (untilIdle && started === 0 && this.inFlight.size === 0) return;
@@ -95,8 +99,15 @@ export class Deliverer {
     }
   }
 
+  /** Requests that may be in flight at once, over all callback URLs. */
+  private capacity(): number {
+    return this.deps.capacity?.() ?? MAX_IN_FLIGHT;
+  }
+
   private async idleDelay(): Promise<number> {
     const cap = this.deps.idleCheckMs ?? 1000;
+    // A request in flight wakes the loop when it ends: no need to ask when the next is due.
+    if (this.inFlight.size > 0) return cap;
     const next = await this.deps.store.nextDueAt();
     return next === undefined ? cap : Math.max(0, Math.min(cap, next - Date.now()));
   }

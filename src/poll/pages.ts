@@ -15,30 +15,44 @@ export type PageSource = {
 };
 
 /**
- * Follows next-page links to the end. A link back to a page already read, a link to another
- * origin (our token must not leave the provider), or an endless chain stop the poll with an
- * error rather than loop or leak.
+ * Follows next-page links to the end, one page read ahead. A link back to a page already read, a
+ * link to another origin (our token must not leave the provider), or an endless chain stop the
+ * poll with an error rather than loop or leak.
  */
 export async function* readPages(firstUrl: string, source: PageSource): AsyncGenerator<Page> {
   const visited = new Set<string>();
   const origin = new URL(source.apiBase).origin;
-  let url: string | undefined = firstUrl;
-  for (let index = 0; url !== undefined; index++) {
-    if (index >= source.maxPages) throw new UpstreamError(`more than ${source.maxPages} pages from ${firstUrl}: stopping`);
+  const fetchPage = (url: string): Promise<FetchResult> => {
     visited.add(url);
-    const { body, serverDate } = await source.fetch(url);
+    const pending = source.fetch(url);
+    // Read ahead may be abandoned when the caller stops early; its failure then belongs to no one.
+    pending.catch(() => {});
+    return pending;
+  };
+  let url: string | undefined = firstUrl;
+  let next: Promise<FetchResult> | undefined = fetchPage(firstUrl);
+  for (let index = 0; url !== undefined && next !== undefined; index++) {
+    const { body, serverDate } = await next;
     const items = getPath(body, source.itemsPath);
     if (!Array.isArray(items)) {
       const where = source.itemsPath ? `"${source.itemsPath}"` : 'the top level';
       throw new UpstreamError(`page ${index + 1} from ${url} has no array at ${where}`);
     }
+    const nextUrl = nextPageUrl(body, source, origin, visited, index, url);
+    if (nextUrl !== undefined && index + 1 >= source.maxPages) throw new UpstreamError(`more than ${source.maxPages} pages from ${firstUrl}: stopping`);
+    // The next page is requested before this one is processed: the provider works while we commit.
+    next = nextUrl === undefined ? undefined : fetchPage(nextUrl);
     yield { index, url, items, serverDate };
-    const next = source.nextPagePath ? getPath(body, source.nextPagePath) : undefined;
-    if (next === undefined || next === null || next === '') return;
-    if (typeof next !== 'string') throw new UpstreamError(`page ${index + 1} from ${url}: "${source.nextPagePath}" is not a URL`);
-    const resolved = joinUrl(source.apiBase, next);
-    if (new URL(resolved).origin !== origin) throw new UpstreamError(`page ${index + 1}: next page ${resolved} leaves ${origin}: refusing to follow`);
-    if (visited.has(resolved)) throw new UpstreamError(`page ${index + 1}: next page ${resolved} was already read: the provider is looping`);
-    url = resolved;
+    url = nextUrl;
   }
+}
+
+function nextPageUrl(body: unknown, source: PageSource, origin: string, visited: Set<string>, index: number, url: string): string | undefined {
+  const next = source.nextPagePath ? getPath(body, source.nextPagePath) : undefined;
+  if (next === undefined || next === null || next === '') return undefined;
+  if (typeof next !== 'string') throw new UpstreamError(`page ${index + 1} from ${url}: "${source.nextPagePath}" is not a URL`);
+  const resolved = joinUrl(source.apiBase, next);
+  if (new URL(resolved).origin !== origin) throw new UpstreamError(`page ${index + 1}: next page ${resolved} leaves ${origin}: refusing to follow`);
+  if (visited.has(resolved)) throw new UpstreamError(`page ${index + 1}: next page ${resolved} was already read: the provider is looping`);
+  return resolved;
 }

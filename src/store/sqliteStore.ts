@@ -49,17 +49,20 @@ export class SqliteStore implements Store {
     return {
       streamByKey: db.prepare('SELECT id, instance, resource, cursor_us AS cursor, origin_us AS origin FROM streams WHERE instance = ? AND resource = ?'),
       insertStream: db.prepare('INSERT INTO streams (instance, resource, cursor_us, origin_us) VALUES (?, ?, ?, ?)'),
-      insertSeen: db.prepare('INSERT OR IGNORE INTO seen (stream_id, object_id, updated_us, notification_id) VALUES (?, ?, ?, ?)'),
-      setSeenNotification: db.prepare('UPDATE seen SET notification_id = ? WHERE stream_id = ? AND object_id = ? AND updated_us = ?'),
+      insertSeen: db.prepare('INSERT INTO seen (stream_id, object_id, updated_us, notification_id) VALUES (?, ?, ?, ?)'),
+      isSeen: db.prepare('SELECT 1 FROM seen WHERE stream_id = ? AND object_id = ? AND updated_us = ?').pluck(),
       insertNotification: db.prepare(`INSERT INTO notifications (id, stream_id, instance, body, event_count, next_attempt_at, created_at)
         VALUES (?, ?, (SELECT instance FROM streams WHERE id = ?), ?, ?, ?, ?)`),
       insertRejected: db.prepare(`INSERT OR IGNORE INTO rejected_records (stream_id, seen_at, position, reason, record) VALUES (?, ?, ?, ?, ?)`),
       completePoll: db.prepare(`UPDATE streams SET cursor_us = max(cursor_us, ?), last_poll_at = ?, last_poll_ok = 1,
         last_poll_error = NULL, last_success_at = ? WHERE id = ?`),
       failPoll: db.prepare('UPDATE streams SET last_poll_at = ?, last_poll_ok = 0, last_poll_error = ? WHERE id = ?'),
-      due: db.prepare(`SELECT id, seq, instance, stream_id AS streamId, body, attempts, replay_base AS replayBase, created_at AS createdAt FROM notifications
+      // INDEXED BY: left to itself the planner takes the status index and sorts every pending row.
+      due: db.prepare(`SELECT id, seq, instance, stream_id AS streamId, body, attempts, replay_base AS replayBase, created_at AS createdAt
+        FROM notifications INDEXED BY notifications_due
         WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, seq LIMIT ?`),
-      nextDue: db.prepare(`SELECT min(next_attempt_at) AS at FROM notifications WHERE status = 'pending'`),
+      nextDue: db.prepare(`SELECT next_attempt_at AS at FROM notifications INDEXED BY notifications_due
+        WHERE status = 'pending' ORDER BY next_attempt_at LIMIT 1`),
       insertAttempt: db.prepare(`INSERT OR REPLACE INTO attempts (notification_id, attempt, started_at, duration_ms, status_code, error, response_excerpt)
         VALUES (?, ?, ?, ?, ?, ?, ?)`),
       markDelivered: db.prepare(`UPDATE notifications SET status = 'delivered', attempts = ?, delivered_at = ?, last_status = ?, last_error = NULL WHERE id = ?`),
@@ -85,16 +88,19 @@ export class SqliteStore implements Store {
     const now = Date.now();
     const run = this.db.transaction((): PageResult => {
       for (const r of rejected) this.stmts.insertRejected.run(streamId, now, r.position, r.reason, r.record);
-      // Claim each key first with a placeholder id: INSERT OR IGNORE both tests and records
-      // novelty in one indexed step, also for a key repeated within the page.
+      // Novelty is decided inside the transaction, so no other writer can slip in between.
       const fresh: number[] = [];
+      const inPage = new Set<string>();
       changes.forEach((c, i) => {
-        if (this.stmts.insertSeen.run(streamId, c.objectId, c.updated, '').changes === 1) fresh.push(i);
+        const key = `${c.objectId}\u0000${c.updated}`;
+        if (inPage.has(key)) return;
+        inPage.add(key);
+        if (this.stmts.isSeen.get(streamId, c.objectId, c.updated) === undefined) fresh.push(i);
       });
       const drafts = build(fresh);
       for (const d of drafts) {
         this.stmts.insertNotification.run(d.id, streamId, streamId, d.body, d.eventCount, now, now);
-        for (const k of d.objectKeys) this.stmts.setSeenNotification.run(d.id, streamId, k.objectId, k.updated);
+        for (const k of d.objectKeys) this.stmts.insertSeen.run(streamId, k.objectId, k.updated, d.id);
       }
       return { fresh: fresh.length, duplicates: changes.length - fresh.length, notificationIds: drafts.map((d) => d.id) };
     });
@@ -119,8 +125,8 @@ export class SqliteStore implements Store {
   }
 
   async nextDueAt(): Promise<number | undefined> {
-    const row = this.stmts.nextDue.get() as { at: number | null };
-    return orUndefined(row.at);
+    const row = this.stmts.nextDue.get() as { at: number } | undefined;
+    return row?.at;
   }
 
   async recordAttempt(a: AttemptRecord, outcome: AttemptOutcome): Promise<void> {
