@@ -86,11 +86,17 @@ function writeConfig(dir: string, simUrl: string, callback: string, cron: string
   return file;
 }
 
+/** The node flags of deploy/pollbridge.service: the daemon is measured the way it is shipped. */
+function serviceNodeFlags(): string[] {
+  const execStart = /^ExecStart=\S+ (.*?) \S+cli\.js/m.exec(readFileSync(join(ROOT, 'deploy/pollbridge.service'), 'utf8'));
+  return execStart ? execStart[1]!.split(' ').filter((f) => f.startsWith('--')) : [];
+}
+
 type Daemon = { child: ChildProcess; logs: Record<string, unknown>[]; peakRssMb: () => number; exited: Promise<number | null> };
 
 /** The CLI as a child; its peak RSS is read from /proc (VmHWM) every 50 ms and at the end. */
 function startDaemon(args: string[]): Daemon {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [...serviceNodeFlags(), CLI, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   const logs: Record<string, unknown>[] = [];
   let partial = '';
   child.stdout!.on('data', (c: Buffer) => {

@@ -15,12 +15,12 @@ CREATE TABLE streams (
 );
 
 -- Every change announced: (object, updated instant) per stream. A row here and its notification
--- are written in one transaction, so a change is either seen-and-queued or neither.
+-- are written in one transaction, so a change is either seen-and-queued or neither. Kept narrow:
+-- this is the table that grows, and every record of every poll is looked up in it.
 CREATE TABLE seen (
   stream_id INTEGER NOT NULL REFERENCES streams (id),
   object_id TEXT NOT NULL,
   updated_us INTEGER NOT NULL,
-  notification_id TEXT NOT NULL,
   PRIMARY KEY (stream_id, object_id, updated_us)
 ) WITHOUT ROWID;
 

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=2 --max-old-space-size=128
 import { runCli } from './cli/program.js';
 
 // `pollbridge events list | head` closes the pipe early: that is the reader's choice, not an error.

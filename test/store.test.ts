@@ -76,9 +76,9 @@ describe('SqliteStore', () => {
     const keys = [{ objectId: 'A', updated: 1 }];
     await store.commitPage(s.id, keys, oneNotification(keys, 'N1'), []);
     const attempt = (n: number) => ({ notificationId: 'N1', attempt: n, startedAt: Date.now(), durationMs: 3, statusCode: 500, error: 'HTTP 500', responseExcerpt: 'no' });
-    await store.recordAttempt(attempt(1), { status: 'pending', nextAttemptAt: Date.now() + 60_000 });
+    await store.recordAttempts([{ attempt: attempt(1), outcome: { status: 'pending', nextAttemptAt: Date.now() + 60_000 } }]);
     expect(await store.dueNotifications(Date.now(), 10, new Set())).toEqual([]);
-    await store.recordAttempt(attempt(2), { status: 'dead' });
+    await store.recordAttempts([{ attempt: attempt(2), outcome: { status: 'dead' } }]);
     expect(await store.replayDead(undefined, Date.now())).toEqual(['N1']);
     const [due] = await store.dueNotifications(Date.now(), 10, new Set());
     expect(due).toMatchObject({ id: 'N1', attempts: 2, replayBase: 2 });

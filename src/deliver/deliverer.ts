@@ -1,6 +1,6 @@
 import type { Got } from 'got';
 import type { Logger } from '../log.js';
-import type { AttemptOutcome, OutboxEntry, Store } from '../store/types.js';
+import type { AttemptOutcome, AttemptRecord, OutboxEntry, Store } from '../store/types.js';
 import { type Decision, decide, type RetryPolicy } from './retryPolicy.js';
 import { sendNotification } from './sendNotification.js';
 import type { SigningKeys } from './sign.js';
@@ -48,6 +48,7 @@ export class Deliverer {
   private readonly mayHaveBacklog = new Set<string>();
   private readonly checkedSinceStart = new Set<string>();
   private heads: Map<string, number> | undefined;
+  private readonly unrecorded: { attempt: AttemptRecord; outcome: AttemptOutcome; resolve(): void; reject(err: unknown): void }[] = [];
   private readonly abort = new AbortController();
   private wakeUp: (() => void) | undefined;
   private pendingWake = false;
@@ -148,6 +149,29 @@ export class Deliverer {
     return true;
   }
 
+  /**
+   * Group commit: attempts that finish together are written in one transaction, so a burst of
+   * deliveries pays one fsync rather than one each. The flush waits for setImmediate, after the
+   * responses already received have been handled. A notification stays in flight until its
+   * attempt is written, so it is never picked up twice.
+   */
+  private record(attempt: AttemptRecord, outcome: AttemptOutcome): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.unrecorded.push({ attempt, outcome, resolve, reject });
+      if (this.unrecorded.length === 1) setImmediate(() => void this.flush());
+    });
+  }
+
+  private async flush(): Promise<void> {
+    const batch = this.unrecorded.splice(0);
+    try {
+      await this.deps.store.recordAttempts(batch);
+      for (const b of batch) b.resolve();
+    } catch (err) {
+      for (const b of batch) b.reject(err);
+    }
+  }
+
   private async deliver(entry: OutboxEntry, target: DeliveryTarget): Promise<void> {
     const attempt = entry.attempts + 1;
     const startedAt = Date.now();
@@ -162,7 +186,7 @@ export class Deliverer {
           : { status: 'dead' };
     const error = decision.status === 'dead' && result.error ? `${result.error}; ${decision.reason}` : result.error;
     try {
-      await this.deps.store.recordAttempt(
+      await this.record(
         { notificationId: entry.id, attempt, startedAt, durationMs: result.durationMs, statusCode: result.statusCode, error, responseExcerpt: result.responseExcerpt },
         outcome,
       );

@@ -22,7 +22,8 @@ export interface Store {
   dueNotifications(now: number, limit: number, exclude: ReadonlySet<string>): Promise<OutboxEntry[]>;
   /** When the next pending notification falls due (ms), if any. */
   nextDueAt(): Promise<number | undefined>;
-  recordAttempt(attempt: AttemptRecord, outcome: AttemptOutcome): Promise<void>;
+  /** Several finished attempts in one transaction (group commit: one fsync for all). */
+  recordAttempts(attempts: readonly { attempt: AttemptRecord; outcome: AttemptOutcome }[]): Promise<void>;
   /** The oldest pending notification of each instance (its `seq`), for strictly ordered delivery. */
   pendingHeads(): Promise<Map<string, number>>;
   /** Throws when the database cannot take a write (read-only disk, lost lock): for health checks. */
