@@ -143,7 +143,7 @@ function sqliteBaseline(dir: string, keys: { id: string; updatedUs: number }[], 
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = FULL');
   db.prepare('INSERT INTO streams (instance, resource, cursor_us, origin_us) VALUES (?, ?, 0, 0)').run(INSTANCE, RESOURCE);
-  const seen = db.prepare('INSERT OR IGNORE INTO seen (stream_id, object_id, updated_us, notification_id) VALUES (1, ?, ?, ?)');
+  const seen = db.prepare('INSERT OR IGNORE INTO seen (stream_id, object_id, updated_us) VALUES (1, ?, ?)');
   const notification = db.prepare(`INSERT INTO notifications (id, stream_id, instance, body, event_count, next_attempt_at, created_at)
     VALUES (?, 1, ?, ?, 10, 0, 0)`);
   const body = 'x'.repeat(bodyBytes);
@@ -153,7 +153,7 @@ function sqliteBaseline(dir: string, keys: { id: string; updatedUs: number }[], 
       notification.run(id, INSTANCE, body);
       for (let i = 0; i < EVENTS_PER_NOTIFICATION; i++) {
         const key = keys[p * PAGE + n * EVENTS_PER_NOTIFICATION + i]!;
-        seen.run(key.id, key.updatedUs, id);
+        seen.run(key.id, key.updatedUs);
       }
     }
   });
@@ -185,7 +185,10 @@ async function gotBaseline(url: string, bodies: string[], concurrency: number): 
 // ---------------------------------------------------------------------------------------------
 // Measurements.
 
-async function ingestAndDelivery(records: number): Promise<void> {
+type Backfill = { dir: string; sim: ConcurSim; receiver: Awaited<ReturnType<typeof startReceiver>>; config: string; from: number };
+
+/** A simulator holding `records` reports changed an hour ago, a receiver, and a config; cleaned up after. */
+async function withBackfill<T>(records: number, run: (b: Backfill) => Promise<T>): Promise<T> {
   const dir = mkdtempSync(join(os.tmpdir(), 'pollbridge-bench-'));
   const sim = new ConcurSim();
   const simUrl = await sim.start();
@@ -193,7 +196,16 @@ async function ingestAndDelivery(records: number): Promise<void> {
   try {
     const from = Date.now() - 3_600_000;
     seedReports(sim, records, from);
-    const config = writeConfig(dir, simUrl, receiver.url, '0 0 1 1 *');
+    return await run({ dir, sim, receiver, config: writeConfig(dir, simUrl, receiver.url, '0 0 1 1 *'), from });
+  } finally {
+    await receiver.close();
+    await sim.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function ingestAndDelivery(records: number): Promise<void> {
+  await withBackfill(records, async ({ dir, sim, receiver, config, from }) => {
     log(`ingest: backfill of ${records} records…`);
     const daemon = startDaemon(['run', '--once', '-c', config, '--since', new Date(from - 1000).toISOString()]);
     const code = await daemon.exited;
@@ -211,29 +223,18 @@ async function ingestAndDelivery(records: number): Promise<void> {
     const bodies = [...receiver.bodies];
     const gotRate = await gotBaseline(receiver.url, bodies, 4);
     rows.push({ metric: `delivery, ${notifications} notifications, 4 in flight`, value: deliveryRate, unit: 'notifications/s', baseline: gotRate, ratio: deliveryRate / gotRate, target: '≥ 0.5× bare got loop', ok: deliveryRate / gotRate >= 0.5 });
-  } finally {
-    await receiver.close();
-    await sim.stop();
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }
 
 /** Ingest of `records` new changes with `seen` changes already recorded for the stream. */
 async function ingestWithSeen(seen: number, records: number): Promise<{ rate: number; rssMb: number }> {
-  const dir = mkdtempSync(join(os.tmpdir(), 'pollbridge-bench-'));
-  const sim = new ConcurSim();
-  const simUrl = await sim.start();
-  const receiver = await startReceiver();
-  try {
-    const from = Date.now() - 3_600_000;
-    seedReports(sim, records, from);
-    const config = writeConfig(dir, simUrl, receiver.url, '0 0 1 1 *');
+  return withBackfill(records, async ({ dir, config, from }) => {
     const dbPath = join(dir, 'pollbridge.db');
     const store = new SqliteStore(dbPath);
     await store.openStream(INSTANCE, RESOURCE, (from - 1000) * 1000);
     await store.close();
     const db = new Database(dbPath);
-    const insert = db.prepare("INSERT INTO seen (stream_id, object_id, updated_us, notification_id) VALUES (1, ?, ?, 'old')");
+    const insert = db.prepare("INSERT INTO seen (stream_id, object_id, updated_us) VALUES (1, ?, ?)");
     db.transaction(() => {
       for (let i = 0; i < seen; i++) insert.run(randomBytes(10).toString('hex').toUpperCase(), (from - 1000) * 1000 + i);
     })();
@@ -243,11 +244,7 @@ async function ingestWithSeen(seen: number, records: number): Promise<{ rate: nu
     if ((await daemon.exited) !== 0) throw new Error('daemon failed');
     const poll = daemon.logs.find((l) => l.message === 'poll finished')!;
     return { rate: records / ((poll.durationMs as number) / 1000), rssMb: daemon.peakRssMb() };
-  } finally {
-    await receiver.close();
-    await sim.stop();
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }
 
 async function latency(changes: number): Promise<void> {

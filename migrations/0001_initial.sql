@@ -16,12 +16,15 @@ CREATE TABLE streams (
 
 -- Every change announced: (object, updated instant) per stream. A row here and its notification
 -- are written in one transaction, so a change is either seen-and-queued or neither. Kept narrow:
--- this is the table that grows, and every record of every poll is looked up in it.
+-- this is the table that grows, and every record of every poll is looked up in it. The key
+-- leads with the updated instant: pages arrive roughly in change order, so new rows land side
+-- by side at the end of the index (a few pages written per commit, not one per record), and
+-- pruning by age is a range delete.
 CREATE TABLE seen (
   stream_id INTEGER NOT NULL REFERENCES streams (id),
-  object_id TEXT NOT NULL,
   updated_us INTEGER NOT NULL,
-  PRIMARY KEY (stream_id, object_id, updated_us)
+  object_id TEXT NOT NULL,
+  PRIMARY KEY (stream_id, updated_us, object_id)
 ) WITHOUT ROWID;
 
 -- The outbox. The body is fixed when the notification is created, so every attempt sends the
