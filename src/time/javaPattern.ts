@@ -310,6 +310,7 @@ const DAY_MS = 86_400_000;
  * offset in force before the gap, so 02:30 becomes 03:30 of the new offset.
  */
 function wallToUtcInZone(wallMs: number, zone: string): number {
+  if (zone === 'UTC') return wallMs;
   const before = zoneOffsetMs(zone, wallMs - DAY_MS);
   const after = zoneOffsetMs(zone, wallMs + DAY_MS);
   const valid = [...new Set([before, after])]
