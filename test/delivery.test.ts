@@ -41,7 +41,7 @@ async function setup(count: number, respond: Respond, target: Partial<DeliveryTa
     ...target,
   };
   const logs = captureLogger();
-  const deliverer = new Deliverer({ store, http: createHttpClient({ timeoutMs: 5000 }), log: logs.log, target: (i) => (i === 'Docs' ? full : undefined), idleCheckMs: 50 });
+  const deliverer = new Deliverer({ store, http: createHttpClient({ timeoutMs: 5000 }), log: logs.log, targets: () => new Map([['Docs', full]]), idleCheckMs: 50 });
   cleanups.push(() => deliverer.stop(500));
   await enqueue(count);
   return { store, receiver, deliverer, ids, logs, enqueue, key };
@@ -152,5 +152,33 @@ describe('delivery', () => {
     await deliverer.stop(200);
     expect(await store.getNotification(ids[0]!)).toMatchObject({ status: 'pending', attempts: 0 });
     expect(logs.messages('aborting deliveries still in flight after the grace period')).toHaveLength(1);
+  });
+
+  it("a hung receiver's backlog never holds back another instance's notifications", async () => {
+    const key = 'whsec_' + randomBytes(24).toString('base64');
+    const hung = await startReceiver(key, () => 'hang');
+    const fine = await startReceiver(key, () => 200);
+    cleanups.push(() => hung.close(), () => fine.close());
+    const store = new SqliteStore(join(tempDir(), 'p.db'));
+    cleanups.push(() => store.close());
+    for (const [instance, count] of [['Slow', 20], ['Fast', 3]] as const) {
+      const stream = await store.openStream(instance, 'reports', 0);
+      const changes = Array.from({ length: count }, (_, i) => ({ objectId: `${instance}${i}`, updated: 1000 + i, eventType: 'UPDATED' as const, record: {} }));
+      await store.commitPage(stream.id, changes, (fresh) => buildNotifications(fresh.map((i) => changes[i]!), {
+        instanceName: instance, elementKey: 'concur', objectType: 'reports', maxEvents: 1, newId: ulid,
+      }), []);
+    }
+    const target = (url: string): DeliveryTarget => ({
+      url, keys: { current: key, previous: [] }, timeoutMs: 60_000, concurrency: 4, ordered: false,
+      policy: { scheduleSec: [1], maxRetryAfterSec: 5, jitter: 0 },
+    });
+    const deliverer = new Deliverer({
+      store, http: createHttpClient({ timeoutMs: 60_000 }), log: captureLogger().log, idleCheckMs: 50,
+      targets: () => new Map([['Slow', target(hung.url)], ['Fast', target(fine.url)]]),
+    });
+    cleanups.push(() => deliverer.stop(100));
+    void deliverer.start();
+    await waitFor('the fast instance delivered', () => fine.accepted.length === 3);
+    expect(hung.seenIds).toHaveLength(4);
   });
 });

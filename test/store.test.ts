@@ -45,7 +45,7 @@ describe('SqliteStore', () => {
     expect(again).toEqual({ fresh: 0, duplicates: 3, notificationIds: [] });
     const newer = [{ objectId: 'A', updated: 6 }];
     expect((await store.commitPage(stream.id, newer, oneNotification(newer, 'N3'), [])).notificationIds).toEqual(['N3']);
-    expect((await store.dueNotifications(Date.now(), 10, new Set())).map((n) => n.id)).toEqual(['N1', 'N3']);
+    expect((await store.dueNotifications(Date.now(), 10, new Set(), ['Docs'])).map((n) => n.id)).toEqual(['N1', 'N3']);
     await store.close();
   });
 
@@ -77,10 +77,10 @@ describe('SqliteStore', () => {
     await store.commitPage(s.id, keys, oneNotification(keys, 'N1'), []);
     const attempt = (n: number) => ({ notificationId: 'N1', attempt: n, startedAt: Date.now(), durationMs: 3, statusCode: 500, error: 'HTTP 500', responseExcerpt: 'no' });
     await store.recordAttempts([{ attempt: attempt(1), outcome: { status: 'pending', nextAttemptAt: Date.now() + 60_000 } }]);
-    expect(await store.dueNotifications(Date.now(), 10, new Set())).toEqual([]);
+    expect(await store.dueNotifications(Date.now(), 10, new Set(), ['Docs'])).toEqual([]);
     await store.recordAttempts([{ attempt: attempt(2), outcome: { status: 'dead' } }]);
     expect(await store.replayDead(undefined, Date.now())).toEqual(['N1']);
-    const [due] = await store.dueNotifications(Date.now(), 10, new Set());
+    const [due] = await store.dueNotifications(Date.now(), 10, new Set(), ['Docs']);
     expect(due).toMatchObject({ id: 'N1', attempts: 2, replayBase: 2 });
     const detail = await store.getNotification('N1');
     expect(detail!.attemptLog.map((a) => [a.attempt, a.statusCode, a.responseExcerpt])).toEqual([[1, 500, 'no'], [2, 500, 'no']]);

@@ -191,8 +191,7 @@ export class Daemon {
       store,
       http: this.http,
       log: this.log,
-      target: (name) => this.targets.get(name),
-      capacity: () => [...this.targets.values()].reduce((sum, t) => sum + (t.ordered ? 1 : t.concurrency), 0),
+      targets: () => this.targets,
       onAttempt: (entry, decision, statusCode, durationMs) => {
         this.metrics.deliveryAttempts.inc({ instance: entry.instance, class: statusClass(statusCode) });
         this.metrics.deliveryDuration.observe({ instance: entry.instance }, durationMs / 1000);
@@ -231,6 +230,8 @@ export class Daemon {
     }
     this.streams = streams;
     this.targets = new Map(this.config.instances.map((i) => [i.name, deliveryTarget(i)]));
+    const orphaned = (await store.instancesWithPending()).filter((name) => !this.targets.has(name));
+    if (orphaned.length > 0) this.log.warn('pending notifications kept for instances no longer in the config', { instances: orphaned });
   }
 
   private startLoops(): void {

@@ -19,17 +19,13 @@ export type DelivererDeps = {
   store: Store;
   http: Got;
   log: Logger;
-  /** The current target of an instance's notifications, from the live config. */
-  target: (instance: string) => DeliveryTarget | undefined;
+  /** Each instance's current target, from the live config. */
+  targets: () => ReadonlyMap<string, DeliveryTarget>;
   /** Longest idle sleep: notifications replayed by another process are noticed this fast. */
   idleCheckMs?: number;
-  /** Requests that may be in flight at once over all targets (the sum of their concurrency). */
-  capacity?: () => number;
   onAttempt?: (entry: OutboxEntry, decision: Decision, statusCode: number | undefined, durationMs: number) => void;
 };
 
-/** Without a capacity from the caller: requests in flight at once, over all callback URLs. */
-const MAX_IN_FLIGHT = 64;
 
 /**
  * Sends the outbox, independently of polling: a slow receiver never holds up a poll, and a poll
@@ -39,7 +35,6 @@ const MAX_IN_FLIGHT = 64;
 export class Deliverer {
   private readonly inFlight = new Map<string, Promise<void>>();
   private readonly perUrl = new Map<string, number>();
-  private readonly warnedInstances = new Set<string>();
   /**
    * Instances whose receiver may have notifications waiting on backoff: those that failed since
    * their last success, and every instance until its first success after start (the database may
@@ -47,7 +42,6 @@ export class Deliverer {
    */
   private readonly mayHaveBacklog = new Set<string>();
   private readonly checkedSinceStart = new Set<string>();
-  private heads: Map<string, number> | undefined;
   private readonly unrecorded: { attempt: AttemptRecord; outcome: AttemptOutcome; resolve(): void; reject(err: unknown): void }[] = [];
   private readonly abort = new AbortController();
   private wakeUp: (() => void) | undefined;
@@ -91,18 +85,43 @@ export class Deliverer {
   private async run(untilIdle: boolean): Promise<void> {
     while (!this.stopping) {
       this.pendingWake = false;
-      // Only as many as could start now: bodies are read for the requests about to be sent.
-      const due = await this.deps.store.dueNotifications(Date.now(), Math.max(1, this.capacity() - this.inFlight.size), new Set(this.inFlight.keys()));
-      this.heads = due.some((e) => this.deps.target(e.instance)?.ordered) ? await this.deps.store.pendingHeads() : undefined;
-      const started = due.filter((entry) => this.tryStart(entry)).length;
+      const targets = this.deps.targets();
+      // Only instances whose callback URL has a free slot, and only as many as could start now:
+      // a slow receiver's backlog never hides another's notifications, and bodies are read only
+      // for the requests about to be sent.
+      const free = this.freeSlots(targets);
+      let started = 0;
+      if (free.slots > 0) {
+        const ordered = free.instances.filter((name) => targets.get(name)!.ordered);
+        const unordered = free.instances.filter((name) => !targets.get(name)!.ordered);
+        const now = Date.now();
+        // Ordered instances offer only their oldest pending notification, and only once it is due.
+        const due = [
+          ...(ordered.length > 0 ? await this.deps.store.dueHeads(now, ordered) : []),
+          ...(unordered.length > 0 ? await this.deps.store.dueNotifications(now, free.slots, new Set(this.inFlight.keys()), unordered) : []),
+        ];
+        started = due.filter((entry) => this.tryStart(entry, targets.get(entry.instance))).length;
+      }
       if (untilIdle && started === 0 && this.inFlight.size === 0) return;
       await this.sleep(await this.idleDelay());
     }
   }
 
-  /** Requests that may be in flight at once, over all callback URLs. */
-  private capacity(): number {
-    return this.deps.capacity?.() ?? MAX_IN_FLIGHT;
+  private limitOf(target: DeliveryTarget): number {
+    return target.ordered ? 1 : target.concurrency;
+  }
+
+  /** The instances that could start a request now, and how many requests could start in all. */
+  private freeSlots(targets: ReadonlyMap<string, DeliveryTarget>): { instances: string[]; slots: number } {
+    const instances: string[] = [];
+    const slotsByUrl = new Map<string, number>();
+    for (const [name, target] of targets) {
+      const slots = this.limitOf(target) - (this.perUrl.get(target.url) ?? 0);
+      if (slots <= 0) continue;
+      instances.push(name);
+      slotsByUrl.set(target.url, Math.max(slotsByUrl.get(target.url) ?? 0, slots));
+    }
+    return { instances, slots: [...slotsByUrl.values()].reduce((a, b) => a + b, 0) };
   }
 
   private async idleDelay(): Promise<number> {
@@ -127,18 +146,10 @@ export class Deliverer {
     });
   }
 
-  private tryStart(entry: OutboxEntry): boolean {
-    const target = this.deps.target(entry.instance);
-    if (!target) {
-      if (!this.warnedInstances.has(entry.instance)) {
-        this.warnedInstances.add(entry.instance);
-        this.deps.log.warn('notifications kept: their instance is not in the config', { instance: entry.instance });
-      }
-      return false;
-    }
-    if (target.ordered && this.heads?.get(entry.instance) !== entry.seq) return false;
+  private tryStart(entry: OutboxEntry, target: DeliveryTarget | undefined): boolean {
+    if (!target || this.inFlight.has(entry.id)) return false;
     const busy = this.perUrl.get(target.url) ?? 0;
-    if (busy >= (target.ordered ? 1 : target.concurrency)) return false;
+    if (busy >= this.limitOf(target)) return false;
     this.perUrl.set(target.url, busy + 1);
     const task = this.deliver(entry, target).finally(() => {
       this.perUrl.set(target.url, (this.perUrl.get(target.url) ?? 1) - 1);

@@ -61,7 +61,8 @@ export class SqliteStore implements Store {
       // INDEXED BY: left to itself the planner takes the status index and sorts every pending row.
       due: db.prepare(`SELECT id, seq, instance, stream_id AS streamId, body, attempts, replay_base AS replayBase, created_at AS createdAt
         FROM notifications INDEXED BY notifications_due
-        WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, seq LIMIT ?`),
+        WHERE status = 'pending' AND next_attempt_at <= ? AND instance IN (SELECT value FROM json_each(?))
+        ORDER BY next_attempt_at, seq LIMIT ?`),
       nextDue: db.prepare(`SELECT next_attempt_at AS at FROM notifications INDEXED BY notifications_due
         WHERE status = 'pending' ORDER BY next_attempt_at LIMIT 1`),
       insertAttempt: db.prepare(`INSERT OR REPLACE INTO attempts (notification_id, attempt, started_at, duration_ms, status_code, error, response_excerpt)
@@ -69,7 +70,12 @@ export class SqliteStore implements Store {
       markDelivered: db.prepare(`UPDATE notifications SET status = 'delivered', attempts = ?, delivered_at = ?, last_status = ?, last_error = NULL WHERE id = ?`),
       markRetry: db.prepare(`UPDATE notifications SET attempts = ?, next_attempt_at = ?, last_status = ?, last_error = ? WHERE id = ?`),
       markDead: db.prepare(`UPDATE notifications SET status = 'dead', attempts = ?, last_status = ?, last_error = ? WHERE id = ?`),
-      pendingHeads: db.prepare(`SELECT instance, min(seq) AS seq FROM notifications WHERE status = 'pending' GROUP BY instance`),
+      dueHeads: db.prepare(`SELECT id, seq, instance, stream_id AS streamId, body, attempts, replay_base AS replayBase, created_at AS createdAt
+        FROM notifications WHERE seq IN (
+          SELECT min(seq) FROM notifications INDEXED BY notifications_status
+          WHERE status = 'pending' AND instance IN (SELECT value FROM json_each(?)) GROUP BY instance)
+        AND next_attempt_at <= ?`),
+      instancesWithPending: db.prepare(`SELECT DISTINCT instance FROM notifications WHERE status = 'pending'`).pluck(),
       expedite: db.prepare(`UPDATE notifications SET next_attempt_at = ? WHERE status = 'pending' AND instance = ? AND next_attempt_at > ? AND attempts > 0`),
       loadAuth: db.prepare('SELECT seed_hash AS seedHash, refresh_token AS refreshToken, geolocation FROM auth_state WHERE instance = ?'),
       saveAuth: db.prepare(`INSERT INTO auth_state (instance, seed_hash, refresh_token, geolocation, updated_at) VALUES (?, ?, ?, ?, ?)
@@ -117,8 +123,8 @@ export class SqliteStore implements Store {
     return this.db.prepare('DELETE FROM seen WHERE stream_id = ? AND updated_us < ?').run(streamId, before).changes;
   }
 
-  async dueNotifications(now: number, limit: number, exclude: ReadonlySet<string>): Promise<OutboxEntry[]> {
-    const rows = this.stmts.due.all(now, limit + exclude.size) as OutboxEntry[];
+  async dueNotifications(now: number, limit: number, exclude: ReadonlySet<string>, instances: readonly string[]): Promise<OutboxEntry[]> {
+    const rows = this.stmts.due.all(now, JSON.stringify(instances), limit + exclude.size) as OutboxEntry[];
     return rows.filter((r) => !exclude.has(r.id)).slice(0, limit);
   }
 
@@ -140,9 +146,12 @@ export class SqliteStore implements Store {
     else this.stmts.markDead.run(a.attempt, a.statusCode ?? null, a.error ?? null, a.notificationId);
   }
 
-  async pendingHeads(): Promise<Map<string, number>> {
-    const rows = this.stmts.pendingHeads.all() as { instance: string; seq: number }[];
-    return new Map(rows.map((r) => [r.instance, r.seq]));
+  async dueHeads(now: number, instances: readonly string[]): Promise<OutboxEntry[]> {
+    return this.stmts.dueHeads.all(JSON.stringify(instances), now) as OutboxEntry[];
+  }
+
+  async instancesWithPending(): Promise<string[]> {
+    return this.stmts.instancesWithPending.all() as string[];
   }
 
   async expediteRetries(instance: string, now: number): Promise<number> {

@@ -18,14 +18,16 @@ export interface Store {
   /** Forgets seen changes older than `before`: no window reaches back that far. Returns how many. */
   pruneSeen(streamId: number, before: Instant): Promise<number>;
 
-  /** Pending notifications due at `now`, oldest first, skipping ids in `exclude`. */
-  dueNotifications(now: number, limit: number, exclude: ReadonlySet<string>): Promise<OutboxEntry[]>;
+  /** Pending notifications of `instances` due at `now`, oldest first, skipping ids in `exclude`. */
+  dueNotifications(now: number, limit: number, exclude: ReadonlySet<string>, instances: readonly string[]): Promise<OutboxEntry[]>;
   /** When the next pending notification falls due (ms), if any. */
   nextDueAt(): Promise<number | undefined>;
   /** Several finished attempts in one transaction (group commit: one fsync for all). */
   recordAttempts(attempts: readonly { attempt: AttemptRecord; outcome: AttemptOutcome }[]): Promise<void>;
-  /** The oldest pending notification of each instance (its `seq`), for strictly ordered delivery. */
-  pendingHeads(): Promise<Map<string, number>>;
+  /** For strictly ordered delivery: the oldest pending notification of each of `instances`, if it is due. */
+  dueHeads(now: number, instances: readonly string[]): Promise<OutboxEntry[]>;
+  /** Instances that have pending notifications. */
+  instancesWithPending(): Promise<string[]>;
   /** Throws when the database cannot take a write (read-only disk, lost lock): for health checks. */
   checkWritable(): Promise<void>;
   /** A receiver is answering again: its instance's notifications waiting on backoff are due now. */
