@@ -81,9 +81,14 @@ async function runUntilDelivered(start: () => CliProcess, receiver: { accepted: 
     // Before Node has loaded our code a SIGTERM still kills it outright; wait until it runs.
     await daemon.waitForLog('pollbridge started');
     await waitFor(`all ${expected.length} changes delivered`, () => {
+      if (daemon.child.exitCode !== null) throw new Error(`the daemon exited (${daemon.child.exitCode}): ${daemon.stderr.join('\n')}`);
       const got = deliveredKeys(receiver.accepted);
       return expected.every((k) => got.has(k));
     }, 60_000);
+  } catch (err) {
+    const got = deliveredKeys(receiver.accepted);
+    const missing = expected.filter((k) => !got.has(k));
+    throw new Error(`${(err as Error).message}; missing ${missing.length}, e.g. ${missing.slice(0, 3).join(', ')}; daemon's last lines:\n${daemon.stdout.slice(-15).join('\n')}`);
   } finally {
     daemon.child.kill('SIGTERM');
     expect((await daemon.exited).code).toBe(0);

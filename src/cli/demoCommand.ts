@@ -12,7 +12,7 @@ import { parseRate, startChangeStream } from './simCommand.js';
 import { UserError } from './userError.js';
 
 /** The config the demo runs: the sample's shape, pointed at the simulator and the local receiver. */
-export function demoConfig(simUrl: string, callbackUrl: string, key: string): object {
+export function demoConfig(simUrl: string, callbackUrl: string, key: string) {
   const c = DEFAULT_SIM_CREDENTIALS;
   return {
     database: './pollbridge.db',

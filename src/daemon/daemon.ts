@@ -296,12 +296,15 @@ export class Daemon {
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);
         if (signal.aborted) {
+          // A stop or reload cut it short: not a failure of the provider, so nothing is recorded.
           log.info('poll interrupted; its window is read again', { durationMs: Date.now() - started });
-        } else {
-          this.metrics.polls.inc({ ...labels, result: 'failed' });
-          log.error('poll failed; the cursor stays, the window is read again next time', { error: message, durationMs: Date.now() - started });
+          return undefined;
         }
-        await this.store!.failPoll(s.stream.id, message, Date.now()).catch(() => {});
+        this.metrics.polls.inc({ ...labels, result: 'failed' });
+        log.error('poll failed; the cursor stays, the window is read again next time', { error: message, durationMs: Date.now() - started });
+        await this.store!.failPoll(s.stream.id, message, Date.now()).catch((err: unknown) => {
+          log.error('could not record the failed poll', { error: (err as Error).message });
+        });
         return undefined;
       } finally {
         this.metrics.pollDuration.observe(labels, (Date.now() - started) / 1000);

@@ -84,27 +84,39 @@ export class Deliverer {
 
   private async run(untilIdle: boolean): Promise<void> {
     while (!this.stopping) {
-      this.pendingWake = false;
-      const targets = this.deps.targets();
-      // Only instances whose callback URL has a free slot, and only as many as could start now:
-      // a slow receiver's backlog never hides another's notifications, and bodies are read only
-      // for the requests about to be sent.
-      const free = this.freeSlots(targets);
-      let started = 0;
-      if (free.slots > 0) {
-        const ordered = free.instances.filter((name) => targets.get(name)!.ordered);
-        const unordered = free.instances.filter((name) => !targets.get(name)!.ordered);
-        const now = Date.now();
-        // Ordered instances offer only their oldest pending notification, and only once it is due.
-        const due = [
-          ...(ordered.length > 0 ? await this.deps.store.dueHeads(now, ordered) : []),
-          ...(unordered.length > 0 ? await this.deps.store.dueNotifications(now, free.slots, new Set(this.inFlight.keys()), unordered) : []),
-        ];
-        started = due.filter((entry) => this.tryStart(entry, targets.get(entry.instance))).length;
+      try {
+        if (await this.step(untilIdle)) return;
+      } catch (err) {
+        // A store error (disk full, I/O) must not end delivery for good: say so and try again.
+        this.deps.log.error('delivery loop failed; retrying in a second', { error: (err as Error).message });
+        await this.sleep(1000);
       }
-      if (untilIdle && started === 0 && this.inFlight.size === 0) return;
-      await this.sleep(await this.idleDelay());
     }
+  }
+
+  /** One look at the outbox; true when `untilIdle` and there is nothing left to do. */
+  private async step(untilIdle: boolean): Promise<boolean> {
+    this.pendingWake = false;
+    const targets = this.deps.targets();
+    // Only instances whose callback URL has a free slot, and only as many as could start now:
+    // a slow receiver's backlog never hides another's notifications, and bodies are read only
+    // for the requests about to be sent.
+    const free = this.freeSlots(targets);
+    let started = 0;
+    if (free.slots > 0) {
+      const ordered = free.instances.filter((name) => targets.get(name)!.ordered);
+      const unordered = free.instances.filter((name) => !targets.get(name)!.ordered);
+      const now = Date.now();
+      // Ordered instances offer only their oldest pending notification, and only once it is due.
+      const due = [
+        ...(ordered.length > 0 ? await this.deps.store.dueHeads(now, ordered) : []),
+        ...(unordered.length > 0 ? await this.deps.store.dueNotifications(now, free.slots, new Set(this.inFlight.keys()), unordered) : []),
+      ];
+      started = due.filter((entry) => this.tryStart(entry, targets.get(entry.instance))).length;
+    }
+    if (untilIdle && started === 0 && this.inFlight.size === 0) return true;
+    await this.sleep(await this.idleDelay());
+    return false;
   }
 
   private limitOf(target: DeliveryTarget): number {

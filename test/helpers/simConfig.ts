@@ -1,35 +1,25 @@
+import { demoConfig } from '../../src/cli/demoCommand.js';
 import { DEFAULT_SIM_CREDENTIALS } from '../../src/sim/concurSim.js';
 
-/** A config pointing one Concur instance at the simulator, polled every second. */
+/**
+ * The demo's config, made a little harsher for tests: the client secret through the environment,
+ * 3 records a page (so a handful of reports already spans pages), 3 quick retries.
+ */
 export function simConfig(simUrl: string, callbackUrl: string, key: string, configuration: Record<string, unknown> = {}) {
-  const c = DEFAULT_SIM_CREDENTIALS;
+  const base = demoConfig(simUrl, callbackUrl, key);
+  const instance = base.instances[0]!;
+  const reports = instance.configuration['event.poller.configuration'].reports;
   return {
+    ...base,
     database: './state/pollbridge.db',
     instances: [{
+      ...instance,
       name: 'ConcurTest',
-      element: { key: 'concur' },
-      provider: {
-        baseUrl: simUrl,
-        auth: { type: 'oauth2_refresh_token', tokenUrl: `${simUrl}/oauth2/v0/token`, clientId: c.clientId, clientSecret: '${env:SIM_CLIENT_SECRET}', refreshToken: c.refreshToken },
-      },
+      provider: { ...instance.provider, auth: { ...instance.provider.auth, clientSecret: '${env:SIM_CLIENT_SECRET}' } },
       configuration: {
-        'event.notification.enabled': 'true',
-        'event.vendor.type': 'polling',
-        'event.notification.callback.url': callbackUrl,
-        'event.notification.signature.key': key,
-        'pollbridge.poller.cron': '* * * * * *',
+        ...instance.configuration,
         'pollbridge.delivery.retrySchedule': [1, 1, 1],
-        'event.poller.configuration': {
-          reports: {
-            url: "/hubs/expense/reports?where=modifiedDateAfter='${date:yyyy-MM-dd'T'HH:mm:ss.SSS}'",
-            idField: 'ID',
-            pageSize: 3,
-            datesConfiguration: {
-              updatedDateField: 'LastModifiedDate', updatedDateFormat: "yyyy-MM-dd'T'HH:mm:ss.SSS",
-              createdDateField: 'CreateDate', createdDateFormat: "yyyy-MM-dd'T'HH:mm:ss.SSS",
-            },
-          },
-        },
+        'event.poller.configuration': { reports: { ...reports, pageSize: 3 } },
         ...configuration,
       },
     }],
