@@ -84,7 +84,7 @@ async function runUntilDelivered(start: () => CliProcess, receiver: { accepted: 
       if (daemon.child.exitCode !== null) throw new Error(`the daemon exited (${daemon.child.exitCode}): ${daemon.stderr.join('\n')}`);
       const got = deliveredKeys(receiver.accepted);
       return expected.every((k) => got.has(k));
-    }, 60_000);
+    }, 90_000);
   } catch (err) {
     const got = deliveredKeys(receiver.accepted);
     const missing = expected.filter((k) => !got.has(k));
@@ -107,7 +107,7 @@ describe('crash safety (SIGKILL)', () => {
     }
     await runUntilDelivered(start, receiver, finalKeys(sim.allReports()));
     expectNoChangeUnderTwoIds(receiver.accepted);
-  }, 120_000);
+  }, 180_000);
 
   it('a kill while a delivery is in flight: the notification is sent again under the same id', async () => {
     let daemon: CliProcess | undefined;
@@ -166,5 +166,5 @@ describe('crash safety (SIGKILL)', () => {
     // Every announced change is one the simulator really made.
     const made = new Set(sim.changes.map((c) => `${c.id}@${new Date(`${c.lastModified}Z`).toISOString()}`));
     for (const key of deliveredKeys(receiver.accepted)) expect(made.has(key), key).toBe(true);
-  }, 120_000);
+  }, 180_000);
 });
