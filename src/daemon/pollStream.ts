@@ -97,7 +97,7 @@ type SweepContext = {
   signal: AbortSignal | undefined;
 };
 
-function pagesFrom(ctx: SweepContext, start: Instant, end: Instant | undefined): AsyncGenerator<Page> {
+function pagesFrom(ctx: SweepContext, start: Instant, end: Instant | undefined, readAhead = true): AsyncGenerator<Page> {
   const { resource, instance, deps, apiBase, signal } = ctx;
   return readPages(firstPageUrl(resource, instance.elementKey, apiBase, start, end), {
     fetch: (u) => fetchJson(deps.http, deps.auth, u, deps.fetchPolicy, signal, (status) => {
@@ -107,6 +107,7 @@ function pagesFrom(ctx: SweepContext, start: Instant, end: Instant | undefined):
     nextPagePath: resource.nextPagePath,
     apiBase,
     maxPages: deps.maxPages,
+    readAhead,
   });
 }
 
@@ -177,7 +178,7 @@ async function sweep(ctx: SweepContext, window: PollWindow, summary: PollSummary
 
 /** Whether any record changed at or after `since`, by the provider's own filter and our reading. */
 async function changedSince(ctx: SweepContext, since: Instant): Promise<boolean> {
-  const first = await pagesFrom(ctx, since, undefined).next();
+  const first = await pagesFrom(ctx, since, undefined, false).next();
   if (first.done) return false;
   return detectChanges(first.value.items, ctx.resource, since, 'probe').changes.length > 0;
 }

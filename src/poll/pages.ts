@@ -12,6 +12,8 @@ export type PageSource = {
   apiBase: string;
   /** A chain longer than this is a provider bug, not data. */
   maxPages: number;
+  /** Request the next page while this one is processed (default); off when only one is wanted. */
+  readAhead?: boolean;
 };
 
 /**
@@ -41,8 +43,10 @@ export async function* readPages(firstUrl: string, source: PageSource): AsyncGen
     const nextUrl = nextPageUrl(body, source, origin, visited, index, url);
     if (nextUrl !== undefined && index + 1 >= source.maxPages) throw new UpstreamError(`more than ${source.maxPages} pages from ${firstUrl}: stopping`);
     // The next page is requested before this one is processed: the provider works while we commit.
-    next = nextUrl === undefined ? undefined : fetchPage(nextUrl);
+    const readAhead = source.readAhead ?? true;
+    next = nextUrl === undefined || !readAhead ? undefined : fetchPage(nextUrl);
     yield { index, url, items, serverDate };
+    if (nextUrl !== undefined && !readAhead) next = fetchPage(nextUrl);
     url = nextUrl;
   }
 }
