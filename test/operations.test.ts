@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { readConfig } from '../src/config/load.js';
-import { startCli } from './helpers/cli.js';
+import { runCli, startCli } from './helpers/cli.js';
 import { harness } from './helpers/harness.js';
 import { SIM_ENV } from './helpers/simConfig.js';
 import { tempDir, waitFor } from './helpers/tmp.js';
@@ -112,6 +112,24 @@ describe('health and metrics', () => {
     } finally {
       p.child.kill('SIGTERM');
       expect((await p.exited).code).toBe(0);
+    }
+  });
+});
+
+describe('start-up', () => {
+  it('a port already in use for http.listen is one clear line and exit 1, with the lock released', async () => {
+    const blocker = (await import('node:http')).createServer();
+    await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', () => r()));
+    const port = (blocker.address() as import('node:net').AddressInfo).port;
+    try {
+      const h = await harness({}, {}, (c) => ({ ...c, http: { listen: `127.0.0.1:${port}` } }));
+      const result = await runCli(['run', '-c', h.configFile], SIM_ENV);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toBe(`pollbridge: cannot listen on 127.0.0.1:${port} (http.listen): EADDRINUSE`);
+      const again = await runCli(['run', '--once', '-c', h.configFile], SIM_ENV);
+      expect(again.code).toBe(0);
+    } finally {
+      blocker.close();
     }
   });
 });

@@ -1,5 +1,6 @@
 import { Command, Option } from 'commander';
 import { ConfigError } from '../config/issues.js';
+import { StartError } from '../daemon/daemon.js';
 import { StoreOpenError } from '../store/lock.js';
 import { MigrationError } from '../store/migrate.js';
 import { demoCommand } from './demoCommand.js';
@@ -99,7 +100,7 @@ export async function runCli(argv: string[]): Promise<void> {
     if (err instanceof ConfigError) {
       process.stderr.write(err.message + '\n');
       process.exitCode = 2;
-    } else if (err instanceof UserError || err instanceof StoreOpenError || err instanceof MigrationError) {
+    } else if (err instanceof UserError || err instanceof StoreOpenError || err instanceof StartError || err instanceof MigrationError) {
       process.stderr.write(`pollbridge: ${err.message}\n`);
       process.exitCode = err instanceof UserError ? err.exitCode : 1;
     } else {

@@ -48,6 +48,9 @@ const PRUNE_EVERY_MS = 3_600_000;
 
 export class ReloadError extends Error {}
 
+/** The daemon cannot start for a reason the operator must fix (a port in use). */
+export class StartError extends Error {}
+
 /** Polls that have not completed for this many intervals make /healthz answer 503. */
 const STALL_INTERVALS = 3;
 
@@ -102,12 +105,18 @@ export class Daemon {
   start(): Promise<void> {
     this.starting ??= (async () => {
       await this.open();
-      this.startLoops();
-      void this.deliverer!.start();
       if (this.config.http) {
-        this.httpServer = await startHttpServer(this.config.http, () => this.health(), this.metrics);
+        const { host, port } = this.config.http;
+        try {
+          this.httpServer = await startHttpServer(this.config.http, () => this.health(), this.metrics);
+        } catch (err) {
+          await this.stop();
+          throw new StartError(`cannot listen on ${host}:${port} (http.listen): ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+        }
         this.log.info('health and metrics listening', { url: this.httpServer.url });
       }
+      this.startLoops();
+      void this.deliverer!.start();
       this.log.info('pollbridge started', {
         database: this.config.database,
         streams: this.streams.map((s) => `${s.instance.name}/${s.resource.name}`),
