@@ -127,6 +127,12 @@ describe('config: each bad input has its own clear message naming file and path'
     expect(found.join('\n')).not.toContain('super-secret-token');
   });
 
+  it('reports the other problems of a resource whose url is bad too', () => {
+    const found = problems(instance({ 'event.poller.configuration': { reports: { url: '/x?d=${today}', pageSize: 'many', pollDelay: -5 } } }));
+    expect(found).toHaveLength(3);
+    expect(found.join('\n')).toMatch(/reports\.url: unknown macro[\s\S]*reports\.pageSize: must be a whole number[\s\S]*reports\.pollDelay: must be between 0 and 86400 seconds/);
+  });
+
   it('refuses a duplicate instance name', () => {
     expect(problems({ instances: [instance(), instance()] })).toEqual([expect.stringContaining('instances[1].name: duplicate instance name "Docs"')]);
   });

@@ -4,7 +4,7 @@ import cron from 'node-cron';
 import { compileUrlTemplate } from '../poll/urlTemplate.js';
 import { createDateParser } from '../time/dateParser.js';
 import { instantFromMs } from '../time/instant.js';
-import { PatternError, tokenizePattern } from '../time/javaPattern.js';
+import { PatternError } from '../time/javaPattern.js';
 import { normalizeTimeZone } from '../time/zone.js';
 import { ConfigError, type ConfigIssue, IssueList } from './issues.js';
 import { isObject, ObjectReader } from './read.js';
@@ -286,33 +286,23 @@ function readResource(r: ObjectReader, name: string, elementKey: string, instanc
   const updatedDateFormat = dates?.string('updatedDateFormat');
   const createdDateFormat = dates?.string('createdDateFormat');
   const urlTemplate = url ? compileOrReport(r, 'url', () => compileUrlTemplate(url, updatedZone)) : undefined;
-  const parseUpdatedDate = compileOrReport(dates ?? r, 'updatedDateFormat', () => {
-    if (updatedDateFormat) tokenizePattern(updatedDateFormat);
-    return createDateParser(updatedDateFormat, updatedZone);
-  });
-  const parseCreatedDate = compileOrReport(dates ?? r, 'createdDateFormat', () => {
-    if (createdDateFormat) tokenizePattern(createdDateFormat);
-    return createDateParser(createdDateFormat, createdZone);
-  });
+  const parseUpdatedDate = compileOrReport(dates ?? r, 'updatedDateFormat', () => createDateParser(updatedDateFormat, updatedZone));
+  const parseCreatedDate = compileOrReport(dates ?? r, 'createdDateFormat', () => createDateParser(createdDateFormat, createdZone));
   const createdDateField = dates?.string('createdDateField');
+  // Every field is read before any is judged, so one bad value does not hide the next.
+  const rest = {
+    idField: r.string('idField') ?? (elementKey === 'concur' ? 'ID' : 'id'),
+    filterByUpdatedDate: r.boolean('filterByUpdatedDate', true),
+    updatedDateField: dates?.string('updatedDateField') ?? (elementKey === 'concur' ? 'LastModifiedDate' : 'updatedAt'),
+    createdCheckToleranceSec: r.number('createdCheckTolerance', 0, { min: 0, unit: 'seconds' }),
+    pageSize: r.number('pageSize', 100, { min: 1, max: elementKey === 'concur' ? 100 : 10_000, integer: true }),
+    pollDelaySec: r.number('pollDelay', 0, { min: 0, max: 86_400, unit: 'seconds' }),
+    itemsPath: r.string('pollbridge.items') ?? (elementKey === 'concur' ? 'Items' : ''),
+    nextPagePath: r.string('pollbridge.nextPage') ?? (elementKey === 'concur' ? 'NextPage' : ''),
+  };
   const resource: ResourceConfig | undefined =
     url && urlTemplate && parseUpdatedDate && parseCreatedDate
-      ? {
-          name,
-          url,
-          urlTemplate,
-          idField: r.string('idField') ?? (elementKey === 'concur' ? 'ID' : 'id'),
-          filterByUpdatedDate: r.boolean('filterByUpdatedDate', true),
-          updatedDateField: dates?.string('updatedDateField') ?? (elementKey === 'concur' ? 'LastModifiedDate' : 'updatedAt'),
-          parseUpdatedDate,
-          createdDateField,
-          parseCreatedDate: createdDateField ? parseCreatedDate : undefined,
-          createdCheckToleranceSec: r.number('createdCheckTolerance', 0, { min: 0, unit: 'seconds' }),
-          pageSize: r.number('pageSize', 100, { min: 1, max: elementKey === 'concur' ? 100 : 10_000, integer: true }),
-          pollDelaySec: r.number('pollDelay', 0, { min: 0, max: 86_400, unit: 'seconds' }),
-          itemsPath: r.string('pollbridge.items') ?? (elementKey === 'concur' ? 'Items' : ''),
-          nextPagePath: r.string('pollbridge.nextPage') ?? (elementKey === 'concur' ? 'NextPage' : ''),
-        }
+      ? { name, url, urlTemplate, parseUpdatedDate, createdDateField, parseCreatedDate: createdDateField ? parseCreatedDate : undefined, ...rest }
       : undefined;
   // Read (and so validate) the AMPLIFY flag even though our window always has an upper bound.
   r.boolean('filterByCurrentDate', true);
