@@ -1,6 +1,6 @@
 import type { NotificationStatus } from '../store/types.js';
 import { isoOrDash, table } from './format.js';
-import { openStoreForCli } from './openStore.js';
+import { withCliStore } from './openStore.js';
 import { parseIsoOption } from './options.js';
 import { UserError } from './userError.js';
 
@@ -12,8 +12,7 @@ export async function eventsListCommand(opts: StoreOpts & { status?: string; jso
   if (opts.status && !STATUSES.includes(opts.status)) throw new UserError(`--status must be one of ${STATUSES.join(', ')}, got "${opts.status}"`);
   const limit = Number(opts.limit ?? '50');
   if (!Number.isInteger(limit) || limit < 1) throw new UserError(`--limit must be a positive whole number, got "${opts.limit}"`);
-  const store = openStoreForCli(opts, { readonly: true });
-  try {
+  await withCliStore(opts, { readonly: true }, async (store) => {
     const rows = await store.listNotifications({ status: opts.status as NotificationStatus | undefined, limit });
     if (opts.json) {
       process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
@@ -24,14 +23,11 @@ export async function eventsListCommand(opts: StoreOpts & { status?: string; jso
       rows.map((r) => [r.id, r.instance, r.resource, r.status, String(r.eventCount), String(r.attempts), isoOrDash(r.createdAt),
         r.lastError ?? (r.lastStatus === undefined ? '' : String(r.lastStatus))]),
     ));
-  } finally {
-    await store.close();
-  }
+  });
 }
 
 export async function eventsShowCommand(id: string, opts: StoreOpts & { json?: boolean }): Promise<void> {
-  const store = openStoreForCli(opts, { readonly: true });
-  try {
+  await withCliStore(opts, { readonly: true }, async (store) => {
     const n = await store.getNotification(id);
     if (!n) throw new UserError(`no notification ${id}`);
     if (opts.json) {
@@ -46,22 +42,17 @@ export async function eventsShowCommand(id: string, opts: StoreOpts & { json?: b
         a.error ?? '', (a.responseExcerpt ?? '').replace(/\s+/g, ' ').slice(0, 60)]),
     ));
     process.stdout.write(JSON.stringify(JSON.parse(n.body), null, 2) + '\n');
-  } finally {
-    await store.close();
-  }
+  });
 }
 
 export async function replayCommand(ids: string[], opts: StoreOpts & { dead?: boolean; since?: string }): Promise<void> {
   if (!opts.dead && ids.length === 0) throw new UserError('name notification ids to replay, or --dead');
   const since = parseIsoOption('--since', opts.since);
-  const store = openStoreForCli(opts, { readonly: false });
-  try {
+  await withCliStore(opts, { readonly: false }, async (store) => {
     const now = Date.now();
     const replayed = opts.dead ? await store.replayDead(since, now) : await store.replay(ids, now);
     const missing = ids.filter((id) => !replayed.includes(id));
     process.stdout.write(`${replayed.length} notification(s) queued for delivery again\n`);
     if (!opts.dead && missing.length > 0) throw new UserError(`no notification ${missing.join(', ')}`);
-  } finally {
-    await store.close();
-  }
+  });
 }

@@ -5,9 +5,17 @@ import { SqliteStore } from '../store/sqliteStore.js';
 import { configPath } from './options.js';
 import { UserError } from './userError.js';
 
-/** The database of `--db`, or else the one the config names; it must exist already. */
-export function openStoreForCli(opts: { db?: string; config?: string }, mode: { readonly: boolean }): SqliteStore {
+/**
+ * Runs `use` on the database of `--db`, or else the one the config names (it must exist
+ * already), and closes it afterwards whatever happens.
+ */
+export async function withCliStore<T>(opts: { db?: string; config?: string }, mode: { readonly: boolean }, use: (store: SqliteStore) => Promise<T>): Promise<T> {
   const path = opts.db ? resolve(opts.db) : loadConfig(configPath(opts.config)).database;
   if (!existsSync(path)) throw new UserError(`no database at ${path} (has the daemon run? pass --db FILE)`);
-  return new SqliteStore(path, { readonly: mode.readonly });
+  const store = new SqliteStore(path, { readonly: mode.readonly });
+  try {
+    return await use(store);
+  } finally {
+    await store.close();
+  }
 }

@@ -1,9 +1,8 @@
 import { instantOrDash, isoOrDash, table } from './format.js';
-import { openStoreForCli } from './openStore.js';
+import { withCliStore } from './openStore.js';
 
 export async function statusCommand(opts: { db?: string; config?: string; json?: boolean }): Promise<void> {
-  const store = openStoreForCli(opts, { readonly: true });
-  try {
+  await withCliStore(opts, { readonly: true }, async (store) => {
     const streams = await store.streams();
     const counts = await store.notificationCounts();
     if (opts.json) {
@@ -19,7 +18,5 @@ export async function statusCommand(opts: { db?: string; config?: string; json?:
       ]),
     ));
     process.stdout.write(`notifications: ${counts.pending} pending, ${counts.delivered} delivered, ${counts.dead} dead\n`);
-  } finally {
-    await store.close();
-  }
+  });
 }
