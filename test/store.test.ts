@@ -5,11 +5,11 @@ import { describe, expect, it } from 'vitest';
 import { acquireDaemonLock, DatabaseInUseError } from '../src/store/lock.js';
 import { MigrationError, readMigrations } from '../src/store/migrate.js';
 import { SqliteStore } from '../src/store/sqliteStore.js';
-import type { ChangeKey, NotificationBuilder } from '../src/store/types.js';
+import type { NotificationBuilder } from '../src/store/types.js';
 import { tempDir, waitFor } from './helpers/tmp.js';
 
-const oneNotification = (keys: readonly ChangeKey[], id: string): NotificationBuilder => (fresh) =>
-  fresh.length === 0 ? [] : [{ id, body: JSON.stringify({ id }), eventCount: fresh.length, objectKeys: fresh.map((i) => keys[i]!) }];
+const oneNotification = (id: string): NotificationBuilder => (fresh) =>
+  fresh.length === 0 ? [] : [{ id, body: JSON.stringify({ id }), eventCount: fresh.length }];
 
 describe('migrations', () => {
   it('apply in order, are recorded, and run once', () => {
@@ -39,12 +39,12 @@ describe('SqliteStore', () => {
     const store = new SqliteStore(join(tempDir(), 'p.db'));
     const stream = await store.openStream('Docs', 'reports', 1000);
     const keys = [{ objectId: 'A', updated: 5 }, { objectId: 'B', updated: 5 }, { objectId: 'A', updated: 5 }];
-    const first = await store.commitPage(stream.id, keys, oneNotification(keys, 'N1'), []);
+    const first = await store.commitPage(stream.id, keys, oneNotification('N1'), []);
     expect(first).toEqual({ fresh: 2, duplicates: 1, notificationIds: ['N1'] });
-    const again = await store.commitPage(stream.id, keys, oneNotification(keys, 'N2'), []);
+    const again = await store.commitPage(stream.id, keys, oneNotification('N2'), []);
     expect(again).toEqual({ fresh: 0, duplicates: 3, notificationIds: [] });
     const newer = [{ objectId: 'A', updated: 6 }];
-    expect((await store.commitPage(stream.id, newer, oneNotification(newer, 'N3'), [])).notificationIds).toEqual(['N3']);
+    expect((await store.commitPage(stream.id, newer, oneNotification('N3'), [])).notificationIds).toEqual(['N3']);
     expect((await store.dueNotifications(Date.now(), 10, new Set(), ['Docs'])).map((n) => n.id)).toEqual(['N1', 'N3']);
     await store.close();
   });
@@ -54,7 +54,7 @@ describe('SqliteStore', () => {
     const stream = await store.openStream('Docs', 'reports', 0);
     const keys = [{ objectId: 'A', updated: 1 }];
     await expect(store.commitPage(stream.id, keys, () => { throw new Error('boom'); }, [])).rejects.toThrow('boom');
-    expect((await store.commitPage(stream.id, keys, oneNotification(keys, 'N1'), [])).notificationIds).toEqual(['N1']);
+    expect((await store.commitPage(stream.id, keys, oneNotification('N1'), [])).notificationIds).toEqual(['N1']);
     await store.close();
   });
 
@@ -74,7 +74,7 @@ describe('SqliteStore', () => {
     const store = new SqliteStore(join(tempDir(), 'p.db'));
     const s = await store.openStream('Docs', 'reports', 0);
     const keys = [{ objectId: 'A', updated: 1 }];
-    await store.commitPage(s.id, keys, oneNotification(keys, 'N1'), []);
+    await store.commitPage(s.id, keys, oneNotification('N1'), []);
     const attempt = (n: number) => ({ notificationId: 'N1', attempt: n, startedAt: Date.now(), durationMs: 3, statusCode: 500, error: 'HTTP 500', responseExcerpt: 'no' });
     await store.recordAttempts([{ attempt: attempt(1), outcome: { status: 'pending', nextAttemptAt: Date.now() + 60_000 } }]);
     expect(await store.dueNotifications(Date.now(), 10, new Set(), ['Docs'])).toEqual([]);

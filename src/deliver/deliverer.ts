@@ -26,7 +26,6 @@ export type DelivererDeps = {
   onAttempt?: (entry: OutboxEntry, decision: Decision, statusCode: number | undefined, durationMs: number) => void;
 };
 
-
 /**
  * Sends the outbox, independently of polling: a slow receiver never holds up a poll, and a poll
  * never waits for a receiver. Up to `concurrency` requests per callback URL are in flight; a

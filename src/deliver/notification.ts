@@ -37,7 +37,6 @@ export function buildNotifications(changes: readonly Change[], ctx: Notification
       id,
       body: JSON.stringify({ message }),
       eventCount: group.length,
-      objectKeys: group.map((c) => ({ objectId: c.objectId, updated: c.updated })),
     });
   }
   return drafts;

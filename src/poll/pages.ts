@@ -31,6 +31,7 @@ export async function* readPages(firstUrl: string, source: PageSource): AsyncGen
     pending.catch(() => {});
     return pending;
   };
+  const readAhead = source.readAhead ?? true;
   let url: string | undefined = firstUrl;
   let next: Promise<FetchResult> | undefined = fetchPage(firstUrl);
   for (let index = 0; url !== undefined && next !== undefined; index++) {
@@ -43,10 +44,9 @@ export async function* readPages(firstUrl: string, source: PageSource): AsyncGen
     const nextUrl = nextPageUrl(body, source, origin, visited, index, url);
     if (nextUrl !== undefined && index + 1 >= source.maxPages) throw new UpstreamError(`more than ${source.maxPages} pages from ${firstUrl}: stopping`);
     // The next page is requested before this one is processed: the provider works while we commit.
-    const readAhead = source.readAhead ?? true;
-    next = nextUrl === undefined || !readAhead ? undefined : fetchPage(nextUrl);
+    next = readAhead && nextUrl !== undefined ? fetchPage(nextUrl) : undefined;
     yield { index, url, items, serverDate };
-    if (nextUrl !== undefined && !readAhead) next = fetchPage(nextUrl);
+    if (!readAhead && nextUrl !== undefined) next = fetchPage(nextUrl);
     url = nextUrl;
   }
 }

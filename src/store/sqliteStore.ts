@@ -15,6 +15,9 @@ type NotificationRow = {
 const SUMMARY_COLUMNS = `n.id, n.instance, s.resource, n.status, n.event_count, n.attempts, n.created_at,
   n.next_attempt_at, n.delivered_at, n.last_status, n.last_error`;
 
+/** What the deliverer needs of an outbox row. */
+const OUTBOX_COLUMNS = 'id, seq, instance, stream_id AS streamId, body, attempts, replay_base AS replayBase, created_at AS createdAt';
+
 const orUndefined = <T>(v: T | null): T | undefined => (v === null ? undefined : v);
 
 function summary(row: NotificationRow): NotificationSummary {
@@ -59,8 +62,7 @@ export class SqliteStore implements Store {
         last_poll_error = NULL, last_success_at = ? WHERE id = ?`),
       failPoll: db.prepare('UPDATE streams SET last_poll_at = ?, last_poll_ok = 0, last_poll_error = ? WHERE id = ?'),
       // INDEXED BY: left to itself the planner takes the status index and sorts every pending row.
-      due: db.prepare(`SELECT id, seq, instance, stream_id AS streamId, body, attempts, replay_base AS replayBase, created_at AS createdAt
-        FROM notifications INDEXED BY notifications_due
+      due: db.prepare(`SELECT ${OUTBOX_COLUMNS} FROM notifications INDEXED BY notifications_due
         WHERE status = 'pending' AND next_attempt_at <= ? AND instance IN (SELECT value FROM json_each(?))
         ORDER BY next_attempt_at, seq LIMIT ?`),
       nextDue: db.prepare(`SELECT next_attempt_at AS at FROM notifications INDEXED BY notifications_due
@@ -70,8 +72,7 @@ export class SqliteStore implements Store {
       markDelivered: db.prepare(`UPDATE notifications SET status = 'delivered', attempts = ?, delivered_at = ?, last_status = ?, last_error = NULL WHERE id = ?`),
       markRetry: db.prepare(`UPDATE notifications SET attempts = ?, next_attempt_at = ?, last_status = ?, last_error = ? WHERE id = ?`),
       markDead: db.prepare(`UPDATE notifications SET status = 'dead', attempts = ?, last_status = ?, last_error = ? WHERE id = ?`),
-      dueHeads: db.prepare(`SELECT id, seq, instance, stream_id AS streamId, body, attempts, replay_base AS replayBase, created_at AS createdAt
-        FROM notifications WHERE seq IN (
+      dueHeads: db.prepare(`SELECT ${OUTBOX_COLUMNS} FROM notifications WHERE seq IN (
           SELECT min(seq) FROM notifications INDEXED BY notifications_status
           WHERE status = 'pending' AND instance IN (SELECT value FROM json_each(?)) GROUP BY instance)
         AND next_attempt_at <= ?`),
@@ -93,7 +94,6 @@ export class SqliteStore implements Store {
 
   async commitPage(streamId: number, changes: readonly ChangeKey[], build: NotificationBuilder, rejected: readonly RejectedRecord[]): Promise<PageResult> {
     const now = Date.now();
-    const notificationIds: string[] = [];
     const run = this.db.transaction((): PageResult => {
       for (const r of rejected) this.stmts.insertRejected.run(streamId, now, r.position, r.reason, r.record);
       // INSERT OR IGNORE tests and records novelty in one indexed step, inside the transaction,
@@ -102,6 +102,7 @@ export class SqliteStore implements Store {
       changes.forEach((c, i) => {
         if (this.stmts.insertSeen.run(streamId, c.objectId, c.updated).changes === 1) fresh.push(i);
       });
+      const notificationIds: string[] = [];
       for (const d of build(fresh)) {
         this.stmts.insertNotification.run(d.id, streamId, streamId, d.body, d.eventCount, now, now);
         notificationIds.push(d.id);

@@ -51,7 +51,7 @@ export type Stream = { id: number; instance: string; resource: string; cursor: I
 
 export type ChangeKey = { objectId: string; updated: Instant };
 
-export type NotificationDraft = { id: string; body: string; eventCount: number; objectKeys: readonly ChangeKey[] };
+export type NotificationDraft = { id: string; body: string; eventCount: number };
 /** Pure: the fresh changes of a page (in page order) to notifications. Runs inside the transaction. */
 export type NotificationBuilder = (fresh: readonly number[]) => NotificationDraft[];
 
