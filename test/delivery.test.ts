@@ -3,9 +3,10 @@ import { join } from 'node:path';
 import { ulid } from 'ulid';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Deliverer, type DeliveryTarget } from '../src/deliver/deliverer.js';
-import { buildNotifications } from '../src/deliver/notification.js';
+import { pageCommit } from '../src/deliver/notification.js';
 import { createHttpClient } from '../src/poll/httpClient.js';
 import { SqliteStore } from '../src/store/sqliteStore.js';
+import type { Store } from '../src/store/types.js';
 import { captureLogger } from './helpers/harness.js';
 import { type Respond, startReceiver } from './helpers/receiver.js';
 import { tempDir, waitFor } from './helpers/tmp.js';
@@ -18,7 +19,7 @@ afterEach(async () => {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A real store with `count` queued notifications of one event each, a receiver, and a deliverer. */
-async function setup(count: number, respond: Respond, target: Partial<DeliveryTarget> = {}) {
+async function setup(count: number, respond: Respond, target: Partial<DeliveryTarget> = {}, wrap: (store: SqliteStore) => Store = (s) => s) {
   const key = 'whsec_' + randomBytes(24).toString('base64');
   const receiver = await startReceiver(key, respond);
   cleanups.push(() => receiver.close());
@@ -29,9 +30,9 @@ async function setup(count: number, respond: Respond, target: Partial<DeliveryTa
   const enqueue = async (n: number) => {
     const start = ids.length;
     const changes = Array.from({ length: n }, (_, i) => ({ objectId: `R${start + i}`, updated: 1000 + start + i, eventType: 'UPDATED' as const, record: { ID: `R${start + i}` } }));
-    const result = await store.commitPage(stream.id, changes, (fresh) => buildNotifications(fresh.map((i) => changes[i]!), {
+    const result = await store.commitPage(stream.id, pageCommit(changes, [], {
       instanceName: 'Docs', elementKey: 'concur', objectType: 'reports', maxEvents: 1, newId: ulid,
-    }), []);
+    }));
     ids.push(...result.notificationIds);
     deliverer.wake();
   };
@@ -41,13 +42,30 @@ async function setup(count: number, respond: Respond, target: Partial<DeliveryTa
     ...target,
   };
   const logs = captureLogger();
-  const deliverer = new Deliverer({ store, http: createHttpClient({ timeoutMs: 5000 }), log: logs.log, targets: () => new Map([['Docs', full]]), idleCheckMs: 50 });
+  const deliverer = new Deliverer({ store: wrap(store), http: createHttpClient({ timeoutMs: 5000 }), log: logs.log, targets: () => new Map([['Docs', full]]), idleCheckMs: 50 });
   cleanups.push(() => deliverer.stop(500));
   await enqueue(count);
   return { store, receiver, deliverer, ids, logs, enqueue, key };
 }
 
 describe('delivery', () => {
+  it('pauses while the store cannot record attempts, rather than resending in a tight loop', async () => {
+    let broken = true;
+    // The real store, but recording fails as on a full disk until `broken` is cleared.
+    const failingWrites = (store: SqliteStore): Store => Object.assign(Object.create(store) as Store, {
+      recordAttempts: (batch: Parameters<Store['recordAttempts']>[0]) => (broken ? Promise.reject(new Error('database or disk is full')) : store.recordAttempts(batch)),
+    });
+    const { store, receiver, deliverer, ids, logs } = await setup(1, () => 200, {}, failingWrites);
+    void deliverer.start();
+    await waitFor('the notification sent again after the pause', () => receiver.seenIds.length >= 2);
+    broken = false;
+    await waitFor('delivery recorded', async () => (await store.getNotification(ids[0]!))!.status === 'delivered');
+    // A tight loop sends it hundreds of times in the pause it skips.
+    expect(receiver.seenIds.length).toBeLessThanOrEqual(3);
+    expect(new Set(receiver.seenIds)).toEqual(new Set([ids[0]]));
+    expect(logs.lines.find((l) => l.message === 'could not record a delivery attempt; it will be sent again')).toMatchObject({ error: 'database or disk is full' });
+  });
+
   it('retries with the same id and the same bytes until a 2xx, and records every attempt', async () => {
     const { store, receiver, deliverer, ids } = await setup(1, (n) => (n <= 2 ? { status: 500, body: 'x'.repeat(5000) } : 200));
     void deliverer.start();
@@ -164,9 +182,9 @@ describe('delivery', () => {
     for (const [instance, count] of [['Slow', 20], ['Fast', 3]] as const) {
       const stream = await store.openStream(instance, 'reports', 0);
       const changes = Array.from({ length: count }, (_, i) => ({ objectId: `${instance}${i}`, updated: 1000 + i, eventType: 'UPDATED' as const, record: {} }));
-      await store.commitPage(stream.id, changes, (fresh) => buildNotifications(fresh.map((i) => changes[i]!), {
+      await store.commitPage(stream.id, pageCommit(changes, [], {
         instanceName: instance, elementKey: 'concur', objectType: 'reports', maxEvents: 1, newId: ulid,
-      }), []);
+      }));
     }
     const target = (url: string): DeliveryTarget => ({
       url, keys: { current: key, previous: [] }, timeoutMs: 60_000, concurrency: 4, ordered: false,

@@ -3,7 +3,7 @@ import { readConfig } from '../src/config/load.js';
 import type { ResourceConfig } from '../src/config/types.js';
 import { detectChanges, eventTypeOf } from '../src/detect/changes.js';
 import { pollWindow } from '../src/detect/window.js';
-import { buildNotifications } from '../src/deliver/notification.js';
+import { assembleNotifications, pageCommit } from '../src/deliver/notification.js';
 import { instantFromMs, US_PER_SECOND } from '../src/time/instant.js';
 import { instance } from './helpers/configs.js';
 import { tempDir, writeJson } from './helpers/tmp.js';
@@ -111,12 +111,25 @@ describe('notification bodies', () => {
       objectId: `R${i}`, updated: T('2026-11-22T07:00:00Z') + i * 1000, eventType: 'UPDATED' as const, record: { ID: `R${i}` },
     }));
     let n = 0;
-    const drafts = buildNotifications(changes, { instanceName: 'Docs', elementKey: 'concur', objectType: 'reports', maxEvents: 10, newId: () => `N${n++}` });
+    const commit = pageCommit(changes, [], { instanceName: 'Docs', elementKey: 'concur', objectType: 'reports', maxEvents: 10, newId: () => `N${n++}` });
+    const drafts = assembleNotifications(commit, changes.map((_, i) => i));
     expect(drafts.map((d) => d.eventCount)).toEqual([10, 10, 3]);
     const body = JSON.parse(drafts[2]!.body) as { message: Record<string, unknown> & { events: { objectId: string; date: string }[]; raw: { reports: { ID: string }[] } } };
     expect(body.message).toMatchObject({ eventId: 'N2', instanceName: 'Docs', elementKey: 'concur', raw: { objectType: 'reports' } });
     expect(body.message.events.map((e) => e.objectId)).toEqual(['R20', 'R21', 'R22']);
     expect(body.message.raw.reports.map((r) => r.ID)).toEqual(['R20', 'R21', 'R22']);
     expect(body.message.events[0]).toEqual({ eventType: 'UPDATED', objectId: 'R20', objectType: 'reports', elementKey: 'concur', date: '2026-11-22T07:00:00.020Z' });
+  });
+
+  it('hold only the fresh changes of a page, which take the ids in order; a page short of ids fails', () => {
+    const changes = ['A', 'B', 'C', 'D', 'E', 'F'].map((id) => ({ objectId: id, updated: T('2026-11-22T07:00:00Z'), eventType: 'CREATED' as const, record: { ID: id } }));
+    let n = 0;
+    const commit = pageCommit(changes, [], { instanceName: 'Docs', elementKey: 'concur', objectType: 'reports', maxEvents: 2, newId: () => `N${n++}` });
+    expect(commit.notifications.ids).toEqual(['N0', 'N1', 'N2']);
+    const drafts = assembleNotifications(commit, [1, 4, 5]);
+    expect(drafts.map((d) => [d.id, (JSON.parse(d.body) as { message: { events: { objectId: string }[] } }).message.events.map((e) => e.objectId)])).toEqual([
+      ['N0', ['B', 'E']], ['N1', ['F']],
+    ]);
+    expect(() => assembleNotifications({ ...commit, notifications: { ...commit.notifications, ids: ['N0'] } }, [0, 1, 2])).toThrow(/1 notification ids; 2 are needed/);
   });
 });

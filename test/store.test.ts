@@ -5,11 +5,16 @@ import { describe, expect, it } from 'vitest';
 import { acquireDaemonLock, DatabaseInUseError } from '../src/store/lock.js';
 import { MigrationError, readMigrations } from '../src/store/migrate.js';
 import { SqliteStore } from '../src/store/sqliteStore.js';
-import type { NotificationBuilder } from '../src/store/types.js';
+import type { PageCommit, Store } from '../src/store/types.js';
+import { ThreadedStore } from '../dist/store/threadedStore.js';
 import { tempDir, waitFor } from './helpers/tmp.js';
 
-const oneNotification = (id: string): NotificationBuilder => (fresh) =>
-  fresh.length === 0 ? [] : [{ id, body: JSON.stringify({ id }), eventCount: fresh.length }];
+/** A page of `keys` whose fresh changes fit one notification, which takes the first of `ids`. */
+const page = (keys: { objectId: string; updated: number }[], ids: string[]): PageCommit => ({
+  changes: keys.map((k) => ({ ...k, eventType: 'UPDATED' as const, record: { ID: k.objectId } })),
+  notifications: { instanceName: 'Docs', elementKey: 'concur', objectType: 'reports', maxEvents: 100, ids },
+  rejected: [],
+});
 
 describe('migrations', () => {
   it('apply in order, are recorded, and run once', () => {
@@ -34,47 +39,53 @@ describe('migrations', () => {
   });
 });
 
-describe('SqliteStore', () => {
+// The same store inline and on its own thread (the daemon's way; the thread runs the built code).
+const stores: [string, (path: string) => Promise<Store>][] = [
+  ['SqliteStore', async (path) => new SqliteStore(path)],
+  ['ThreadedStore', (path) => ThreadedStore.open(path)],
+];
+
+describe.each(stores)('%s', (_name, open) => {
   it('records a change once: a replayed page, and a key repeated within a page, queue nothing new', async () => {
-    const store = new SqliteStore(join(tempDir(), 'p.db'));
+    const store = await open(join(tempDir(), 'p.db'));
     const stream = await store.openStream('Docs', 'reports', 1000);
     const keys = [{ objectId: 'A', updated: 5 }, { objectId: 'B', updated: 5 }, { objectId: 'A', updated: 5 }];
-    const first = await store.commitPage(stream.id, keys, oneNotification('N1'), []);
+    const first = await store.commitPage(stream.id, page(keys, ['N1']));
     expect(first).toEqual({ fresh: 2, duplicates: 1, notificationIds: ['N1'] });
-    const again = await store.commitPage(stream.id, keys, oneNotification('N2'), []);
+    const again = await store.commitPage(stream.id, page(keys, ['N2']));
     expect(again).toEqual({ fresh: 0, duplicates: 3, notificationIds: [] });
     const newer = [{ objectId: 'A', updated: 6 }];
-    expect((await store.commitPage(stream.id, newer, oneNotification('N3'), [])).notificationIds).toEqual(['N3']);
+    expect((await store.commitPage(stream.id, page(newer, ['N3']))).notificationIds).toEqual(['N3']);
     expect((await store.dueNotifications(Date.now(), 10, new Set(), ['Docs'])).map((n) => n.id)).toEqual(['N1', 'N3']);
     await store.close();
   });
 
   it('commits nothing of a page whose notifications cannot be built: seen and outbox move together', async () => {
-    const store = new SqliteStore(join(tempDir(), 'p.db'));
+    const store = await open(join(tempDir(), 'p.db'));
     const stream = await store.openStream('Docs', 'reports', 0);
     const keys = [{ objectId: 'A', updated: 1 }];
-    await expect(store.commitPage(stream.id, keys, () => { throw new Error('boom'); }, [])).rejects.toThrow('boom');
-    expect((await store.commitPage(stream.id, keys, oneNotification('N1'), [])).notificationIds).toEqual(['N1']);
+    await expect(store.commitPage(stream.id, page(keys, []))).rejects.toThrow('notification ids');
+    expect((await store.commitPage(stream.id, page(keys, ['N1']))).notificationIds).toEqual(['N1']);
     await store.close();
   });
 
   it('keeps the cursor of a stream across reopen and never moves it back', async () => {
     const path = join(tempDir(), 'p.db');
-    const store = new SqliteStore(path);
+    const store = await open(path);
     const s = await store.openStream('Docs', 'reports', 1000);
     await store.completePoll(s.id, 5000, Date.now());
     await store.completePoll(s.id, 4000, Date.now());
     await store.close();
-    const reopened = new SqliteStore(path);
+    const reopened = await open(path);
     expect(await reopened.openStream('Docs', 'reports', 9999)).toMatchObject({ cursor: 5000, origin: 1000 });
     await reopened.close();
   });
 
   it('schedules retries, dead-letters, and replays with a fresh retry budget', async () => {
-    const store = new SqliteStore(join(tempDir(), 'p.db'));
+    const store = await open(join(tempDir(), 'p.db'));
     const s = await store.openStream('Docs', 'reports', 0);
     const keys = [{ objectId: 'A', updated: 1 }];
-    await store.commitPage(s.id, keys, oneNotification('N1'), []);
+    await store.commitPage(s.id, page(keys, ['N1']));
     const attempt = (n: number) => ({ notificationId: 'N1', attempt: n, startedAt: Date.now(), durationMs: 3, statusCode: 500, error: 'HTTP 500', responseExcerpt: 'no' });
     await store.recordAttempts([{ attempt: attempt(1), outcome: { status: 'pending', nextAttemptAt: Date.now() + 60_000 } }]);
     expect(await store.dueNotifications(Date.now(), 10, new Set(), ['Docs'])).toEqual([]);
@@ -85,6 +96,33 @@ describe('SqliteStore', () => {
     const detail = await store.getNotification('N1');
     expect(detail!.attemptLog.map((a) => [a.attempt, a.statusCode, a.responseExcerpt])).toEqual([[1, 500, 'no'], [2, 500, 'no']]);
     await store.close();
+  });
+});
+
+describe('ThreadedStore', () => {
+  it('refuses a database from a newer pollbridge at open, as the inline store does', async () => {
+    const path = join(tempDir(), 'p.db');
+    void new SqliteStore(path).close();
+    const db = new Database(path);
+    db.prepare("INSERT INTO pollbridge_migrations VALUES (9999, '9999_future.sql', 0)").run();
+    db.close();
+    await expect(ThreadedStore.open(path)).rejects.toThrow(/migration 9999 .* newer version/);
+  });
+
+  it('answers calls in the order they were made, survives a failed one, and refuses calls once closed', async () => {
+    const store = await ThreadedStore.open(join(tempDir(), 'p.db'));
+    const stream = await store.openStream('Docs', 'reports', 0);
+    // Made without waiting: each commit must see the one before it, or B would be fresh twice.
+    const results = await Promise.allSettled([
+      store.commitPage(stream.id, page([{ objectId: 'B', updated: 1 }], ['N1'])),
+      store.commitPage(stream.id, page([{ objectId: 'C', updated: 1 }], [])),
+      store.commitPage(stream.id, page([{ objectId: 'B', updated: 1 }, { objectId: 'C', updated: 1 }], ['N2'])),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect((results[1] as PromiseRejectedResult).reason).toMatchObject({ name: 'StoreError', message: expect.stringContaining('notification ids') });
+    expect((results[2] as PromiseFulfilledResult<unknown>).value).toEqual({ fresh: 1, duplicates: 1, notificationIds: ['N2'] });
+    await store.close();
+    await expect(store.notificationCounts()).rejects.toThrow('closed');
   });
 });
 

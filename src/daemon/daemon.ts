@@ -6,9 +6,10 @@ import { DEFAULT_MAX_RETRY_AFTER_SEC } from '../deliver/retryPolicy.js';
 import type { Logger } from '../log.js';
 import { type Authenticator, createAuthenticator } from '../poll/auth.js';
 import { DEFAULT_FETCH_POLICY, type FetchPolicy } from '../poll/fetchJson.js';
-import { createHttpClient } from '../poll/httpClient.js';
+import { createGetText, createHttpClient, type GetText } from '../poll/httpClient.js';
 import { acquireDaemonLock } from '../store/lock.js';
 import { SqliteStore } from '../store/sqliteStore.js';
+import { ThreadedStore } from '../store/threadedStore.js';
 import type { Store, Stream } from '../store/types.js';
 import { type Instant, instantFromMs, msFromInstant } from '../time/instant.js';
 import { abortableSleep } from '../util/abortableSleep.js';
@@ -29,6 +30,11 @@ export type DaemonOptions = {
   /** Most polls running at once, across instances and resources. */
   maxConcurrentPolls?: number;
   maxPages?: number;
+  /**
+   * The database on a thread of its own, so that no fsync stops the event loop (default). Off
+   * where the daemon runs from TypeScript sources (in-process tests): the thread runs built code.
+   */
+  storeThread?: boolean;
 };
 
 type StreamRuntime = {
@@ -63,6 +69,7 @@ export class Daemon {
   private store: Store | undefined;
   private lock: { release(): void } | undefined;
   private http: Got | undefined;
+  private getText: GetText | undefined;
   private deliverer: Deliverer | undefined;
   private httpServer: { url: string; close(): Promise<void> } | undefined;
   private streams: StreamRuntime[] = [];
@@ -191,10 +198,18 @@ export class Daemon {
   private async open(): Promise<void> {
     if (this.store) return;
     this.lock = acquireDaemonLock(this.config.database);
-    const store = new SqliteStore(this.config.database);
+    let store: Store;
+    try {
+      store = this.options.storeThread === false ? new SqliteStore(this.config.database) : await ThreadedStore.open(this.config.database);
+    } catch (err) {
+      this.lock.release();
+      this.lock = undefined;
+      throw err;
+    }
     this.store = store;
     const timeoutMs = Math.max(...this.config.instances.map((i) => i.delivery.timeoutMs), 15_000);
     this.http = createHttpClient({ timeoutMs });
+    this.getText = createGetText({ timeoutMs });
     await this.buildStreams();
     this.deliverer = new Deliverer({
       store,
@@ -273,7 +288,7 @@ export class Daemon {
       try {
         const summary = await pollStream(s.instance, s.resource, s.stream, {
           store: this.store!,
-          http: this.http!,
+          getText: this.getText!,
           auth: s.auth,
           log: this.log,
           fetchPolicy: this.options.fetchPolicy ?? DEFAULT_FETCH_POLICY,

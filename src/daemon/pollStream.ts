@@ -1,12 +1,12 @@
-import type { Got } from 'got';
 import type { InstanceConfig, ResourceConfig } from '../config/types.js';
 import { detectChanges } from '../detect/changes.js';
 import { overlapWithSkewSec } from '../detect/skew.js';
 import { type PollWindow, pollWindow } from '../detect/window.js';
-import { buildNotifications } from '../deliver/notification.js';
+import { pageCommit } from '../deliver/notification.js';
 import type { Logger } from '../log.js';
 import type { Authenticator } from '../poll/auth.js';
 import { type FetchPolicy, fetchJson } from '../poll/fetchJson.js';
+import type { GetText } from '../poll/httpClient.js';
 import { type Page, readPages } from '../poll/pages.js';
 import { firstPageUrl } from '../poll/requestUrl.js';
 import type { Store, Stream } from '../store/types.js';
@@ -14,7 +14,8 @@ import { type Instant, instantFromMs, isoFromInstant, US_PER_SECOND } from '../t
 
 export type PollDeps = {
   store: Store;
-  http: Got;
+  /** Reads pages; tokens go through `auth`, which has its own client. */
+  getText: GetText;
   auth: Authenticator;
   log: Logger;
   fetchPolicy: FetchPolicy;
@@ -36,8 +37,11 @@ export type PollSummary = {
   cursor: Instant | undefined;
 };
 
-/** Pages past this count in one sweep are each logged at info: a long backfill shows progress. */
+/** A sweep longer than this many pages logs its progress at info: at once, then every few seconds. */
 const QUIET_PAGES = 10;
+const PROGRESS_EVERY_MS = 5000;
+/** Pages whose commit may still be running while later pages are read. */
+const COMMITS_IN_FLIGHT = 4;
 
 /**
  * One poll of one stream: read the window page by page, commit each page's new changes and their
@@ -100,7 +104,7 @@ type SweepContext = {
 function pagesFrom(ctx: SweepContext, start: Instant, end: Instant | undefined, readAhead = true): AsyncGenerator<Page> {
   const { resource, instance, deps, apiBase, signal } = ctx;
   return readPages(firstPageUrl(resource, instance.elementKey, apiBase, start, end), {
-    fetch: (u) => fetchJson(deps.http, deps.auth, u, deps.fetchPolicy, signal, (status) => {
+    fetch: (u) => fetchJson(deps.getText, deps.auth, u, deps.fetchPolicy, signal, (status) => {
       if (status === 429) deps.onRateLimited?.();
     }),
     itemsPath: resource.itemsPath,
@@ -146,33 +150,46 @@ async function sweep(ctx: SweepContext, window: PollWindow, summary: PollSummary
   const { instance, resource, stream, deps, log } = ctx;
   log.debug('sweep started', { windowStart: isoFromInstant(window.start), windowEnd: isoFromInstant(window.end) });
   let pages = 0;
-  for await (const page of pagesFrom(ctx, window.start, window.end)) {
-    measureSkew(ctx, page);
-    const { changes, rejected, history } = detectChanges(page.items, resource, originInProviderTime(ctx), `page ${page.index + 1}`);
-    for (const r of rejected) log.warn('record rejected', { position: r.position, reason: r.reason });
-    const result = await deps.store.commitPage(
-      stream.id,
-      changes,
-      (fresh) => buildNotifications(fresh.map((i) => changes[i]!), {
+  let progressAt = -Infinity;
+  // A page is committed while the next ones are fetched and read (the store may commit on its
+  // own thread); commits land in page order, and the sweep ends only when all have landed.
+  const commits: Promise<void>[] = [];
+  try {
+    for await (const page of pagesFrom(ctx, window.start, window.end)) {
+      measureSkew(ctx, page);
+      const { changes, rejected, history } = detectChanges(page.items, resource, originInProviderTime(ctx), `page ${page.index + 1}`);
+      for (const r of rejected) log.warn('record rejected', { position: r.position, reason: r.reason });
+      const commit = deps.store.commitPage(stream.id, pageCommit(changes, rejected, {
         instanceName: instance.name,
         elementKey: instance.elementKey,
         objectType: resource.name,
         maxEvents: instance.delivery.maxEventsPerNotification,
         newId: deps.newId,
-      }),
-      rejected.map((r) => ({ position: r.position, reason: r.reason, record: JSON.stringify(r.record) ?? 'undefined' })),
-    );
-    pages++;
-    summary.pages++;
-    summary.records += page.items.length;
-    summary.fresh += result.fresh;
-    summary.duplicates += result.duplicates;
-    summary.rejected += rejected.length;
-    summary.history += history;
-    summary.notifications += result.notificationIds.length;
-    if (result.notificationIds.length > 0) deps.onQueued();
-    if (pages > QUIET_PAGES) log.info('poll progress', { page: pages, records: summary.records, fresh: summary.fresh });
+      })).then((result) => {
+        summary.fresh += result.fresh;
+        summary.duplicates += result.duplicates;
+        summary.notifications += result.notificationIds.length;
+        if (result.notificationIds.length > 0) deps.onQueued();
+      });
+      // Awaited below, in order; a failure must not also surface as an unhandled rejection.
+      commit.catch(() => {});
+      commits.push(commit);
+      pages++;
+      summary.pages++;
+      summary.records += page.items.length;
+      summary.rejected += rejected.length;
+      summary.history += history;
+      if (commits.length >= COMMITS_IN_FLIGHT) await commits.shift();
+      if (pages > QUIET_PAGES && Date.now() - progressAt >= PROGRESS_EVERY_MS) {
+        progressAt = Date.now();
+        log.info('poll progress', { page: pages, records: summary.records, fresh: summary.fresh });
+      }
+    }
+  } finally {
+    // Whatever ended the sweep, no commit is left running behind the poll's back.
+    await Promise.allSettled(commits);
   }
+  for (const commit of commits) await commit;
   return pages;
 }
 

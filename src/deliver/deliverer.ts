@@ -26,6 +26,9 @@ export type DelivererDeps = {
   onAttempt?: (entry: OutboxEntry, decision: Decision, statusCode: number | undefined, durationMs: number) => void;
 };
 
+/** How long delivery pauses after the store failed to record an attempt. */
+const STORE_RETRY_MS = 1000;
+
 /**
  * Sends the outbox, independently of polling: a slow receiver never holds up a poll, and a poll
  * never waits for a receiver. Up to `concurrency` requests per callback URL are in flight; a
@@ -46,6 +49,7 @@ export class Deliverer {
   private wakeUp: (() => void) | undefined;
   private pendingWake = false;
   private stopping = false;
+  private recordFailedAt = -Infinity;
   private loop: Promise<void> | undefined;
 
   constructor(private readonly deps: DelivererDeps) {}
@@ -95,6 +99,12 @@ export class Deliverer {
 
   /** One look at the outbox; true when `untilIdle` and there is nothing left to do. */
   private async step(untilIdle: boolean): Promise<boolean> {
+    // While the store takes no attempt, sending again would repeat the same request in a tight loop.
+    const pausedMs = this.recordFailedAt + STORE_RETRY_MS - Date.now();
+    if (pausedMs > 0) {
+      await this.sleep(pausedMs, { wakeable: false });
+      return false;
+    }
     this.pendingWake = false;
     const targets = this.deps.targets();
     // Only instances whose callback URL has a free slot, and only as many as could start now:
@@ -143,8 +153,9 @@ export class Deliverer {
     return next === undefined ? cap : Math.max(0, Math.min(cap, next - Date.now()));
   }
 
-  private sleep(ms: number): Promise<void> {
-    if (this.pendingWake || this.stopping) return Promise.resolve();
+  /** Sleeps until `ms` pass or stop(); a wake ends it too unless `wakeable` is false. */
+  private sleep(ms: number, { wakeable = true } = {}): Promise<void> {
+    if ((wakeable && this.pendingWake) || this.stopping) return Promise.resolve();
     return new Promise((resolve) => {
       const timer = setTimeout(done, ms);
       const self = this;
@@ -153,7 +164,7 @@ export class Deliverer {
         self.wakeUp = undefined;
         resolve();
       }
-      this.wakeUp = done;
+      this.wakeUp = wakeable ? done : () => { if (this.stopping) done(); };
     });
   }
 
@@ -187,7 +198,7 @@ export class Deliverer {
   private async flush(): Promise<void> {
     const batch = this.unrecorded.splice(0);
     try {
-      await this.deps.store.recordAttempts(batch);
+      await this.deps.store.recordAttempts(batch.map(({ attempt, outcome }) => ({ attempt, outcome })));
       for (const b of batch) b.resolve();
     } catch (err) {
       for (const b of batch) b.reject(err);
@@ -213,7 +224,8 @@ export class Deliverer {
         outcome,
       );
     } catch (err) {
-      this.deps.log.error('could not record a delivery attempt; it will be sent again', { eventId: entry.id, attempt, error: err });
+      this.recordFailedAt = Date.now();
+      this.deps.log.error('could not record a delivery attempt; it will be sent again', { eventId: entry.id, attempt, error: (err as Error).message, pauseMs: STORE_RETRY_MS });
       return;
     }
     this.deps.onAttempt?.(entry, decision, result.statusCode, result.durationMs);

@@ -1,8 +1,7 @@
-import type { Got } from 'got';
 import pRetry, { AbortError } from 'p-retry';
 import { parseRetryAfter } from '../deliver/retryPolicy.js';
 import { AuthError, type Authenticator } from './auth.js';
-import { describeNetworkError } from './httpClient.js';
+import { describeNetworkError, type GetText, type TextResponse } from './httpClient.js';
 
 export class UpstreamError extends Error {
   constructor(message: string, readonly statusCode?: number, options?: ErrorOptions) {
@@ -37,7 +36,7 @@ const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
  * anything else fails at once with the status and a short excerpt of what came back.
  */
 export async function fetchJson(
-  http: Got,
+  getText: GetText,
   auth: Authenticator,
   url: string,
   policy: FetchPolicy,
@@ -46,7 +45,7 @@ export async function fetchJson(
 ): Promise<FetchResult> {
   let reauthenticated = false;
   const attempt = async (): Promise<FetchResult> => {
-    let response;
+    let response: TextResponse;
     for (;;) {
       let authHeaders: Record<string, string>;
       try {
@@ -58,7 +57,7 @@ export async function fetchJson(
       }
       const headers = { accept: 'application/json', ...authHeaders };
       try {
-        response = await http.get(url, { headers, signal });
+        response = await getText(url, headers, signal);
       } catch (err) {
         if (signal?.aborted) throw new AbortError(new UpstreamError(`GET ${url} aborted`));
         throw new UpstreamError(`GET ${url} failed: ${describeNetworkError(err)}`, undefined, { cause: err });

@@ -1,10 +1,11 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
+import { assembleNotifications } from '../deliver/notification.js';
 import { migrate } from './migrate.js';
 import type {
-  AttemptOutcome, AttemptRecord, AuthState, ChangeKey, NotificationBuilder, NotificationDetail,
-  NotificationStatus, NotificationSummary, OutboxEntry, PageResult, RejectedRecord, Store, Stream, StreamStatus,
+  AttemptOutcome, AttemptRecord, AuthState, NotificationDetail, NotificationStatus, NotificationSummary, OutboxEntry,
+  PageCommit, PageResult, Store, Stream, StreamStatus,
 } from './types.js';
 
 type NotificationRow = {
@@ -92,22 +93,22 @@ export class SqliteStore implements Store {
     return this.stmts.streamByKey.get(instance, resource) as Stream;
   }
 
-  async commitPage(streamId: number, changes: readonly ChangeKey[], build: NotificationBuilder, rejected: readonly RejectedRecord[]): Promise<PageResult> {
+  async commitPage(streamId: number, page: PageCommit): Promise<PageResult> {
     const now = Date.now();
     const run = this.db.transaction((): PageResult => {
-      for (const r of rejected) this.stmts.insertRejected.run(streamId, now, r.position, r.reason, r.record);
+      for (const r of page.rejected) this.stmts.insertRejected.run(streamId, now, r.position, r.reason, r.record);
       // INSERT OR IGNORE tests and records novelty in one indexed step, inside the transaction,
-      // also for a key repeated within the page. If building fails, the transaction rolls back.
+      // also for a key repeated within the page. If assembling fails, the transaction rolls back.
       const fresh: number[] = [];
-      changes.forEach((c, i) => {
+      page.changes.forEach((c, i) => {
         if (this.stmts.insertSeen.run(streamId, c.objectId, c.updated).changes === 1) fresh.push(i);
       });
       const notificationIds: string[] = [];
-      for (const d of build(fresh)) {
+      for (const d of assembleNotifications(page, fresh)) {
         this.stmts.insertNotification.run(d.id, streamId, streamId, d.body, d.eventCount, now, now);
         notificationIds.push(d.id);
       }
-      return { fresh: fresh.length, duplicates: changes.length - fresh.length, notificationIds };
+      return { fresh: fresh.length, duplicates: page.changes.length - fresh.length, notificationIds };
     });
     return run.immediate();
   }

@@ -8,10 +8,10 @@ export interface Store {
   /** The stream of (instance, resource), created with `initialCursor` when new. */
   openStream(instance: string, resource: string, initialCursor: Instant): Promise<Stream>;
   /**
-   * One page, atomically: the changes not seen before are recorded as seen, `build` turns them
-   * into notifications, and those are queued, all in one transaction. Returns what was queued.
+   * One page, atomically: the changes not seen before are recorded as seen and queued as
+   * notifications, and the rejected records kept, all in one transaction. Returns what was queued.
    */
-  commitPage(streamId: number, changes: readonly ChangeKey[], build: NotificationBuilder, rejected: readonly RejectedRecord[]): Promise<PageResult>;
+  commitPage(streamId: number, page: PageCommit): Promise<PageResult>;
   /** The window up to `cursor` is fully processed. */
   completePoll(streamId: number, cursor: Instant, at: number): Promise<void>;
   failPoll(streamId: number, error: string, at: number): Promise<void>;
@@ -49,11 +49,18 @@ export interface Store {
 
 export type Stream = { id: number; instance: string; resource: string; cursor: Instant; origin: Instant };
 
-export type ChangeKey = { objectId: string; updated: Instant };
+/** One change of one record, keyed for deduplication by (objectId, updated). */
+export type PageChange = { objectId: string; updated: Instant; eventType: 'CREATED' | 'UPDATED'; record: unknown };
+
+/** A page to commit, as plain data: it may cross to the thread that owns the database. */
+export type PageCommit = {
+  changes: readonly PageChange[];
+  /** How fresh changes become notifications, and the ids those take, in order. */
+  notifications: { instanceName: string; elementKey: string; objectType: string; maxEvents: number; ids: readonly string[] };
+  rejected: readonly RejectedRecord[];
+};
 
 export type NotificationDraft = { id: string; body: string; eventCount: number };
-/** Pure: the fresh changes of a page (in page order) to notifications. Runs inside the transaction. */
-export type NotificationBuilder = (fresh: readonly number[]) => NotificationDraft[];
 
 export type RejectedRecord = { position: string; reason: string; record: string };
 

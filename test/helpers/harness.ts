@@ -61,7 +61,8 @@ export async function harness(
     daemon(options: Partial<DaemonOptions> = {}) {
       const config = loadConfig(configFile, { env: SIM_ENV });
       const logs = captureLogger(config.secrets);
-      const daemon = new Daemon({ config, log: logs.log, fetchPolicy: FAST_FETCH, graceMs: 1000, ...options });
+      // In-process daemons run from the TypeScript sources; the database thread runs built code.
+      const daemon = new Daemon({ config, log: logs.log, fetchPolicy: FAST_FETCH, graceMs: 1000, storeThread: false, ...options });
       daemons.push(daemon);
       return { daemon, logs, config };
     },
