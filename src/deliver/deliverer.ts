@@ -173,8 +173,17 @@ export class Deliverer {
     const busy = this.perUrl.get(target.url) ?? 0;
     if (busy >= this.limitOf(target)) return false;
     this.perUrl.set(target.url, busy + 1);
-    const task = this.deliver(entry, target).finally(() => {
+    let released = false;
+    // The receiver's slot is free once it has answered; the notification itself stays in flight
+    // (never picked up twice) until its attempt is written, which overlaps the next request.
+    const releaseSlot = (): void => {
+      if (released) return;
+      released = true;
       this.perUrl.set(target.url, (this.perUrl.get(target.url) ?? 1) - 1);
+      this.wake();
+    };
+    const task = this.deliver(entry, target, releaseSlot).finally(() => {
+      releaseSlot();
       this.inFlight.delete(entry.id);
       this.wake();
     });
@@ -205,10 +214,11 @@ export class Deliverer {
     }
   }
 
-  private async deliver(entry: OutboxEntry, target: DeliveryTarget): Promise<void> {
+  private async deliver(entry: OutboxEntry, target: DeliveryTarget, answered: () => void): Promise<void> {
     const attempt = entry.attempts + 1;
     const startedAt = Date.now();
     const result = await sendNotification(this.deps.http, target, entry, this.abort.signal);
+    answered();
     // Cut off by shutdown: not the receiver's fault, so it costs no attempt; it is sent again on start.
     if (this.abort.signal.aborted && result.statusCode === undefined) return;
     const decision = decide(result, attempt - entry.replayBase, target.policy);
