@@ -121,6 +121,17 @@ describe('notification bodies', () => {
     expect(body.message.events[0]).toEqual({ eventType: 'UPDATED', objectId: 'R20', objectType: 'reports', elementKey: 'concur', date: '2026-11-22T07:00:00.020Z' });
   });
 
+  it('are the JSON of the AMPLIFY message, byte for byte, whatever the names hold', () => {
+    for (const objectType of ['reports', 'objectType', 're"ports\u2028']) {
+      const record = { ID: 'A', Name: 'Tr\u00e9s "quoted"', Total: 12.5, Nested: { list: [1, null, true] } };
+      const changes = [{ objectId: 'A', updated: T('2026-11-22T07:00:00Z'), eventType: 'CREATED' as const, record }];
+      const ctx = { instanceName: 'Inst "1"', elementKey: 'concur', objectType, maxEvents: 10, newId: () => 'N0' };
+      const [draft] = assembleNotifications(pageCommit(changes, [], ctx), [0]);
+      const events = [{ eventType: 'CREATED', objectId: 'A', objectType, elementKey: 'concur', date: '2026-11-22T07:00:00.000Z' }];
+      expect(draft!.body).toBe(JSON.stringify({ message: { eventId: 'N0', instanceName: 'Inst "1"', elementKey: 'concur', events, raw: { objectType, [objectType]: [record] } } }));
+    }
+  });
+
   it('hold only the fresh changes of a page, which take the ids in order; a page short of ids fails', () => {
     const changes = ['A', 'B', 'C', 'D', 'E', 'F'].map((id) => ({ objectId: id, updated: T('2026-11-22T07:00:00Z'), eventType: 'CREATED' as const, record: { ID: id } }));
     let n = 0;

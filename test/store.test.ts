@@ -11,7 +11,7 @@ import { tempDir, waitFor } from './helpers/tmp.js';
 
 /** A page of `keys` whose fresh changes fit one notification, which takes the first of `ids`. */
 const page = (keys: { objectId: string; updated: number }[], ids: string[]): PageCommit => ({
-  changes: keys.map((k) => ({ ...k, eventType: 'UPDATED' as const, record: { ID: k.objectId } })),
+  changes: keys.map((k) => ({ ...k, event: JSON.stringify({ objectId: k.objectId }), record: JSON.stringify({ ID: k.objectId }) })),
   notifications: { instanceName: 'Docs', elementKey: 'concur', objectType: 'reports', maxEvents: 100, ids },
   rejected: [],
 });

@@ -50,6 +50,7 @@ export class Deliverer {
   private pendingWake = false;
   private stopping = false;
   private recordFailedAt = -Infinity;
+  private flushing = false;
   private loop: Promise<void> | undefined;
 
   constructor(private readonly deps: DelivererDeps) {}
@@ -193,15 +194,22 @@ export class Deliverer {
 
   /**
    * Group commit: attempts that finish together are written in one transaction, so a burst of
-   * deliveries pays one fsync rather than one each. The flush waits for setImmediate, after the
-   * responses already received have been handled. A notification stays in flight until its
-   * attempt is written, so it is never picked up twice.
+   * deliveries pays one fsync rather than one each. One write at a time: attempts that finish
+   * while one is being written go together in the next, so the busier the receivers, the larger
+   * the batches. A flush waits for setImmediate, after the responses already received have been
+   * handled. A notification stays in flight until its attempt is written: never picked up twice.
    */
   private record(attempt: AttemptRecord, outcome: AttemptOutcome): Promise<void> {
     return new Promise((resolve, reject) => {
       this.unrecorded.push({ attempt, outcome, resolve, reject });
-      if (this.unrecorded.length === 1) setImmediate(() => void this.flush());
+      this.scheduleFlush();
     });
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushing || this.unrecorded.length === 0) return;
+    this.flushing = true;
+    setImmediate(() => void this.flush());
   }
 
   private async flush(): Promise<void> {
@@ -211,6 +219,9 @@ export class Deliverer {
       for (const b of batch) b.resolve();
     } catch (err) {
       for (const b of batch) b.reject(err);
+    } finally {
+      this.flushing = false;
+      this.scheduleFlush();
     }
   }
 

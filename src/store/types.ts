@@ -49,8 +49,8 @@ export interface Store {
 
 export type Stream = { id: number; instance: string; resource: string; cursor: Instant; origin: Instant };
 
-/** One change of one record, keyed for deduplication by (objectId, updated). */
-export type PageChange = { objectId: string; updated: Instant; eventType: 'CREATED' | 'UPDATED'; record: unknown };
+/** One change, keyed for deduplication by (objectId, updated), its event and record as JSON text. */
+export type PageChange = { objectId: string; updated: Instant; event: string; record: string };
 
 /** A page to commit, as plain data: it may cross to the thread that owns the database. */
 export type PageCommit = {
