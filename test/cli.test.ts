@@ -1,9 +1,27 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { signatureHeaders } from '../src/deliver/sign.js';
-import { runCli } from './helpers/cli.js';
+import { runCli, startCli } from './helpers/cli.js';
 import { harness } from './helpers/harness.js';
 import { SIM_ENV } from './helpers/simConfig.js';
+import { waitFor } from './helpers/tmp.js';
+
+describe('run --once', () => {
+  it('stops on the first SIGTERM, even with deliveries hanging, exits 0, and keeps them for the next run', async () => {
+    const h = await harness({}, {}, undefined, () => 'hang');
+    h.sim.createReport();
+    const since = new Date(Date.now() - 60_000).toISOString();
+    const once = startCli(['run', '-c', h.configFile, '--once', '--since', since, '--grace-ms', '200'], SIM_ENV);
+    await waitFor('a delivery hanging at the receiver', () => h.receiver.requests > 0);
+    once.child.kill('SIGTERM');
+    expect(await once.exited).toEqual({ code: 0, signal: null });
+    const messages = once.logs().map((l) => l.message);
+    expect(messages).toContain('stopping');
+    expect(messages).toContain('aborting deliveries still in flight after the grace period');
+    const status = await runCli(['status', '-c', h.configFile, '--json'], SIM_ENV);
+    expect(JSON.parse(status.stdout)).toMatchObject({ notifications: { pending: 1, delivered: 0 } });
+  });
+});
 
 describe('events, replay and status on the command line', () => {
   it('lists and shows dead letters with their attempts, and replays them so they are delivered', async () => {

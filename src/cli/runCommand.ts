@@ -39,7 +39,12 @@ export async function runCommand(opts: RunOptions): Promise<void> {
     graceMs: opts.graceMs === undefined ? undefined : Number(opts.graceMs),
   });
   if (opts.once) {
-    const { failedPolls, pending } = await daemon.runOnce();
+    void stopRequested.then(() => {
+      log.info('stopping');
+      return daemon.stop();
+    });
+    const { failedPolls, pending, interrupted } = await daemon.runOnce();
+    if (interrupted) return;
     if (pending > 0) log.warn('notifications still pending after --once; the next run retries them', { pending });
     if (failedPolls > 0) process.exitCode = 1;
     return;

@@ -79,6 +79,7 @@ export class Daemon {
   private readonly semaphore: Semaphore;
   private loops: Promise<void>[] = [];
   private starting: Promise<void> | undefined;
+  private opening: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
   readonly metrics: Metrics;
 
@@ -132,19 +133,28 @@ export class Daemon {
     return this.starting;
   }
 
-  /** `run --once`: poll every stream once, deliver what can be delivered now, and stop. */
-  async runOnce(): Promise<{ failedPolls: number; pending: number }> {
+  /**
+   * `run --once`: poll every stream once, deliver what can be delivered now, and stop. A stop()
+   * meanwhile cuts it short (`interrupted`): windows not finished are read again next run.
+   */
+  async runOnce(): Promise<{ failedPolls: number; pending: number; interrupted: boolean }> {
     await this.open();
     const results = await Promise.all(this.streams.map((s) => this.pollGuarded(s)));
     await this.deliverer!.start({ untilIdle: true });
+    if (this.stopped) {
+      await this.stop();
+      return { failedPolls: 0, pending: 0, interrupted: true };
+    }
     const pending = (await this.store!.notificationCounts()).pending;
     await this.stop();
-    return { failedPolls: results.filter((r) => r === undefined).length, pending };
+    return { failedPolls: results.filter((r) => r === undefined).length, pending, interrupted: false };
   }
 
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       this.stopped = true;
+      // A stop while the database is still opening closes it once it is open.
+      await this.opening?.catch(() => {});
       await this.stopLoops();
       for (const s of this.streams) s.scheduler.dispose();
       await this.httpServer?.close();
@@ -195,8 +205,12 @@ export class Daemon {
     return { ok: reasons.length === 0, reasons };
   }
 
-  private async open(): Promise<void> {
-    if (this.store) return;
+  private open(): Promise<void> {
+    this.opening ??= this.openNow();
+    return this.opening;
+  }
+
+  private async openNow(): Promise<void> {
     this.lock = acquireDaemonLock(this.config.database);
     let store: Store;
     try {
