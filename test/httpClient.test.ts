@@ -1,4 +1,5 @@
 import http from 'node:http';
+import zlib from 'node:zlib';
 import type { AddressInfo, Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createGetText, describeNetworkError } from '../src/poll/httpClient.js';
@@ -32,6 +33,18 @@ describe('page reads (createGetText)', () => {
     expect(JSON.parse(first.body)).toEqual({ auth: 'Bearer t', ua: 'pollbridge' });
     expect(await getText(`${url}/moved`, {})).toMatchObject({ statusCode: 302, body: 'gone' });
     expect(sockets.size).toBe(1);
+  });
+
+  it('asks for compression and decodes gzip; a corrupt compressed answer is an error that says so', async () => {
+    const page = JSON.stringify({ Items: Array.from({ length: 50 }, (_, i) => ({ ID: `R${i}` })) });
+    const url = await serve((req, res) => {
+      expect(req.headers['accept-encoding']).toContain('gzip');
+      res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' });
+      res.end(req.url === '/corrupt' ? Buffer.from('not gzip at all') : zlib.gzipSync(page));
+    });
+    const getText = createGetText({ timeoutMs: 2000 });
+    expect((await getText(`${url}/page`, {})).body).toBe(page);
+    await expect(getText(`${url}/corrupt`, {})).rejects.toThrow(/cannot decode the gzip answer/);
   });
 
   it('gives up on an answer that stalls halfway, with an error that says it timed out', async () => {
