@@ -26,6 +26,9 @@ export type DelivererDeps = {
   onAttempt?: (entry: OutboxEntry, decision: Decision, statusCode: number | undefined, durationMs: number) => void;
 };
 
+/** Due notifications read beyond the free slots, so that a slot that frees is refilled at once. */
+const READ_AHEAD = 8;
+
 /** How long delivery pauses after the store failed to record an attempt. */
 const STORE_RETRY_MS = 1000;
 
@@ -50,6 +53,8 @@ export class Deliverer {
   private pendingWake = false;
   private stopping = false;
   private recordFailedAt = -Infinity;
+  /** Due notifications of unordered instances, read before a slot was free for them. */
+  private readAhead: OutboxEntry[] = [];
   private flushing = false;
   private loop: Promise<void> | undefined;
 
@@ -108,25 +113,42 @@ export class Deliverer {
     }
     this.pendingWake = false;
     const targets = this.deps.targets();
-    // Only instances whose callback URL has a free slot, and only as many as could start now:
-    // a slow receiver's backlog never hides another's notifications, and bodies are read only
-    // for the requests about to be sent.
+    // Notifications read ahead start first: a slot that frees is refilled without a query.
+    let started = this.startReadAhead(targets);
+    // Only instances whose callback URL has a free slot, and only a few more than could start
+    // now: a slow receiver's backlog never hides another's notifications, and bodies are read
+    // only for requests about to be sent.
     const free = this.freeSlots(targets);
-    let started = 0;
     if (free.slots > 0) {
       const ordered = free.instances.filter((name) => targets.get(name)!.ordered);
       const unordered = free.instances.filter((name) => !targets.get(name)!.ordered);
       const now = Date.now();
+      const exclude = new Set([...this.inFlight.keys(), ...this.readAhead.map((e) => e.id)]);
       // Ordered instances offer only their oldest pending notification, and only once it is due.
-      const due = [
-        ...(ordered.length > 0 ? await this.deps.store.dueHeads(now, ordered) : []),
-        ...(unordered.length > 0 ? await this.deps.store.dueNotifications(now, free.slots, new Set(this.inFlight.keys()), unordered) : []),
-      ];
-      started = due.filter((entry) => this.tryStart(entry, targets.get(entry.instance))).length;
+      const heads = ordered.length > 0 ? await this.deps.store.dueHeads(now, ordered) : [];
+      const due = unordered.length > 0 ? await this.deps.store.dueNotifications(now, free.slots + READ_AHEAD, exclude, unordered) : [];
+      started += heads.filter((entry) => this.tryStart(entry, targets.get(entry.instance))).length;
+      for (const entry of due) {
+        if (this.tryStart(entry, targets.get(entry.instance))) started++;
+        else if (!this.inFlight.has(entry.id)) this.readAhead.push(entry);
+      }
     }
-    if (untilIdle && started === 0 && this.inFlight.size === 0) return true;
+    if (untilIdle && started === 0 && this.inFlight.size === 0 && this.readAhead.length === 0) return true;
     await this.sleep(await this.idleDelay());
     return false;
+  }
+
+  /** Starts what it can of the notifications read ahead; drops those whose instance is gone. */
+  private startReadAhead(targets: ReadonlyMap<string, DeliveryTarget>): number {
+    let started = 0;
+    this.readAhead = this.readAhead.filter((entry) => {
+      const target = targets.get(entry.instance);
+      if (!target || target.ordered) return false;
+      if (!this.tryStart(entry, target)) return !this.inFlight.has(entry.id);
+      started++;
+      return false;
+    });
+    return started;
   }
 
   private limitOf(target: DeliveryTarget): number {
