@@ -141,13 +141,11 @@ export class Daemon {
     await this.open();
     const results = await Promise.all(this.streams.map((s) => this.pollGuarded(s)));
     await this.deliverer!.start({ untilIdle: true });
-    if (this.stopped) {
-      await this.stop();
-      return { failedPolls: 0, pending: 0, interrupted: true };
-    }
-    const pending = (await this.store!.notificationCounts()).pending;
+    const interrupted = this.stopped;
+    const pending = interrupted ? 0 : (await this.store!.notificationCounts()).pending;
     await this.stop();
-    return { failedPolls: results.filter((r) => r === undefined).length, pending, interrupted: false };
+    // An interrupted poll is not a failed one: its window is simply read again next run.
+    return { failedPolls: interrupted ? 0 : results.filter((r) => r === undefined).length, pending, interrupted };
   }
 
   stop(): Promise<void> {

@@ -45,9 +45,6 @@ export async function* readPages(firstUrl: string, source: PageSource): AsyncGen
     if (nextUrl !== undefined && index + 1 >= source.maxPages) throw new UpstreamError(`more than ${source.maxPages} pages from ${firstUrl}: stopping`);
     // The next page is requested before this one is processed: the provider works while we do.
     next = readAhead && nextUrl !== undefined ? fetchPage(nextUrl) : undefined;
-    // One turn of the event loop puts that request on the wire; otherwise it would wait behind
-    // this page's processing, and every page would add the provider's whole response time.
-    if (next) await new Promise(setImmediate);
     yield { index, url, items, serverDate };
     if (!readAhead && nextUrl !== undefined) next = fetchPage(nextUrl);
     url = nextUrl;

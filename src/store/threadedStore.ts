@@ -24,9 +24,6 @@ const METHODS = [
 const allForwarded: Exclude<Method, (typeof METHODS)[number]> extends never ? true : never = true;
 void allForwarded;
 
-/** Where the thread's code is: beside this module once built. */
-export const STORE_THREAD_URL = new URL('./storeThread.js', import.meta.url);
-
 export interface ThreadedStore extends Store {}
 
 /**
@@ -57,8 +54,9 @@ export class ThreadedStore {
   }
 
   /** Opens (and migrates) the database on a new thread; refuses as `new SqliteStore` would. */
-  static open(path: string, threadUrl: URL = STORE_THREAD_URL): Promise<ThreadedStore> {
-    const worker = new Worker(threadUrl, { workerData: { path } });
+  static open(path: string): Promise<ThreadedStore> {
+    // The thread's code is beside this module once built.
+    const worker = new Worker(new URL('./storeThread.js', import.meta.url), { workerData: { path } });
     return new Promise((resolve, reject) => {
       const failed = (err: Error): void => {
         void worker.terminate();
