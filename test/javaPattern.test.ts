@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createDateParser } from '../src/time/dateParser.js';
 import { instantFromMs, isoFromInstant } from '../src/time/instant.js';
-import { formatInstant, PatternError, tokenizePattern } from '../src/time/javaPattern.js';
+import { compileParser, formatInstant, parseWithPattern, PatternError, tokenizePattern } from '../src/time/javaPattern.js';
 import { normalizeTimeZone } from '../src/time/zone.js';
 
 const at = (iso: string) => instantFromMs(Date.parse(iso));
@@ -90,6 +90,66 @@ describe('zone-less and zoned dates: parsing', () => {
   it('parses patterns with month names, 12-hour clocks and no separators', () => {
     expect(isoFromInstant(createDateParser('dd MMM yyyy hh:mm a', 'UTC')('05 Nov 2026 07:30 PM')!)).toBe('2026-11-05T19:30:00.000Z');
     expect(isoFromInstant(createDateParser('yyyyMMddHHmmss', 'UTC')('20261105193001')!)).toBe('2026-11-05T19:30:01.000Z');
+  });
+});
+
+/** A fixed sequence of pseudo-random numbers in [0, 1): the same cases on every run. */
+function seeded(seed: number): () => number {
+  let state = seed;
+  return () => {
+    state = (state * 1_103_515_245 + 12_345) % 2 ** 31;
+    return state / 2 ** 31;
+  };
+}
+
+describe('numeric patterns: the fast scan', () => {
+  const patterns = [
+    "yyyy-MM-dd'T'HH:mm:ss.SSS", "yyyy-MM-dd'T'HH:mm:ss", 'yyyyMMddHHmmss', 'dd/MM/yy HH:mm', 'yyyy-MM-dd HH:mm:ss,SSS',
+    'D.yyyy h:mm', "yyyy-MM-dd'T'HH:mm:ss.SSSSSS", 'ssSSS',
+  ];
+  const random = seeded(7);
+  const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
+  const mutate = (text: string): string => {
+    const i = Math.floor(random() * (text.length + 1));
+    return pick([
+      () => text.slice(0, i), () => text.slice(0, i) + text.slice(i + 1), () => `${text.slice(0, i)}7${text.slice(i)}`,
+      () => ` ${text} `, () => `${text}.`, () => `${text}.123456789`, () => `${text.slice(0, i)}x${text.slice(i)}`, () => text,
+    ])();
+  };
+
+  it.each(patterns)('reads %s exactly as the regex does, well-formed or not', (pattern) => {
+    const tokens = tokenizePattern(pattern);
+    const parser = compileParser(tokens);
+    expect(parser.scan).toBeDefined();
+    const regexOnly = { ...parser, scan: undefined };
+    let read = 0;
+    for (let n = 0; n < 400; n++) {
+      const instant = instantFromMs(Date.UTC(1990, 0, 1) + Math.floor(random() * 50 * 365 * 86_400_000));
+      const text = mutate(formatInstant(instant, tokens, 'UTC'));
+      const viaScan = parseWithPattern(text, parser, 'UTC');
+      expect([text, viaScan]).toEqual([text, parseWithPattern(text, regexOnly, 'UTC')]);
+      if (viaScan !== undefined) read++;
+    }
+    expect(read).toBeGreaterThan(50);
+  });
+
+  it('is not used for patterns with names, zones or digits in separators', () => {
+    for (const pattern of ['dd MMM yyyy', "yyyy-MM-dd'T'HH:mmXXX", 'hh:mm a', "yyyy'1'MM"]) {
+      expect(compileParser(tokenizePattern(pattern)).scan).toBeUndefined();
+    }
+  });
+});
+
+describe('ISO-8601 of an instant', () => {
+  it('is what toISOString writes, from 1970 to 9999 and on either side', () => {
+    const random = seeded(11);
+    const edges = [0, 1, -1, 951_782_400_000, 951_868_800_000, 4_107_456_000_000, 253_402_300_799_999, 253_402_300_800_000, -62_167_219_200_000];
+    for (const ms of edges) expect([ms, isoFromInstant(instantFromMs(ms))]).toEqual([ms, new Date(ms).toISOString()]);
+    // Microseconds below the millisecond are cut, not rounded.
+    for (let n = 0; n < 5000; n++) {
+      const ms = Math.floor(random() * 9_000_000_000_000);
+      expect([ms, isoFromInstant(instantFromMs(ms) + 999)]).toEqual([ms, new Date(ms).toISOString()]);
+    }
   });
 });
 

@@ -18,11 +18,14 @@ export type NotificationContext = {
  */
 export function pageCommit(changes: readonly Change[], rejected: readonly Rejection[], ctx: NotificationContext): PageCommit {
   const { instanceName, elementKey, objectType, maxEvents } = ctx;
+  // The text of JSON.stringify({ eventType, objectId, objectType, elementKey, date }), with the
+  // parts every event of the page shares written once.
+  const shared = `,"objectType":${JSON.stringify(objectType)},"elementKey":${JSON.stringify(elementKey)},"date":"`;
   return {
     changes: changes.map((c) => ({
       objectId: c.objectId,
       updated: c.updated,
-      event: JSON.stringify({ eventType: c.eventType, objectId: c.objectId, objectType, elementKey, date: isoFromInstant(c.updated) }),
+      event: `{"eventType":"${c.eventType}","objectId":${JSON.stringify(c.objectId)}${shared}${isoFromInstant(c.updated)}"}`,
       record: JSON.stringify(c.record),
     })),
     notifications: { instanceName, elementKey, objectType, maxEvents, ids: Array.from({ length: Math.ceil(changes.length / maxEvents) }, () => ctx.newId()) },

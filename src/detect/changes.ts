@@ -1,6 +1,6 @@
 import type { ResourceConfig } from '../config/types.js';
 import { type Instant, US_PER_SECOND } from '../time/instant.js';
-import { getPath } from '../util/dotPath.js';
+import { pathReader } from '../util/dotPath.js';
 
 export type EventType = 'CREATED' | 'UPDATED';
 
@@ -32,26 +32,29 @@ export function detectChanges(records: readonly unknown[], resource: ResourceCon
   const changes: Change[] = [];
   const rejected: Rejection[] = [];
   let history = 0;
+  const idOf = pathReader(resource.idField);
+  const updatedOf = pathReader(resource.updatedDateField);
+  const createdOf = resource.createdDateField ? pathReader(resource.createdDateField) : undefined;
   records.forEach((record, i) => {
-    const position = `${pageLabel} item ${i}`;
-    const objectId = objectIdOf(getPath(record, resource.idField));
+    const position = (): string => `${pageLabel} item ${i}`;
+    const objectId = objectIdOf(idOf(record));
     if (objectId === undefined) {
-      rejected.push({ position, reason: `no usable id at "${resource.idField}"`, record });
+      rejected.push({ position: position(), reason: `no usable id at "${resource.idField}"`, record });
       return;
     }
-    const rawUpdated = getPath(record, resource.updatedDateField);
+    const rawUpdated = updatedOf(record);
     const updated = resource.parseUpdatedDate(rawUpdated);
     let created: Instant | undefined;
-    if (resource.createdDateField && resource.parseCreatedDate) {
-      const rawCreated = getPath(record, resource.createdDateField);
+    if (createdOf && resource.parseCreatedDate) {
+      const rawCreated = createdOf(record);
       created = resource.parseCreatedDate(rawCreated);
       if (created === undefined && (rawCreated !== undefined || !resource.filterByUpdatedDate)) {
-        rejected.push({ position, reason: `unreadable ${resource.createdDateField} ${JSON.stringify(rawCreated)}`, record });
+        rejected.push({ position: position(), reason: `unreadable ${resource.createdDateField} ${JSON.stringify(rawCreated)}`, record });
         return;
       }
     }
     if (updated === undefined) {
-      rejected.push({ position, reason: `unreadable ${resource.updatedDateField} ${JSON.stringify(rawUpdated)}`, record });
+      rejected.push({ position: position(), reason: `unreadable ${resource.updatedDateField} ${JSON.stringify(rawUpdated)}`, record });
       return;
     }
     const key = resource.filterByUpdatedDate ? updated : (created ?? updated);

@@ -157,7 +157,20 @@ type Fields = {
   pm?: boolean; minute?: number; second?: number; micros?: number; offsetMs?: number;
 };
 type Setter = (fields: Fields, text: string) => boolean;
-type CompiledParser = { regex: RegExp; setters: Setter[] };
+type NumberSetter = (fields: Fields, n: number) => void;
+
+/**
+ * A pattern of digits and plain separators only (the common case: Concur's), read by a scan of
+ * character codes instead of a regex: no match array, no substrings. Steps in pattern order.
+ */
+type ScanStep =
+  | { kind: 'literal'; text: string }
+  /** `width` digits exactly, or one or more when 0. */
+  | { kind: 'number'; width: number; set: NumberSetter }
+  /** Digits read as a fraction of a second; after `separator`, both may be absent together. */
+  | { kind: 'fraction'; separator: string | undefined };
+
+type CompiledParser = { regex: RegExp; setters: Setter[]; scan: ScanStep[] | undefined };
 
 const MONTH_ALTERNATION = MONTHS.map((m) => `${m}|${m.slice(0, 3)}`).join('|');
 const escapeRegex = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
@@ -170,12 +183,25 @@ function parseOffset(text: string): number | undefined {
   return (m[1] === '-' ? -1 : 1) * minutes * 60000;
 }
 
-function numberField(set: (f: Fields, n: number) => void): Setter {
-  return (f, text) => {
-    set(f, Number(text));
-    return true;
-  };
+/** What a numeric field letter sets; undefined for letters that are not plain numbers. */
+function numberSetter(letter: string, count: number): NumberSetter | undefined {
+  switch (letter) {
+    case 'y': return (f, n) => { f.year = count === 2 ? twoDigitYear(n) : n; };
+    case 'M':
+    case 'L': return count >= 3 ? undefined : (f, n) => { f.month = n; };
+    case 'd': return (f, n) => { f.day = n; };
+    case 'D': return (f, n) => { f.dayOfYear = n; };
+    case 'H': return (f, n) => { f.hour = n; };
+    case 'k': return (f, n) => { f.hour = n === 24 ? 0 : n; };
+    case 'K': return (f, n) => { f.hour12 = n; };
+    case 'h': return (f, n) => { f.hour12 = n % 12; };
+    case 'm': return (f, n) => { f.minute = n; };
+    case 's': return (f, n) => { f.second = n; };
+    default: return undefined;
+  }
 }
+
+const isDigitCode = (c: number): boolean => c >= 48 && c <= 57;
 
 /**
  * Builds a parser from a Java pattern. Two deliberate departures from SimpleDateFormat, both for
@@ -185,6 +211,9 @@ function numberField(set: (f: Fields, n: number) => void): Setter {
 export function compileParser(tokens: PatternToken[]): CompiledParser {
   let source = '^';
   const setters: Setter[] = [];
+  // The scan serves only where its greedy digit runs read exactly what the regex would: every
+  // separator starts with a non-digit. Anything else (names, zones, odd patterns) takes the regex.
+  let scan: ScanStep[] | undefined = [];
   tokens.forEach((t, i) => {
     const next = tokens[i + 1];
     if (t.kind === 'literal') {
@@ -194,51 +223,49 @@ export function compileParser(tokens: PatternToken[]): CompiledParser {
       } else {
         source += escapeRegex(t.text);
       }
+      if (isDigitCode(t.text.charCodeAt(0))) scan = undefined;
+      const text = optionalFraction ? t.text.slice(0, -1) : t.text;
+      if (text !== '') scan?.push({ kind: 'literal', text });
       return;
     }
     const adjacentNumber = next?.kind === 'field';
     const digits = (min = 1): string => (adjacentNumber ? `(\\d{${t.count}})` : `(\\d{${Math.min(min, t.count)},})`);
+    const setNumber = numberSetter(t.letter, t.count);
+    if (setNumber) {
+      source += t.letter === 'y' && t.count === 2 ? '(\\d{2})' : digits();
+      setters.push((f, text) => {
+        setNumber(f, Number(text));
+        return true;
+      });
+      scan?.push({ kind: 'number', width: t.letter === 'y' && t.count === 2 ? 2 : adjacentNumber ? t.count : 0, set: setNumber });
+      return;
+    }
+    if (t.letter !== 'S') scan = undefined;
     switch (t.letter) {
       case 'G': source += '(?:AD|BC)'; return;
-      case 'y':
-        source += t.count === 2 ? '(\\d{2})' : digits();
-        setters.push(numberField((f, n) => { f.year = t.count === 2 ? twoDigitYear(n) : n; }));
-        return;
       case 'M':
       case 'L':
-        if (t.count >= 3) {
-          source += `(${MONTH_ALTERNATION})`;
-          setters.push((f, text) => {
-            f.month = MONTHS.findIndex((m) => m.slice(0, 3).toLowerCase() === text.slice(0, 3).toLowerCase()) + 1;
-            return f.month > 0;
-          });
-        } else {
-          source += digits();
-          setters.push(numberField((f, n) => { f.month = n; }));
-        }
+        source += `(${MONTH_ALTERNATION})`;
+        setters.push((f, text) => {
+          f.month = MONTHS.findIndex((m) => m.slice(0, 3).toLowerCase() === text.slice(0, 3).toLowerCase()) + 1;
+          return f.month > 0;
+        });
         return;
-      case 'd': source += digits(); setters.push(numberField((f, n) => { f.day = n; })); return;
-      case 'D': source += digits(); setters.push(numberField((f, n) => { f.dayOfYear = n; })); return;
       case 'E': source += '(?:[A-Za-z]+)'; return;
       case 'u': source += '(?:\\d)'; return;
       case 'a':
         source += '(AM|PM|am|pm)';
         setters.push((f, text) => { f.pm = text.toUpperCase() === 'PM'; return true; });
         return;
-      case 'H': source += digits(); setters.push(numberField((f, n) => { f.hour = n; })); return;
-      case 'k': source += digits(); setters.push(numberField((f, n) => { f.hour = n === 24 ? 0 : n; })); return;
-      case 'K': source += digits(); setters.push(numberField((f, n) => { f.hour12 = n; })); return;
-      case 'h': source += digits(); setters.push(numberField((f, n) => { f.hour12 = n % 12; })); return;
-      case 'm': source += digits(); setters.push(numberField((f, n) => { f.minute = n; })); return;
-      case 's': source += digits(); setters.push(numberField((f, n) => { f.second = n; })); return;
       case 'S': {
         const prev = tokens[i - 1];
-        const closesOptional = prev?.kind === 'literal' && /[.,]$/.test(prev.text);
-        source += '(\\d+)' + (closesOptional ? ')?' : '');
+        const separator = prev?.kind === 'literal' && /[.,]$/.test(prev.text) ? prev.text.slice(-1) : undefined;
+        source += '(\\d+)' + (separator ? ')?' : '');
         setters.push((f, text) => {
           if (text !== undefined) f.micros = microsFromFraction(text);
           return true;
         });
+        scan?.push({ kind: 'fraction', separator });
         return;
       }
       case 'z':
@@ -252,7 +279,54 @@ export function compileParser(tokens: PatternToken[]): CompiledParser {
         return;
     }
   });
-  return { regex: new RegExp(source + '$'), setters };
+  return { regex: new RegExp(source + '$'), setters, scan };
+}
+
+/** The fields of `text` by a scan, or undefined where the scan cannot say (the regex decides). */
+function scanFields(text: string, steps: readonly ScanStep[]): Fields | undefined {
+  const f: Fields = {};
+  const end = text.length;
+  let pos = 0;
+  for (const step of steps) {
+    if (step.kind === 'literal') {
+      if (!text.startsWith(step.text, pos)) return undefined;
+      pos += step.text.length;
+      continue;
+    }
+    if (step.kind === 'fraction' && step.separator !== undefined) {
+      if (text[pos] !== step.separator || !isDigitCode(text.charCodeAt(pos + 1))) continue;
+      pos++;
+    }
+    const from = pos;
+    let n = 0;
+    if (step.kind === 'number' && step.width > 0) {
+      if (pos + step.width > end) return undefined;
+      for (; pos < from + step.width; pos++) {
+        const c = text.charCodeAt(pos);
+        if (!isDigitCode(c)) return undefined;
+        n = n * 10 + (c - 48);
+      }
+    } else {
+      // As microsFromFraction: the first six digits count, the rest are cut off.
+      for (let c = text.charCodeAt(pos); isDigitCode(c); c = text.charCodeAt(++pos)) {
+        if (step.kind === 'number' || pos - from < 6) n = n * 10 + (c - 48);
+      }
+      if (pos === from) return undefined;
+    }
+    if (step.kind === 'number') step.set(f, n);
+    else f.micros = n * 10 ** Math.max(0, 6 - (pos - from));
+  }
+  return pos === end ? f : undefined;
+}
+
+function regexFields(text: string, parser: CompiledParser): Fields | undefined {
+  const match = parser.regex.exec(text.trim());
+  if (!match) return undefined;
+  const f: Fields = {};
+  for (let i = 0; i < parser.setters.length; i++) {
+    if (!parser.setters[i]!(f, match[i + 1]!)) return undefined;
+  }
+  return f;
 }
 
 function twoDigitYear(n: number): number {
@@ -268,12 +342,8 @@ function twoDigitYear(n: number): number {
  * `zone`. Returns undefined when the text does not match or names an impossible date.
  */
 export function parseWithPattern(text: string, parser: CompiledParser, zone: string): Instant | undefined {
-  const match = parser.regex.exec(text.trim());
-  if (!match) return undefined;
-  const f: Fields = {};
-  for (let i = 0; i < parser.setters.length; i++) {
-    if (!parser.setters[i]!(f, match[i + 1]!)) return undefined;
-  }
+  const f = (parser.scan && scanFields(text, parser.scan)) ?? regexFields(text, parser);
+  if (!f) return undefined;
   let hour = f.hour ?? 0;
   if (f.hour12 !== undefined) hour = f.hour12 + (f.pm ? 12 : 0);
   else if (f.pm !== undefined && hour < 12 && f.pm) hour += 12;
@@ -296,13 +366,21 @@ export type WallClock = { year: number; month: number; day: number; hour: number
  */
 export function instantFromWallClock(w: WallClock, offsetMs: number | undefined, zone: string): Instant | undefined {
   if (w.month < 0 || w.month > 11 || w.day < 1 || w.day > 31 || w.hour > 23 || w.minute > 59 || w.second > 60) return undefined;
+  if (w.day > daysInMonth(w.year, w.month)) return undefined;
   const wallMs = Date.UTC(w.year, w.month, w.day, w.hour, w.minute, Math.min(w.second, 59));
-  if (new Date(wallMs).getUTCDate() !== w.day) return undefined;
   const utcMs = offsetMs !== undefined ? wallMs - offsetMs : wallToUtcInZone(wallMs, zone);
   return utcMs * US_PER_MS + w.micros;
 }
 
 const DAY_MS = 86_400_000;
+const MONTH_DAYS = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+
+function daysInMonth(year: number, month: number): number {
+  // Date.UTC reads years 0 to 99 as 1900 to 1999.
+  const y = year >= 0 && year <= 99 ? 1900 + year : year;
+  const leap = (y % 4 === 0 && y % 100 !== 0) || y % 400 === 0;
+  return month === 1 && leap ? 29 : MONTH_DAYS[month]!;
+}
 
 /**
  * A wall-clock reading in a zone to UTC, resolving DST edges as Java does: a time that occurs
