@@ -4,6 +4,7 @@ import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { acquireDaemonLock, DatabaseInUseError } from '../src/store/lock.js';
 import { MigrationError, readMigrations } from '../src/store/migrate.js';
+import { packPage, unpackPage } from '../src/store/pageWire.js';
 import { SqliteStore } from '../src/store/sqliteStore.js';
 import type { PageCommit, Store } from '../src/store/types.js';
 import { ThreadedStore } from '../dist/store/threadedStore.js';
@@ -14,6 +15,23 @@ const page = (keys: { objectId: string; updated: number }[], ids: string[]): Pag
   changes: keys.map((k) => ({ ...k, event: JSON.stringify({ objectId: k.objectId }), record: JSON.stringify({ ID: k.objectId }) })),
   notifications: { instanceName: 'Docs', elementKey: 'concur', objectType: 'reports', maxEvents: 100, ids },
   rejected: [],
+});
+
+describe('a page on its way to the database thread', () => {
+  it('arrives as it was sent: empty, non-ASCII and astral text, in order', () => {
+    const sent: PageCommit = {
+      ...page([], ['N1', 'N2']),
+      changes: [
+        { objectId: 'A', updated: 1, event: '', record: '{}' },
+        { objectId: 'Ünïcode-😀', updated: 1_700_000_000_000_123, event: '{"e":"😀"}', record: '' },
+        { objectId: '', updated: 0, event: 'x'.repeat(5000), record: '{"ID":"\\u0000"}' },
+      ],
+      rejected: [{ position: 'page 1 item 0', reason: 'no usable id', record: '{}' }],
+    };
+    const crossed = structuredClone(packPage(sent));
+    expect(unpackPage(crossed)).toEqual(sent);
+    expect(unpackPage(structuredClone(packPage(page([], []))))).toEqual(page([], []));
+  });
 });
 
 describe('migrations', () => {

@@ -3,6 +3,7 @@
  * calls it is sent, one at a time, in the order they were sent.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import { type PackedPage, unpackPage } from './pageWire.js';
 import { SqliteStore } from './sqliteStore.js';
 import type { StoreReply, StoreRequest } from './threadedStore.js';
 
@@ -23,7 +24,8 @@ try {
 
 port.on('message', (request: StoreRequest) => {
   const method = store[request.method] as (...args: unknown[]) => Promise<unknown>;
-  method.apply(store, request.args).then(
+  const args = request.method === 'commitPage' ? [request.args[0], unpackPage(request.args[1] as PackedPage)] : request.args;
+  method.apply(store, args).then(
     (result) => port.postMessage({ id: request.id, result } satisfies StoreReply),
     (err: unknown) => port.postMessage({ id: request.id, error: errorData(err) } satisfies StoreReply),
   ).finally(() => {
