@@ -15,27 +15,27 @@ export type PackedPage = Omit<PageCommit, 'changes'> & {
   records: TextColumn;
 };
 
-function column(values: readonly string[]): TextColumn {
-  const ends = new Uint32Array(values.length);
-  let end = 0;
-  values.forEach((v, i) => {
-    end += v.length;
-    ends[i] = end;
-  });
-  return { text: values.join(''), ends };
-}
-
 const cell = (c: TextColumn, i: number): string => c.text.slice(i === 0 ? 0 : c.ends[i - 1], c.ends[i]);
 
 export function packPage(page: PageCommit): PackedPage {
   const { changes, ...rest } = page;
-  return {
-    ...rest,
-    objectIds: column(changes.map((c) => c.objectId)),
-    updated: Float64Array.from(changes, (c) => c.updated),
-    events: column(changes.map((c) => c.event)),
-    records: column(changes.map((c) => c.record)),
-  };
+  const n = changes.length;
+  const updated = new Float64Array(n);
+  const objectIds = { text: '', ends: new Uint32Array(n) };
+  const events = { text: '', ends: new Uint32Array(n) };
+  const records = { text: '', ends: new Uint32Array(n) };
+  // One pass, appending: the clone flattens each column once.
+  for (let i = 0; i < n; i++) {
+    const c = changes[i]!;
+    updated[i] = c.updated;
+    objectIds.text += c.objectId;
+    objectIds.ends[i] = objectIds.text.length;
+    events.text += c.event;
+    events.ends[i] = events.text.length;
+    records.text += c.record;
+    records.ends[i] = records.text.length;
+  }
+  return { ...rest, objectIds, updated, events, records };
 }
 
 export function unpackPage(packed: PackedPage): PageCommit {

@@ -21,7 +21,7 @@ export function msFromInstant(instant: Instant): number {
 }
 
 const DAY_MS = 86_400_000;
-/** 10000-01-01T00:00:00Z: from here on (and before 1970) toISOString writes six-digit years. */
+/** 10000-01-01T00:00:00Z: from here on toISOString writes six-digit years; before 1970 is left to it too. */
 const YEAR_10000_MS = 253_402_300_800_000;
 const TWO_DIGITS = Array.from({ length: 100 }, (_, n) => String(n).padStart(2, '0'));
 const THREE_DIGITS = Array.from({ length: 1000 }, (_, n) => String(n).padStart(3, '0'));
@@ -46,7 +46,7 @@ export function isoFromInstant(instant: Instant): string {
   const month = mp < 10 ? mp + 3 : mp - 9;
   const year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0);
   const seconds = Math.floor(inDay / 1000);
-  return `${year < 1000 ? String(year).padStart(4, '0') : year}-${TWO_DIGITS[month]}-${TWO_DIGITS[day]}T${TWO_DIGITS[Math.floor(seconds / 3600)]}:`
+  return `${year}-${TWO_DIGITS[month]}-${TWO_DIGITS[day]}T${TWO_DIGITS[Math.floor(seconds / 3600)]}:`
     + `${TWO_DIGITS[Math.floor(seconds / 60) % 60]}:${TWO_DIGITS[seconds % 60]}.${THREE_DIGITS[inDay % 1000]}Z`;
 }
 
