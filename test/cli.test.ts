@@ -23,6 +23,25 @@ describe('run --once', () => {
   });
 });
 
+describe('run --once with a failing receiver', () => {
+  it('stops sending to it after its first failed round, and keeps the rest pending for the next run', async () => {
+    let up = false;
+    const h = await harness({ 'pollbridge.delivery.maxEventsPerNotification': 1 }, {}, undefined, () => (up ? 200 : 503));
+    for (let i = 0; i < 12; i++) h.sim.createReport();
+    const first = h.daemon({ since: (Date.now() - 60_000) * 1000 });
+    expect(await first.daemon.runOnce()).toMatchObject({ failedPolls: 0, pending: 12 });
+    // Only the requests already in flight when the first failure came back (concurrency 4).
+    expect(h.receiver.requests).toBeGreaterThan(0);
+    expect(h.receiver.requests).toBeLessThanOrEqual(4);
+    expect(first.logs.messages('receiver is failing: its other notifications wait for the next run')).toHaveLength(1);
+
+    up = true;
+    const second = h.daemon();
+    expect(await second.daemon.runOnce()).toMatchObject({ pending: 0 });
+    expect(new Set(h.events().map((e) => e.objectId)).size).toBe(12);
+  });
+});
+
 describe('events, replay and status on the command line', () => {
   it('lists and shows dead letters with their attempts, and replays them so they are delivered', async () => {
     let receiverUp = false;

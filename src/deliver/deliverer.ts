@@ -57,12 +57,20 @@ export class Deliverer {
   private readAhead: OutboxEntry[] = [];
   private flushing = false;
   private loop: Promise<void> | undefined;
+  private untilIdle = false;
+  /**
+   * In a run that ends when idle (`run --once`), the callback URLs that failed an attempt: they
+   * get no more requests in this run. A hung receiver would otherwise cost one timeout for every
+   * notification it has; they wait, pending, for the next run or the daemon.
+   */
+  private readonly givenUp = new Set<string>();
 
   constructor(private readonly deps: DelivererDeps) {}
 
   /** Runs until stop(); with `untilIdle`, returns once nothing is due and nothing is in flight. */
   start(options: { untilIdle?: boolean } = {}): Promise<void> {
-    this.loop ??= this.run(options.untilIdle ?? false);
+    this.untilIdle = options.untilIdle ?? false;
+    this.loop ??= this.run(this.untilIdle);
     return this.loop;
   }
 
@@ -143,7 +151,7 @@ export class Deliverer {
     let started = 0;
     this.readAhead = this.readAhead.filter((entry) => {
       const target = targets.get(entry.instance);
-      if (!target || target.ordered) return false;
+      if (!target || target.ordered || this.givenUp.has(target.url)) return false;
       if (!this.tryStart(entry, target)) return !this.inFlight.has(entry.id);
       started++;
       return false;
@@ -161,7 +169,7 @@ export class Deliverer {
     const slotsByUrl = new Map<string, number>();
     for (const [name, target] of targets) {
       const slots = this.limitOf(target) - (this.perUrl.get(target.url) ?? 0);
-      if (slots <= 0) continue;
+      if (slots <= 0 || this.givenUp.has(target.url)) continue;
       instances.push(name);
       slotsByUrl.set(target.url, Math.max(slotsByUrl.get(target.url) ?? 0, slots));
     }
@@ -192,7 +200,7 @@ export class Deliverer {
   }
 
   private tryStart(entry: OutboxEntry, target: DeliveryTarget | undefined): boolean {
-    if (!target || this.inFlight.has(entry.id)) return false;
+    if (!target || this.inFlight.has(entry.id) || this.givenUp.has(target.url)) return false;
     const busy = this.perUrl.get(target.url) ?? 0;
     if (busy >= this.limitOf(target)) return false;
     this.perUrl.set(target.url, busy + 1);
@@ -255,6 +263,11 @@ export class Deliverer {
     // Cut off by shutdown: not the receiver's fault, so it costs no attempt; it is sent again on start.
     if (this.abort.signal.aborted && result.statusCode === undefined) return;
     const decision = decide(result, attempt - entry.replayBase, target.policy);
+    // Before anything is awaited: the slot this request freed must not go to the same receiver.
+    if (decision.status === 'retry' && this.untilIdle && !this.givenUp.has(target.url)) {
+      this.givenUp.add(target.url);
+      this.deps.log.warn('receiver is failing: its other notifications wait for the next run', { instance: entry.instance, statusCode: result.statusCode, error: result.error });
+    }
     const now = Date.now();
     const outcome: AttemptOutcome =
       decision.status === 'delivered' ? { status: 'delivered', at: now }
