@@ -107,17 +107,41 @@ function serviceNodeFlags(): string[] {
   return execStart ? execStart[1]!.split(' ').filter((f) => f.startsWith('--')) : [];
 }
 
-type Daemon = { child: ChildProcess; logs: Record<string, unknown>[]; peakRssMb: () => number; exited: Promise<number | null> };
+/** CPU time (ms) of the daemon, all its threads, and of this process (the simulator), at one moment. */
+type CpuMark = { daemonMs: number; simMs: number; records: number };
+
+type Daemon = {
+  child: ChildProcess; logs: Record<string, unknown>[]; peakRssMb: () => number; exited: Promise<number | null>;
+  /** Taken at the first progress line of a poll and when it finishes: start-up is left out. */
+  cpuMarks: CpuMark[];
+};
+
+/** utime + stime of a process, all threads, from /proc (in clock ticks: 10 ms on Linux). */
+function processCpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
 
 /** The CLI as a child; its peak RSS is read from /proc (VmHWM) every 50 ms and at the end. */
 function startDaemon(args: string[]): Daemon {
   const child = spawn(process.execPath, [...serviceNodeFlags(), CLI, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   const logs: Record<string, unknown>[] = [];
+  const cpuMarks: CpuMark[] = [];
+  const markCpu = (records: number): void => {
+    const own = process.cpuUsage();
+    cpuMarks.push({ daemonMs: processCpuMs(child.pid!), simMs: (own.user + own.system) / 1000, records });
+  };
   let partial = '';
   child.stdout!.on('data', (c: Buffer) => {
     const lines = (partial + c.toString()).split('\n');
     partial = lines.pop() ?? '';
-    for (const l of lines) if (l.startsWith('{')) logs.push(JSON.parse(l) as Record<string, unknown>);
+    for (const l of lines) {
+      if (!l.startsWith('{')) continue;
+      const entry = JSON.parse(l) as Record<string, unknown>;
+      logs.push(entry);
+      if (entry.message === 'poll progress' && cpuMarks.length === 0) markCpu(entry.records as number);
+      if (entry.message === 'poll finished' && cpuMarks.length === 1) markCpu(entry.records as number);
+    }
   });
   let peakKb = 0;
   const sample = (): void => {
@@ -130,7 +154,7 @@ function startDaemon(args: string[]): Daemon {
   };
   const timer = setInterval(sample, 50);
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => { clearInterval(timer); resolve(code); }));
-  return { child, logs, peakRssMb: () => { sample(); return peakKb / 1024; }, exited };
+  return { child, logs, peakRssMb: () => { sample(); return peakKb / 1024; }, exited, cpuMarks };
 }
 
 function seedReports(sim: ConcurSim, count: number, fromMs: number): void {
@@ -235,6 +259,15 @@ async function ingestAndDelivery(records: number): Promise<void> {
     const keys = sim.allReports().map((r) => ({ id: r.ID, updatedUs: Date.parse(`${r.LastModifiedDate}Z`) * 1000 }));
     const baseline = sqliteBaseline(dir, keys, bodyBytes);
     rows.push({ metric: `ingest, ${records} records, ${PAGE}/page`, value: ingestRate, unit: 'records/s', baseline, ratio: ingestRate / baseline, target: '≥ 0.5× raw SQLite', ok: ingestRate / baseline >= 0.5 });
+    // Where a page's time goes: CPU of the daemon (all threads) and of the simulator per page,
+    // against the baseline's whole time per page (it runs alone, after the backfill).
+    const [first, last] = daemon.cpuMarks;
+    if (first && last) {
+      const pages = (last.records - first.records) / PAGE;
+      rows.push({ metric: 'daemon CPU per page (all threads)', value: (last.daemonMs - first.daemonMs) / pages, unit: 'ms', target: '—', ok: true });
+      rows.push({ metric: 'simulator CPU per page', value: (last.simMs - first.simMs) / pages, unit: 'ms', target: '—', ok: true });
+      rows.push({ metric: 'wall time per page: daemon / raw SQLite', value: (1000 * PAGE) / ingestRate, unit: 'ms', baseline: (1000 * PAGE) / baseline, target: '—', ok: true });
+    }
     rows.push({ metric: `peak RSS of the daemon, ${records} backfill`, value: daemon.peakRssMb(), unit: 'MB', target: '≤ 150 MB', ok: daemon.peakRssMb() <= 150 });
 
     const times = await receiver.times();
