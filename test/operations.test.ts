@@ -2,6 +2,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { readConfig } from '../src/config/load.js';
 import { runCli, startCli } from './helpers/cli.js';
@@ -82,6 +83,34 @@ describe('health and metrics', () => {
     expect(stalled.body.reasons).toEqual([expect.stringMatching(/^ConcurTest\/reports: no completed poll for \d+ s \(limit: 3 intervals, 3 s\)$/)]);
     h.sim.faults.tokenError = undefined;
     await waitFor('200 again', async () => (await healthz()).status === 200);
+  });
+
+  it('/healthz says the database cannot be written while another process holds its write lock', { timeout: 60_000 }, async () => {
+    const h = await harness({}, {}, (c) => ({ ...c, http: { listen: '127.0.0.1:0' } }));
+    const p = startCli(['run', '-c', h.configFile], SIM_ENV);
+    try {
+      const url = (await p.waitForLog('health and metrics listening')).url as string;
+      const healthz = async () => {
+        const res = await fetch(`${url}/healthz`);
+        return { status: res.status, body: (await res.json()) as { status: string; reasons: string[] } };
+      };
+      await waitFor('healthy', async () => (await healthz()).status === 200);
+      // As a sqlite3 shell left in an open write transaction would.
+      const holder = new Database(join(h.dir, 'state/pollbridge.db'));
+      holder.prepare('BEGIN IMMEDIATE').run();
+      try {
+        const locked = await healthz();
+        expect(locked.status).toBe(503);
+        expect(locked.body.reasons).toContainEqual(expect.stringMatching(/^database cannot be written: database is locked$/));
+      } finally {
+        holder.prepare('ROLLBACK').run();
+        holder.close();
+      }
+      await waitFor('healthy again', async () => (await healthz()).status === 200);
+    } finally {
+      p.child.kill('SIGTERM');
+      await p.exited;
+    }
   });
 
   it('/metrics is scraped and parsed during a real run of the CLI', async () => {
