@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConcurSim, type SimReport } from '../src/sim/concurSim.js';
 import { type CliProcess, startCli } from './helpers/cli.js';
@@ -42,7 +44,24 @@ async function setup(respond: Respond, pageSize = 100) {
   }));
   const since = new Date(Date.now() - 3_600_000).toISOString();
   const start = (): CliProcess => startCli(['run', '-c', config, '--since', since, '--log-level', 'info'], SIM_ENV);
-  return { sim, receiver, start };
+  /**
+   * Until the first access token is stored. Restarts poll with it, without a refresh; a kill
+   * inside a refresh, after the simulator rotated the refresh token and before the daemon
+   * stored the new one, strands the instance (README, Concur OAuth2), so the kills come after.
+   */
+  const tokenStored = () => waitFor('the first access token stored', () => {
+    try {
+      const db = new Database(join(dir, 'state/pollbridge.db'), { readonly: true, fileMustExist: true });
+      try {
+        return db.prepare('SELECT access_token FROM auth_state').pluck().get() != null;
+      } finally {
+        db.close();
+      }
+    } catch {
+      return false;
+    }
+  });
+  return { sim, receiver, start, tokenStored };
 }
 
 async function kill(p: CliProcess): Promise<void> {
@@ -97,11 +116,12 @@ async function runUntilDelivered(start: () => CliProcess, receiver: { accepted: 
 
 describe('crash safety (SIGKILL)', () => {
   it('kills during a long backfill, page commits included, lose nothing and announce nothing twice', async () => {
-    const { sim, receiver, start } = await setup(() => 200, 50);
+    const { sim, receiver, start, tokenStored } = await setup(() => 200, 50);
     const base = Date.now() - 600_000;
     for (let i = 0; i < 1500; i++) sim.createReport({}, { modifiedMs: base + i * 7 });
     for (let i = 0; i < 5; i++) {
       const p = start();
+      if (i === 0) await tokenStored();
       await sleep(250 + Math.random() * 500);
       await kill(p);
     }
@@ -148,12 +168,13 @@ describe('crash safety (SIGKILL)', () => {
 
   it('20 random kills while records keep changing and the receiver fails some requests', async () => {
     let failing = true;
-    const { sim, receiver, start } = await setup(() => (failing && Math.random() < 0.25 ? 500 : 200), 5);
+    const { sim, receiver, start, tokenStored } = await setup(() => (failing && Math.random() < 0.25 ? 500 : 200), 5);
     for (let i = 0; i < 10; i++) sim.createReport();
     const changes = setInterval(() => sim.randomChange(), 40);
     try {
       for (let i = 0; i < 20; i++) {
         const p = start();
+        if (i === 0) await tokenStored();
         await sleep(300 + Math.random() * 1200);
         await kill(p);
       }

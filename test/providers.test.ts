@@ -28,13 +28,21 @@ describe('Concur auth', () => {
     expect(h.sim.tokenRequestCount).toBe(2);
   });
 
-  it('refreshes before expiry (expires_in as a string)', async () => {
+  it('stores when to stop using the token (expires_in as a string, less a minute), and refreshes past it', async () => {
     const h = await harness({}, { tokenLifetimeSec: 61 });
     const first = h.daemon();
     await first.daemon.runOnce();
+    expect(h.sim.tokenRequestCount).toBe(1);
+    const store = new SqliteStore(first.config.database);
+    const saved = await store.loadAuthState('ConcurTest');
+    // 61 s less the 60 s safety margin: stored as good for at most one more second.
+    expect(saved!.accessExpiresAt! - Date.now()).toBeLessThanOrEqual(1000);
+    expect(saved!.accessExpiresAt! - Date.now()).toBeGreaterThan(-10_000);
+    await store.saveAuthState('ConcurTest', { ...saved!, accessExpiresAt: Date.now() - 1 });
+    await store.close();
     const second = h.daemon();
     await second.daemon.runOnce();
-    // 61 s minus the 60 s safety margin: every poll needs a new token, each with the rotated refresh token.
+    // Refreshed with the rotated refresh token: the configured one was spent by the first.
     expect(h.sim.tokenRequestCount).toBe(2);
     expect(second.logs.messages('poll finished')).toHaveLength(1);
   });
@@ -58,12 +66,27 @@ describe('Concur auth', () => {
     expect(await streamState(healed.config.database)).toMatchObject({ lastPollOk: true });
   });
 
-  it('keeps the rotated refresh token: a new process polls with it although the configured one is spent', async () => {
+  it('a new process polls with the stored access token while it is valid, without a refresh', async () => {
     const h = await harness();
     await h.daemon().daemon.runOnce();
     await h.daemon().daemon.runOnce();
-    expect(h.sim.tokenRequestCount).toBe(2);
+    expect(h.sim.tokenRequestCount).toBe(1);
     expect(h.sim.listQueries).toHaveLength(2);
+  });
+
+  it('a stored access token that is refused is replaced with the stored, rotated refresh token', async () => {
+    const h = await harness();
+    await h.daemon().daemon.runOnce();
+    h.sim.revokeAccessTokens();
+    h.sim.createReport();
+    const second = h.daemon({ since: Date.now() * 1000 - 60_000_000 });
+    expect(await second.daemon.runOnce()).toMatchObject({ failedPolls: 0 });
+    // The configured refresh token was spent by the first refresh: only the rotated one works.
+    expect(h.sim.tokenRequestCount).toBe(2);
+    expect(h.events()).toHaveLength(1);
+    const third = h.daemon();
+    expect(await third.daemon.runOnce()).toMatchObject({ failedPolls: 0 });
+    expect(h.sim.tokenRequestCount).toBe(2);
   });
 });
 

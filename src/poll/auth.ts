@@ -45,13 +45,17 @@ type TokenResponse = { access_token?: unknown; expires_in?: unknown; refresh_tok
 
 /**
  * OAuth2 refresh-token grant as Concur runs it: every refresh returns a new refresh token that
- * replaces the old one (which may stop working at once), so it is stored before it is used.
+ * replaces the old one (which may stop working at once), so it is stored before it is used. The
+ * access token is stored with it and used again after a restart while it is valid: a refresh is
+ * the one moment a crash can lose the only working refresh token (after Concur answered, before
+ * the answer is written), so there is one an hour, not one per start.
  */
 class RefreshTokenAuth implements Authenticator {
   private accessToken: string | undefined;
   private expiresAt = 0;
   private geolocation: string | undefined;
   private refreshing: Promise<void> | undefined;
+  private restoring: Promise<void> | undefined;
   private readonly seedHash: string;
 
   constructor(private readonly config: Extract<AuthConfig, { type: 'oauth2_refresh_token' }>, private readonly deps: AuthDeps) {
@@ -67,6 +71,12 @@ class RefreshTokenAuth implements Authenticator {
   }
 
   async headers(signal?: AbortSignal): Promise<Record<string, string>> {
+    // A failed read of the stored state is tried again on the next call, not remembered.
+    this.restoring ??= this.restore().catch((err: unknown) => {
+      this.restoring = undefined;
+      throw err;
+    });
+    await this.restoring;
     if (!this.accessToken || Date.now() >= this.expiresAt) {
       // Concurrent polls of one instance share one refresh: two would race to rotate the token.
       this.refreshing ??= this.refresh(signal).finally(() => {
@@ -75,6 +85,17 @@ class RefreshTokenAuth implements Authenticator {
       await this.refreshing;
     }
     return { authorization: `Bearer ${this.accessToken}` };
+  }
+
+  /** The stored access token, if it was stored for this configuration and is still good. */
+  private async restore(): Promise<void> {
+    const saved = await this.deps.store.loadAuthState(this.deps.instance);
+    if (!saved || saved.seedHash !== this.seedHash) return;
+    this.geolocation ??= saved.geolocation;
+    if (saved.accessToken === undefined || saved.accessExpiresAt === undefined || Date.now() >= saved.accessExpiresAt) return;
+    this.deps.onSecret(saved.accessToken);
+    this.accessToken = saved.accessToken;
+    this.expiresAt = saved.accessExpiresAt;
   }
 
   private async currentRefreshToken(): Promise<string> {
@@ -115,9 +136,10 @@ class RefreshTokenAuth implements Authenticator {
     this.accessToken = body.access_token;
     this.expiresAt = Date.now() + Math.max(0, (Number.isFinite(expiresInSec) ? expiresInSec : 3600) * 1000 - EXPIRY_MARGIN_MS);
     if (typeof body.geolocation === 'string' && /^https?:\/\//.test(body.geolocation)) this.geolocation = body.geolocation;
-    if (typeof body.refresh_token === 'string' && body.refresh_token !== '') {
-      this.deps.onSecret(body.refresh_token);
-      await this.deps.store.saveAuthState(this.deps.instance, { seedHash: this.seedHash, refreshToken: body.refresh_token, geolocation: this.geolocation });
-    }
+    const rotated = typeof body.refresh_token === 'string' && body.refresh_token !== '' ? body.refresh_token : undefined;
+    if (rotated) this.deps.onSecret(rotated);
+    await this.deps.store.saveAuthState(this.deps.instance, {
+      seedHash: this.seedHash, refreshToken: rotated ?? refreshToken, geolocation: this.geolocation, accessToken: this.accessToken, accessExpiresAt: this.expiresAt,
+    });
   }
 }

@@ -79,10 +79,13 @@ export class SqliteStore implements Store {
         AND next_attempt_at <= ?`),
       instancesWithPending: db.prepare(`SELECT DISTINCT instance FROM notifications WHERE status = 'pending'`).pluck(),
       expedite: db.prepare(`UPDATE notifications SET next_attempt_at = ? WHERE status = 'pending' AND instance = ? AND next_attempt_at > ? AND attempts > 0`),
-      loadAuth: db.prepare('SELECT seed_hash AS seedHash, refresh_token AS refreshToken, geolocation FROM auth_state WHERE instance = ?'),
-      saveAuth: db.prepare(`INSERT INTO auth_state (instance, seed_hash, refresh_token, geolocation, updated_at) VALUES (?, ?, ?, ?, ?)
+      loadAuth: db.prepare(`SELECT seed_hash AS seedHash, refresh_token AS refreshToken, geolocation, access_token AS accessToken,
+        access_expires_at AS accessExpiresAt FROM auth_state WHERE instance = ?`),
+      saveAuth: db.prepare(`INSERT INTO auth_state (instance, seed_hash, refresh_token, geolocation, access_token, access_expires_at, updated_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?)
         ON CONFLICT (instance) DO UPDATE SET seed_hash = excluded.seed_hash, refresh_token = excluded.refresh_token,
-        geolocation = excluded.geolocation, updated_at = excluded.updated_at`),
+        geolocation = excluded.geolocation, access_token = excluded.access_token, access_expires_at = excluded.access_expires_at,
+        updated_at = excluded.updated_at`),
     };
   }
 
@@ -166,12 +169,16 @@ export class SqliteStore implements Store {
   }
 
   async loadAuthState(instance: string): Promise<AuthState | undefined> {
-    const row = this.stmts.loadAuth.get(instance) as { seedHash: string; refreshToken: string; geolocation: string | null } | undefined;
-    return row && { ...row, geolocation: orUndefined(row.geolocation) };
+    const row = this.stmts.loadAuth.get(instance) as
+      | { seedHash: string; refreshToken: string; geolocation: string | null; accessToken: string | null; accessExpiresAt: number | null }
+      | undefined;
+    return row && {
+      ...row, geolocation: orUndefined(row.geolocation), accessToken: orUndefined(row.accessToken), accessExpiresAt: orUndefined(row.accessExpiresAt),
+    };
   }
 
   async saveAuthState(instance: string, s: AuthState): Promise<void> {
-    this.stmts.saveAuth.run(instance, s.seedHash, s.refreshToken, s.geolocation ?? null, Date.now());
+    this.stmts.saveAuth.run(instance, s.seedHash, s.refreshToken, s.geolocation ?? null, s.accessToken ?? null, s.accessExpiresAt ?? null, Date.now());
   }
 
   async streams(): Promise<StreamStatus[]> {

@@ -85,7 +85,14 @@ export type AttemptOutcome =
   | { status: 'pending'; nextAttemptAt: number }
   | { status: 'dead' };
 
-export type AuthState = { seedHash: string; refreshToken: string; geolocation: string | undefined };
+export type AuthState = {
+  seedHash: string;
+  refreshToken: string;
+  geolocation: string | undefined;
+  /** The last access token and when to stop using it (ms since epoch). */
+  accessToken: string | undefined;
+  accessExpiresAt: number | undefined;
+};
 
 export type StreamStatus = {
   instance: string;
