@@ -56,10 +56,13 @@ class RefreshTokenAuth implements Authenticator {
   private geolocation: string | undefined;
   private refreshing: Promise<void> | undefined;
   private restoring: Promise<void> | undefined;
+  /** The newest refresh token: the configured one until the stored one is read or a refresh rotates it. */
+  private refreshToken: string;
   private readonly seedHash: string;
 
   constructor(private readonly config: Extract<AuthConfig, { type: 'oauth2_refresh_token' }>, private readonly deps: AuthDeps) {
     this.seedHash = createHash('sha256').update(config.refreshToken).digest('hex');
+    this.refreshToken = config.refreshToken;
   }
 
   apiBase(): string | undefined {
@@ -87,33 +90,27 @@ class RefreshTokenAuth implements Authenticator {
     return { authorization: `Bearer ${this.accessToken}` };
   }
 
-  /** The stored access token, if it was stored for this configuration and is still good. */
+  /**
+   * The stored tokens, if they were stored for this configuration (a new refresh token in the
+   * config wins): the refresh token always, the access token while it is still good.
+   */
   private async restore(): Promise<void> {
     const saved = await this.deps.store.loadAuthState(this.deps.instance);
     if (!saved || saved.seedHash !== this.seedHash) return;
     this.geolocation ??= saved.geolocation;
+    this.deps.onSecret(saved.refreshToken);
+    this.refreshToken = saved.refreshToken;
     if (saved.accessToken === undefined || saved.accessExpiresAt === undefined || Date.now() >= saved.accessExpiresAt) return;
     this.deps.onSecret(saved.accessToken);
     this.accessToken = saved.accessToken;
     this.expiresAt = saved.accessExpiresAt;
   }
 
-  private async currentRefreshToken(): Promise<string> {
-    const saved = await this.deps.store.loadAuthState(this.deps.instance);
-    if (saved && saved.seedHash === this.seedHash) {
-      this.geolocation ??= saved.geolocation;
-      this.deps.onSecret(saved.refreshToken);
-      return saved.refreshToken;
-    }
-    return this.config.refreshToken;
-  }
-
   private async refresh(signal?: AbortSignal): Promise<void> {
-    const refreshToken = await this.currentRefreshToken();
     let response;
     try {
       response = await this.deps.http.post(this.config.tokenUrl, {
-        form: { grant_type: 'refresh_token', client_id: this.config.clientId, client_secret: this.config.clientSecret, refresh_token: refreshToken },
+        form: { grant_type: 'refresh_token', client_id: this.config.clientId, client_secret: this.config.clientSecret, refresh_token: this.refreshToken },
         headers: { accept: 'application/json' },
         signal,
       });
@@ -136,10 +133,12 @@ class RefreshTokenAuth implements Authenticator {
     this.accessToken = body.access_token;
     this.expiresAt = Date.now() + Math.max(0, (Number.isFinite(expiresInSec) ? expiresInSec : 3600) * 1000 - EXPIRY_MARGIN_MS);
     if (typeof body.geolocation === 'string' && /^https?:\/\//.test(body.geolocation)) this.geolocation = body.geolocation;
-    const rotated = typeof body.refresh_token === 'string' && body.refresh_token !== '' ? body.refresh_token : undefined;
-    if (rotated) this.deps.onSecret(rotated);
+    if (typeof body.refresh_token === 'string' && body.refresh_token !== '') {
+      this.deps.onSecret(body.refresh_token);
+      this.refreshToken = body.refresh_token;
+    }
     await this.deps.store.saveAuthState(this.deps.instance, {
-      seedHash: this.seedHash, refreshToken: rotated ?? refreshToken, geolocation: this.geolocation, accessToken: this.accessToken, accessExpiresAt: this.expiresAt,
+      seedHash: this.seedHash, refreshToken: this.refreshToken, geolocation: this.geolocation, accessToken: this.accessToken, accessExpiresAt: this.expiresAt,
     });
   }
 }

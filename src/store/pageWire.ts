@@ -1,4 +1,4 @@
-import type { PageChange, PageCommit } from './types.js';
+import type { PageChange, PageCommit, Store } from './types.js';
 
 /** Strings joined into one, cut again at `ends`. */
 type TextColumn = { text: string; ends: Uint32Array };
@@ -44,4 +44,13 @@ export function unpackPage(packed: PackedPage): PageCommit {
     objectId: cell(objectIds, i), updated: u, event: cell(events, i), record: cell(records, i),
   }));
   return { ...rest, changes };
+}
+
+/** A store call's arguments as they cross to the database thread: only a page is packed. */
+export function toWire(method: keyof Store, args: unknown[]): unknown[] {
+  return method === 'commitPage' ? [args[0], packPage(args[1] as PageCommit)] : args;
+}
+
+export function fromWire(method: keyof Store, args: unknown[]): unknown[] {
+  return method === 'commitPage' ? [args[0], unpackPage(args[1] as PackedPage)] : args;
 }

@@ -3,7 +3,7 @@
  * calls it is sent, one at a time, in the order they were sent.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { type PackedPage, unpackPage } from './pageWire.js';
+import { fromWire } from './pageWire.js';
 import { SqliteStore } from './sqliteStore.js';
 import type { StoreReply, StoreRequest } from './threadedStore.js';
 
@@ -24,8 +24,7 @@ try {
 
 port.on('message', (request: StoreRequest) => {
   const method = store[request.method] as (...args: unknown[]) => Promise<unknown>;
-  const args = request.method === 'commitPage' ? [request.args[0], unpackPage(request.args[1] as PackedPage)] : request.args;
-  method.apply(store, args).then(
+  method.apply(store, fromWire(request.method, request.args)).then(
     (result) => port.postMessage({ id: request.id, result } satisfies StoreReply),
     (err: unknown) => port.postMessage({ id: request.id, error: errorData(err) } satisfies StoreReply),
   ).finally(() => {

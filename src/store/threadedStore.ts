@@ -1,8 +1,8 @@
 import { Worker } from 'node:worker_threads';
 import { StoreOpenError } from './lock.js';
 import { MigrationError } from './migrate.js';
-import { packPage } from './pageWire.js';
-import type { PageCommit, Store } from './types.js';
+import { toWire } from './pageWire.js';
+import type { Store } from './types.js';
 
 /** A store call that failed on the database thread; `code` is SQLite's (SQLITE_FULL, …) when it has one. */
 export class StoreError extends Error {
@@ -50,9 +50,7 @@ export class ThreadedStore {
     worker.on('error', (err) => this.fail(new StoreError(`the database thread failed: ${err.message}`)));
     worker.on('exit', (code) => this.fail(new StoreError(`the database thread stopped (exit code ${code})`)));
     for (const method of METHODS) {
-      (this as Record<string, unknown>)[method] = method === 'commitPage'
-        ? (streamId: number, page: PageCommit) => this.call(method, [streamId, packPage(page)])
-        : (...args: unknown[]) => this.call(method, args);
+      (this as Record<string, unknown>)[method] = (...args: unknown[]) => this.call(method, toWire(method, args));
     }
   }
 
