@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { readConfig } from '../src/config/load.js';
 import type { ResourceConfig } from '../src/config/types.js';
 import { detectChanges, eventTypeOf } from '../src/detect/changes.js';
-import { pollWindow } from '../src/detect/window.js';
+import { pollPlan } from '../src/detect/window.js';
 import { assembleNotifications, pageCommit } from '../src/deliver/notification.js';
 import { instantFromMs, US_PER_SECOND } from '../src/time/instant.js';
 import { instance } from './helpers/configs.js';
@@ -29,15 +29,31 @@ function resource(overrides: Record<string, unknown> = {}): ResourceConfig {
   return result.config!.instances[0]!.resources[0]!;
 }
 
-describe('poll window', () => {
-  it('reaches back by pollDelay and overlap, and ends settle seconds before now', () => {
-    const w = pollWindow({ cursor: T('2026-11-22T07:00:00Z'), now: T('2026-11-22T07:15:00Z'), pollDelaySec: 30, overlapSec: 60, settleSec: 5 });
-    expect(w).toEqual({ start: T('2026-11-22T06:58:30Z'), end: T('2026-11-22T07:14:55Z') });
+describe('poll plan', () => {
+  const base = { pollDelaySec: 30, overlapSec: 60, settleSec: 5 };
+
+  it('reads fresh from the cursor less pollDelay and the skew margin, to the provider\'s now less settle', () => {
+    const p = pollPlan({ ...base, cursor: T('2026-11-22T07:00:00Z'), recheck: T('2026-11-22T07:00:00Z'), now: T('2026-11-22T07:15:00Z'), skewMs: -120_000 });
+    expect(p.fresh).toEqual({ start: T('2026-11-22T06:59:25Z'), end: T('2026-11-22T07:12:55Z') });
+    expect(p.providerNow).toBe(T('2026-11-22T07:13:00Z'));
   });
 
-  it('never ends before the cursor, even when the clock steps backwards', () => {
-    const w = pollWindow({ cursor: T('2026-11-22T07:00:00Z'), now: T('2026-11-22T06:50:00Z'), pollDelaySec: 0, overlapSec: 0, settleSec: 0 });
-    expect(w.end).toBe(T('2026-11-22T07:00:00Z'));
+  it('reaches back the whole overlap while the skew is unknown', () => {
+    const p = pollPlan({ ...base, cursor: T('2026-11-22T07:00:00Z'), recheck: T('2026-11-22T07:00:00Z'), now: T('2026-11-22T07:15:00Z'), skewMs: undefined });
+    expect(p.fresh.start).toBe(T('2026-11-22T06:58:30Z'));
+  });
+
+  it('rechecks what aged past the overlap since the last recheck, once, and never beyond the cursor', () => {
+    const p = pollPlan({ ...base, cursor: T('2026-11-22T07:14:00Z'), recheck: T('2026-11-22T07:12:00Z'), now: T('2026-11-22T07:15:00Z'), skewMs: 0 });
+    expect(p.recheck).toEqual({ start: T('2026-11-22T07:11:30Z'), end: T('2026-11-22T07:14:00Z') });
+    const fresh = pollPlan({ ...base, cursor: T('2026-11-22T07:14:00Z'), recheck: T('2026-11-22T07:14:00Z'), now: T('2026-11-22T07:14:30Z'), skewMs: 0 });
+    expect(fresh.recheck).toBeUndefined();
+  });
+
+  it('still reads up to the cursor when our clock stepped back behind it: the read measures the skew again', () => {
+    const p = pollPlan({ ...base, cursor: T('2026-11-22T07:00:00Z'), recheck: T('2026-11-22T06:59:00Z'), now: T('2026-11-22T06:55:00Z'), skewMs: 0 });
+    expect(p.fresh.end).toBe(T('2026-11-22T07:00:00Z'));
+    expect(p.fresh.start).toBeLessThan(p.fresh.end);
   });
 });
 

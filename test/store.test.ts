@@ -87,15 +87,18 @@ describe.each(stores)('%s', (_name, open) => {
     await store.close();
   });
 
-  it('keeps the cursor of a stream across reopen and never moves it back', async () => {
+  it('keeps the progress of a stream across reopen; the recheck never moves back, the cursor follows the provider\'s clock', async () => {
     const path = join(tempDir(), 'p.db');
     const store = await open(path);
     const s = await store.openStream('Docs', 'reports', 1000);
-    await store.completePoll(s.id, 5000, Date.now());
-    await store.completePoll(s.id, 4000, Date.now());
+    expect(s).toMatchObject({ cursor: 1000, recheck: 1000, origin: 1000, skewMs: undefined, forgotten: undefined });
+    await store.completePoll(s.id, { cursor: 5000, recheck: 3000, skewMs: -120_000 }, Date.now());
+    await store.completePoll(s.id, { cursor: 4000, recheck: 2000 }, Date.now());
+    await store.pruneSeen(s.id, 1500);
+    await store.pruneSeen(s.id, 1200);
     await store.close();
     const reopened = await open(path);
-    expect(await reopened.openStream('Docs', 'reports', 9999)).toMatchObject({ cursor: 5000, origin: 1000 });
+    expect(await reopened.openStream('Docs', 'reports', 9999)).toMatchObject({ cursor: 4000, recheck: 3000, origin: 1000, skewMs: -120_000, forgotten: 1500 });
     await reopened.close();
   });
 

@@ -253,12 +253,15 @@ export class Daemon {
       });
       for (const resource of instance.resources) {
         const initial = this.options.since ?? instance.backfillFrom ?? now;
-        const stream = await store.openStream(instance.name, resource.name, initial);
-        const previous = this.streams.find((s) => s.stream.id === stream.id);
+        const opened = await store.openStream(instance.name, resource.name, initial);
+        const previous = this.streams.find((s) => s.stream.id === opened.id);
+        // Progress is committed as polls go; the running stream knows the latest of it.
+        const stream = previous?.stream ?? opened;
         streams.push({
           instance, resource, stream, auth,
           scheduler: createScheduler(instance.schedule),
-          skew: previous?.skew ?? { ms: undefined },
+          // The last measured skew survives a restart: the first windows are read in the provider's time too.
+          skew: previous?.skew ?? { ms: stream.skewMs },
           lastCompletedAt: previous?.lastCompletedAt ?? Date.now(),
           lastPrunedAt: previous?.lastPrunedAt ?? 0,
         });
@@ -311,9 +314,8 @@ export class Daemon {
           skew: s.skew,
           onRateLimited: () => this.metrics.upstreamRateLimited.inc(labels),
         }, signal);
-        const settled = summary.cursor !== undefined;
+        const settled = summary.settled;
         if (settled) {
-          s.stream = { ...s.stream, cursor: summary.cursor! };
           s.lastCompletedAt = Date.now();
           if (Date.now() - s.lastPrunedAt > PRUNE_EVERY_MS) {
             s.lastPrunedAt = Date.now();
@@ -326,8 +328,7 @@ export class Daemon {
         this.metrics.eventsEmitted.inc(labels, summary.fresh);
         this.metrics.duplicatesSuppressed.inc(labels, summary.duplicates);
         this.metrics.recordsRejected.inc(labels, summary.rejected);
-        const { cursor: _cursor, ...counts } = summary;
-        log.info('poll finished', { ...counts, settled, skewMs: s.skew.ms, durationMs: Date.now() - started });
+        log.info('poll finished', { ...summary, skewMs: s.skew.ms, durationMs: Date.now() - started });
         return summary;
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);

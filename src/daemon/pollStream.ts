@@ -1,15 +1,15 @@
 import type { InstanceConfig, ResourceConfig } from '../config/types.js';
 import { detectChanges } from '../detect/changes.js';
-import { overlapWithSkewSec } from '../detect/skew.js';
-import { type PollWindow, pollWindow } from '../detect/window.js';
+import { type PollPlan, type PollWindow, pollPlan } from '../detect/window.js';
 import { pageCommit } from '../deliver/notification.js';
 import type { Logger } from '../log.js';
 import type { Authenticator } from '../poll/auth.js';
 import { type FetchPolicy, fetchJson } from '../poll/fetchJson.js';
 import type { GetText } from '../poll/httpClient.js';
-import { type Page, readPages } from '../poll/pages.js';
-import { firstPageUrl } from '../poll/requestUrl.js';
-import type { Store, Stream } from '../store/types.js';
+import type { Page } from '../poll/pages.js';
+import { type SweepSource, type SweepStep, sweepWindow } from '../poll/sweep.js';
+import { sweepSource } from '../poll/sweepSource.js';
+import type { Store, Stream, StreamProgress } from '../store/types.js';
 import { type Instant, instantFromMs, isoFromInstant, US_PER_SECOND } from '../time/instant.js';
 
 export type PollDeps = {
@@ -32,9 +32,11 @@ export type PollDeps = {
 
 export type PollSummary = {
   pages: number; records: number; fresh: number; duplicates: number; rejected: number; history: number;
-  notifications: number; sweeps: number;
-  /** The new cursor, or undefined when the window could not be settled and stays to be read again. */
-  cursor: Instant | undefined;
+  notifications: number;
+  /** Requests that read records (parts, and pages of parts swept page by page). */
+  requests: number;
+  /** Whether every part of the poll's windows was read completely; if not, the rest is read next poll. */
+  settled: boolean;
 };
 
 /** A sweep longer than this many pages logs its progress at info: at once, then every few seconds. */
@@ -44,51 +46,92 @@ const PROGRESS_EVERY_MS = 5000;
 const COMMITS_IN_FLIGHT = 4;
 
 /**
- * One poll of one stream: read the window page by page, commit each page's new changes and their
- * notifications in one transaction, and move the cursor only after the last page. A failure
- * anywhere leaves the cursor where it was, so the next poll reads the same window again; what was
- * already committed is then recognised as seen and not announced twice.
+ * One poll of one stream: the fresh window, then the stretch of the past due a second read (see
+ * `pollPlan`). Each window is read by `sweepWindow`, part by part in time order; each page's new
+ * changes and their notifications are committed in one transaction, and each part's coverage
+ * moves the stream's progress in the same kind of transaction, so a failure or a restart loses
+ * only the part being read. Commits land in the order they are made.
  *
- * Offset paging shifts when records change during a sweep: a record that leaves the window moves
- * every later record one place up, and one is skipped at the next page boundary. So after a
- * multi-page sweep we ask whether anything changed since (just before) the sweep began; if so the
- * window is swept again (duplicates are suppressed) until a sweep finds nothing the one before
- * it missed. Nothing changed, or one page: no second sweep.
+ * `stream` is the caller's: its cursor, recheck and skew follow what has been committed.
  */
 export async function pollStream(instance: InstanceConfig, resource: ResourceConfig, stream: Stream, deps: PollDeps, signal?: AbortSignal): Promise<PollSummary> {
   const log = deps.log.child({ instance: instance.name, resource: resource.name });
-  const window = pollWindow({
+  const plan = pollPlan({
     cursor: stream.cursor,
+    recheck: stream.recheck,
     now: instantFromMs(Date.now()),
+    skewMs: deps.skew.ms,
     pollDelaySec: resource.pollDelaySec,
-    overlapSec: overlapWithSkewSec(instance.overlapSec, deps.skew.ms),
+    overlapSec: instance.overlapSec,
     settleSec: instance.settleSec,
   });
   await deps.auth.headers(signal);
   const apiBase = (instance.elementKey === 'concur' ? deps.auth.apiBase() : undefined) ?? instance.baseUrl;
-  const summary: PollSummary = { pages: 0, records: 0, fresh: 0, duplicates: 0, rejected: 0, history: 0, notifications: 0, sweeps: 0, cursor: undefined };
+  const summary: PollSummary = { pages: 0, records: 0, fresh: 0, duplicates: 0, rejected: 0, history: 0, notifications: 0, requests: 0, settled: true };
   const ctx: SweepContext = { instance, resource, stream, deps, log, apiBase, signal };
-
-  for (;;) {
-    const sweepStart = instantFromMs(Date.now());
-    const freshBefore = summary.fresh;
-    const pages = await sweep(ctx, window, summary);
-    summary.sweeps++;
-    // One page is read at once: nothing can shift under it.
-    if (pages <= 1) break;
-    // A second sweep that found nothing new confirms the first one skipped nothing.
-    if (summary.sweeps > 1 && summary.fresh === freshBefore) break;
-    const margin = Math.max(5 * US_PER_SECOND, Math.abs(deps.skew.ms ?? 0) * 1000 + US_PER_SECOND);
-    if (!(await changedSince(ctx, sweepStart - margin))) break;
-    if (summary.sweeps > deps.maxResweeps) {
-      log.warn('records kept changing while the window was read; it stays open and is read again next poll', { sweeps: summary.sweeps });
-      return summary;
+  const source = sweepSource({
+    resource,
+    elementKey: instance.elementKey,
+    apiBase,
+    maxPages: deps.maxPages,
+    maxResweeps: deps.maxResweeps,
+    fetch: (u) => {
+      summary.requests++;
+      return fetchJson(deps.getText, deps.auth, u, deps.fetchPolicy, signal, (status) => {
+        if (status === 429) deps.onRateLimited?.();
+      });
+    },
+    onPage: (page) => measureSkew(ctx, page),
+  });
+  const commits = new CommitQueue();
+  try {
+    for (const [pass, window] of passes(plan, source)) {
+      log.debug('sweep started', { pass, windowStart: isoFromInstant(window.start), windowEnd: isoFromInstant(window.end) });
+      if (!(await readWindow(ctx, pass, window, source, summary, commits))) {
+        summary.settled = false;
+        log.warn('records kept changing while a part of the window was read; it is read again next poll', { pass, at: isoFromInstant(stream.cursor) });
+        break;
+      }
     }
-    log.debug('records changed while the window was read; reading it again so that none is skipped', { sweep: summary.sweeps + 1 });
+  } finally {
+    // Whatever ended the poll, no commit is left running behind its back.
+    await commits.settle();
   }
-  await deps.store.completePoll(stream.id, window.end, Date.now());
-  summary.cursor = window.end;
+  await commits.drain();
+  if (summary.settled) await deps.store.completePoll(stream.id, { cursor: stream.cursor, recheck: stream.recheck, skewMs: deps.skew.ms }, Date.now());
   return summary;
+}
+
+type Pass = 'fresh' | 'recheck' | 'both';
+
+/**
+ * A window that cannot be closed at an end date (a generic API) reads everything after its start
+ * anyway: one read from the earlier start serves both passes.
+ */
+function passes(plan: PollPlan, source: SweepSource): [Pass, PollWindow][] {
+  if (!plan.recheck) return [['fresh', plan.fresh]];
+  if (source.resolutionUs === undefined) return [['both', { start: Math.min(plan.fresh.start, plan.recheck.start), end: plan.fresh.end }]];
+  return [['fresh', plan.fresh], ['recheck', plan.recheck]];
+}
+
+/** Store commits in flight, awaited in order; a failure surfaces once, at `drain`. */
+class CommitQueue {
+  private readonly inFlight: Promise<void>[] = [];
+
+  async push(commit: Promise<void>): Promise<void> {
+    // Awaited below, in order; a failure must not also surface as an unhandled rejection.
+    commit.catch(() => {});
+    this.inFlight.push(commit);
+    if (this.inFlight.length >= COMMITS_IN_FLIGHT) await this.inFlight.shift();
+  }
+
+  async settle(): Promise<void> {
+    await Promise.allSettled(this.inFlight);
+  }
+
+  async drain(): Promise<void> {
+    while (this.inFlight.length > 0) await this.inFlight.shift();
+  }
 }
 
 type SweepContext = {
@@ -101,20 +144,6 @@ type SweepContext = {
   signal: AbortSignal | undefined;
 };
 
-function pagesFrom(ctx: SweepContext, start: Instant, end: Instant | undefined, readAhead = true): AsyncGenerator<Page> {
-  const { resource, instance, deps, apiBase, signal } = ctx;
-  return readPages(firstPageUrl(resource, instance.elementKey, apiBase, start, end), {
-    fetch: (u) => fetchJson(deps.getText, deps.auth, u, deps.fetchPolicy, signal, (status) => {
-      if (status === 429) deps.onRateLimited?.();
-    }),
-    itemsPath: resource.itemsPath,
-    nextPagePath: resource.nextPagePath,
-    apiBase,
-    maxPages: deps.maxPages,
-    readAhead,
-  });
-}
-
 /**
  * "Changed after we started" must be judged by the clock that stamped the records: a provider
  * 30 s behind stamps a change made just after our first start 30 s before it. The `Date` header
@@ -123,8 +152,9 @@ function pagesFrom(ctx: SweepContext, start: Instant, end: Instant | undefined, 
 function originInProviderTime(ctx: SweepContext): Instant {
   const skewMs = ctx.deps.skew.ms;
   const origin = skewMs === undefined ? ctx.stream.origin : ctx.stream.origin + Math.round((skewMs - 1500) * 1000);
-  // Changes older than the retention of seen rows can no longer be told apart from announced ones.
-  return Math.max(origin, retentionHorizon(ctx.instance, ctx.stream.cursor));
+  // Changes older than the retention of seen rows, or than any seen row already pruned, can no
+  // longer be told apart from announced ones: raising the retention does not bring them back.
+  return Math.max(origin, retentionHorizon(ctx.instance, ctx.stream.cursor), ctx.stream.forgotten ?? -Infinity);
 }
 
 /** Seen changes before this instant may be forgotten: no window reaches back that far. */
@@ -142,60 +172,76 @@ function measureSkew(ctx: SweepContext, page: Page): void {
   ctx.deps.skew.ms = skewMs;
   const limitMs = (ctx.instance.overlapSec * 1000) / 2;
   if (Math.abs(skewMs) > limitMs && (previous === undefined || Math.abs(previous) <= limitMs)) {
-    ctx.log.warn('provider clock is far from ours; the poll window overlap is widened to match', { skewMs, overlapSeconds: ctx.instance.overlapSec });
+    ctx.log.warn('provider clock is far from ours; windows are read in its time', { skewMs, overlapSeconds: ctx.instance.overlapSec });
   }
 }
 
-async function sweep(ctx: SweepContext, window: PollWindow, summary: PollSummary): Promise<number> {
+/**
+ * Reads one window part by part, committing as it goes. Returns false when a part could not be
+ * settled: progress stops before it.
+ */
+async function readWindow(ctx: SweepContext, pass: Pass, window: PollWindow, source: SweepSource, summary: PollSummary, commits: CommitQueue): Promise<boolean> {
   const { instance, resource, stream, deps, log } = ctx;
-  log.debug('sweep started', { windowStart: isoFromInstant(window.start), windowEnd: isoFromInstant(window.end) });
-  let pages = 0;
   let progressAt = -Infinity;
-  // A page is committed while the next ones are fetched and read (the store may commit on its
-  // own thread); commits land in page order, and the sweep ends only when all have landed.
-  const commits: Promise<void>[] = [];
-  try {
-    for await (const page of pagesFrom(ctx, window.start, window.end)) {
-      measureSkew(ctx, page);
-      const { changes, rejected, history } = detectChanges(page.items, resource, originInProviderTime(ctx), `page ${page.index + 1}`);
-      for (const r of rejected) log.warn('record rejected', { position: r.position, reason: r.reason });
-      const commit = deps.store.commitPage(stream.id, pageCommit(changes, rejected, {
-        instanceName: instance.name,
-        elementKey: instance.elementKey,
-        objectType: resource.name,
-        maxEvents: instance.delivery.maxEventsPerNotification,
-        newId: deps.newId,
-      })).then((result) => {
-        summary.fresh += result.fresh;
-        summary.duplicates += result.duplicates;
-        summary.notifications += result.notificationIds.length;
-        if (result.notificationIds.length > 0) deps.onQueued();
-      });
-      // Awaited below, in order; a failure must not also surface as an unhandled rejection.
-      commit.catch(() => {});
-      commits.push(commit);
+  let pages = 0;
+  for await (const step of sweepWindow(window, source)) {
+    if (step.unsettled) return false;
+    const progress = step.covered === undefined ? undefined : progressOf(ctx, pass, step);
+    if (step.items.length === 0 && !progress) continue;
+    const { changes, rejected, history } = detectChanges(step.items, resource, originInProviderTime(ctx), `page ${summary.pages + 1}`);
+    for (const r of rejected) log.warn('record rejected', { position: r.position, reason: r.reason });
+    const page = pageCommit(changes, rejected, {
+      instanceName: instance.name,
+      elementKey: instance.elementKey,
+      objectType: resource.name,
+      maxEvents: instance.delivery.maxEventsPerNotification,
+      newId: deps.newId,
+    });
+    await commits.push(deps.store.commitPage(stream.id, progress ? { ...page, progress } : page).then((result) => {
+      summary.fresh += result.fresh;
+      summary.duplicates += result.duplicates;
+      summary.notifications += result.notificationIds.length;
+      if (result.notificationIds.length > 0) deps.onQueued();
+      // Only what is committed counts as progress, in memory as in the database.
+      if (progress?.cursor !== undefined) stream.cursor = progress.cursor;
+      if (progress?.recheck !== undefined) stream.recheck = Math.max(stream.recheck, progress.recheck);
+    }));
+    if (step.items.length > 0) {
       pages++;
       summary.pages++;
-      summary.records += page.items.length;
-      summary.rejected += rejected.length;
-      summary.history += history;
-      if (commits.length >= COMMITS_IN_FLIGHT) await commits.shift();
-      if (pages > QUIET_PAGES && Date.now() - progressAt >= PROGRESS_EVERY_MS) {
-        progressAt = Date.now();
-        log.info('poll progress', { page: pages, records: summary.records, fresh: summary.fresh });
-      }
     }
-  } finally {
-    // Whatever ended the sweep, no commit is left running behind the poll's back.
-    await Promise.allSettled(commits);
+    summary.records += step.items.length;
+    summary.rejected += rejected.length;
+    summary.history += history;
+    if (pages > QUIET_PAGES && Date.now() - progressAt >= PROGRESS_EVERY_MS) {
+      progressAt = Date.now();
+      log.info('poll progress', { page: pages, records: summary.records, fresh: summary.fresh, at: isoFromInstant(stream.cursor) });
+    }
   }
-  for (const commit of commits) await commit;
-  return pages;
+  return true;
 }
 
-/** Whether any record changed at or after `since`, by the provider's own filter and our reading. */
-async function changedSince(ctx: SweepContext, since: Instant): Promise<boolean> {
-  const first = await pagesFrom(ctx, since, undefined, false).next();
-  if (first.done) return false;
-  return detectChanges(first.value.items, ctx.resource, since, 'probe').changes.length > 0;
+/**
+ * How far a covered part moves the stream. The cursor stops at the provider's clock when the part
+ * was read (its `Date`, never later than the read): a part that reached past it (our clock ahead,
+ * a skew not yet measured, a cursor first set by our clock) is read again from there. So the
+ * cursor may move back, to where the provider's clock really is; never past a change unread. A part read when it was already
+ * older than the overlap needs no second read: the recheck moves with it when it reaches that far.
+ */
+function progressOf(ctx: SweepContext, pass: Pass, step: SweepStep): StreamProgress {
+  const { stream, instance, deps } = ctx;
+  const covered = step.covered!;
+  // Without a `Date` header the provider's clock is taken to be where the part ends.
+  const readAt = step.serverDateMs === undefined ? covered : instantFromMs(step.serverDateMs);
+  const agedTo = Math.min(covered, readAt - instance.overlapSec * US_PER_SECOND);
+  const skewMs = deps.skew.ms;
+  const cursor = Math.min(covered, readAt);
+  switch (pass) {
+    case 'recheck':
+      return { recheck: agedTo, skewMs };
+    case 'both':
+      return { cursor, recheck: agedTo, skewMs };
+    case 'fresh':
+      return { cursor, recheck: agedTo >= covered && stream.recheck >= step.from! ? covered : undefined, skewMs };
+  }
 }

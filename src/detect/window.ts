@@ -1,11 +1,24 @@
 import { type Instant, US_PER_SECOND } from '../time/instant.js';
 
-export type WindowInput = {
-  /** Upper bound of the last window fully processed. */
+/** Margin kept on top of a measured skew: the `Date` header has one-second resolution. */
+export const SKEW_MARGIN_SEC = 5;
+/**
+ * A measured skew smaller than this is no skew: one-second `Date` headers cannot tell it apart
+ * from zero, and taking it at face value would end windows up to half a second short of now.
+ */
+const SKEW_RESOLUTION_MS = 1000;
+
+export type PlanInput = {
+  /** In the provider's time: every change stamped before it was read at least once. */
   cursor: Instant;
+  /** Every change stamped before it was read again once it was older than the overlap. */
+  recheck: Instant;
+  /** Our clock. */
   now: Instant;
+  /** The provider's clock minus ours (ms), as last measured; undefined when never measured. */
+  skewMs: number | undefined;
   pollDelaySec: number;
-  /** Re-read this much before the cursor: covers clock skew and records that commit late. */
+  /** How late a change may become visible after its stamp (commit lag, replicas, skew error). */
   overlapSec: number;
   /** Leave the newest seconds for the next poll, so that a window is closed when it is read. */
   settleSec: number;
@@ -13,12 +26,41 @@ export type WindowInput = {
 
 export type PollWindow = { start: Instant; end: Instant };
 
+/** What one poll reads: the fresh window first, then the part of the past that is due a second read. */
+export type PollPlan = {
+  fresh: PollWindow;
+  /** Undefined when nothing has aged past the overlap since the last poll. */
+  recheck: PollWindow | undefined;
+  /** The provider's time when the plan was made, by our clock and the last measured skew. */
+  providerNow: Instant;
+};
+
+const us = (sec: number): number => Math.round(sec * US_PER_SECOND);
+
 /**
- * The window one poll reads: `[cursor − pollDelay − overlap, now − settle]`. The end never falls
- * behind the cursor, so a clock that steps backwards cannot move the cursor back.
+ * The windows one poll reads, in the provider's time (our clock plus the measured skew), so that
+ * a cursor never runs ahead of the clock that stamps the records.
+ *
+ * - Fresh: `[cursor − pollDelay − margin, providerNow − settle]`. The margin covers the error of
+ *   the skew measurement (`Date` has one-second resolution), or the whole overlap while the skew
+ *   is unknown. When our clock has stepped back behind the cursor the window still reaches the
+ *   cursor: reading it measures the skew again, and the cursor does not move back.
+ * - Recheck: `[recheck − pollDelay, min(cursor, providerNow − overlap)]`: each stretch of time is
+ *   read once more after it has aged by the overlap, catching changes that became visible late.
+ *   Every change is read about twice in all, where re-reading the whole overlap on every poll
+ *   would read it overlap/interval times and hold new changes behind that re-read.
  */
-export function pollWindow(w: WindowInput): PollWindow {
-  const start = w.cursor - Math.round((w.pollDelaySec + w.overlapSec) * US_PER_SECOND);
-  const end = Math.max(w.cursor, w.now - Math.round(w.settleSec * US_PER_SECOND));
-  return { start, end };
+export function pollPlan(w: PlanInput): PollPlan {
+  const skewMs = w.skewMs === undefined || Math.abs(w.skewMs) < SKEW_RESOLUTION_MS ? 0 : w.skewMs;
+  const providerNow = w.now + Math.round(skewMs * 1000);
+  const marginSec = w.skewMs === undefined ? w.overlapSec : SKEW_MARGIN_SEC;
+  const start = w.cursor - us(w.pollDelaySec + marginSec);
+  const end = Math.max(w.cursor, providerNow - us(w.settleSec));
+  const recheckEnd = Math.min(w.cursor, providerNow - us(w.overlapSec));
+  const recheckStart = w.recheck - us(w.pollDelaySec);
+  return {
+    fresh: { start, end },
+    recheck: recheckEnd > w.recheck ? { start: recheckStart, end: recheckEnd } : undefined,
+    providerNow,
+  };
 }

@@ -2,7 +2,8 @@ import { getPath } from '../util/dotPath.js';
 import { joinUrl } from './requestUrl.js';
 import { type FetchResult, UpstreamError } from './fetchJson.js';
 
-export type Page = { index: number; url: string; items: unknown[]; serverDate: string | undefined };
+/** `more`: the page links to a next one. */
+export type Page = { index: number; url: string; items: unknown[]; serverDate: string | undefined; more: boolean };
 
 export type PageSource = {
   fetch: (url: string) => Promise<FetchResult>;
@@ -45,7 +46,7 @@ export async function* readPages(firstUrl: string, source: PageSource): AsyncGen
     if (nextUrl !== undefined && index + 1 >= source.maxPages) throw new UpstreamError(`more than ${source.maxPages} pages from ${firstUrl}: stopping`);
     // The next page is requested before this one is processed: the provider works while we do.
     next = readAhead && nextUrl !== undefined ? fetchPage(nextUrl) : undefined;
-    yield { index, url, items, serverDate };
+    yield { index, url, items, serverDate, more: nextUrl !== undefined };
     if (!readAhead && nextUrl !== undefined) next = fetchPage(nextUrl);
     url = nextUrl;
   }

@@ -32,7 +32,7 @@ export type SimOptions = {
   tokenLifetimeSec?: number;
 };
 
-type Change = { kind: 'created' | 'updated'; id: string; lastModified: string };
+type Change = { kind: 'created' | 'updated' | 'deleted'; id: string; lastModified: string };
 
 type StoredReport = SimReport & { modifiedMs: number };
 
@@ -218,6 +218,16 @@ export class ConcurSim {
     return this.publicReport(report);
   }
 
+  /** Removes a report (an unsubmitted report deleted by its owner): it leaves every window at once. */
+  deleteReport(id: string): void {
+    const report = this.reports.get(id);
+    if (!report) throw new Error(`no report ${id}`);
+    this.ordered.splice(firstIndex(this.ordered, (r) => byChange(r, report) >= 0), 1);
+    this.reports.delete(id);
+    this.jsonById.delete(id);
+    this.changes.push({ kind: 'deleted', id, lastModified: report.LastModifiedDate });
+  }
+
   private insertOrdered(report: StoredReport): void {
     const last = this.ordered[this.ordered.length - 1];
     if (!last || byChange(last, report) < 0) this.ordered.push(report);
@@ -382,6 +392,12 @@ export class ConcurSim {
       return send(200, { ...this.faults, beforePage: undefined });
     }
     if (method === 'POST' && path === 'reports') return send(201, this.createReport(body ? (JSON.parse(body) as Partial<SimReport>) : {}));
+    const remove = /^reports\/([^/]+)\/delete$/.exec(path);
+    if (method === 'POST' && remove) {
+      if (!this.reports.has(remove[1]!)) return send(404, { Message: `no report ${remove[1]}` });
+      this.deleteReport(remove[1]!);
+      return send(200, {});
+    }
     const update = /^reports\/([^/]+)\/update$/.exec(path);
     if (method === 'POST' && update) {
       if (!this.reports.has(update[1]!)) return send(404, { Message: `no report ${update[1]}` });

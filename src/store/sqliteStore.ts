@@ -5,7 +5,7 @@ import { assembleNotifications } from '../deliver/notification.js';
 import { migrate } from './migrate.js';
 import type {
   AttemptOutcome, AttemptRecord, AuthState, NotificationDetail, NotificationStatus, NotificationSummary, OutboxEntry,
-  PageCommit, PageResult, Store, Stream, StreamStatus,
+  PageCommit, PageResult, Store, Stream, StreamProgress, StreamStatus,
 } from './types.js';
 
 type NotificationRow = {
@@ -53,14 +53,18 @@ export class SqliteStore implements Store {
   private prepare() {
     const db = this.db;
     return {
-      streamByKey: db.prepare('SELECT id, instance, resource, cursor_us AS cursor, origin_us AS origin FROM streams WHERE instance = ? AND resource = ?'),
+      streamByKey: db.prepare(`SELECT id, instance, resource, cursor_us AS cursor, coalesce(recheck_us, cursor_us) AS recheck, origin_us AS origin,
+        forgotten_us AS forgotten, skew_ms AS skewMs FROM streams WHERE instance = ? AND resource = ?`),
       insertStream: db.prepare('INSERT INTO streams (instance, resource, cursor_us, origin_us) VALUES (?, ?, ?, ?)'),
       insertSeen: db.prepare('INSERT OR IGNORE INTO seen (stream_id, object_id, updated_us) VALUES (?, ?, ?)'),
       insertNotification: db.prepare(`INSERT INTO notifications (id, stream_id, instance, body, event_count, next_attempt_at, created_at)
         VALUES (?, ?, (SELECT instance FROM streams WHERE id = ?), ?, ?, ?, ?)`),
       insertRejected: db.prepare(`INSERT OR IGNORE INTO rejected_records (stream_id, seen_at, position, reason, record) VALUES (?, ?, ?, ?, ?)`),
-      completePoll: db.prepare(`UPDATE streams SET cursor_us = max(cursor_us, ?), last_poll_at = ?, last_poll_ok = 1,
-        last_poll_error = NULL, last_success_at = ? WHERE id = ?`),
+      // The recheck never moves back. The cursor may: to the provider's clock, when ours ran ahead.
+      progress: db.prepare(`UPDATE streams SET cursor_us = coalesce(:cursor, cursor_us),
+        recheck_us = max(coalesce(recheck_us, cursor_us), coalesce(:recheck, recheck_us, cursor_us)),
+        skew_ms = coalesce(:skewMs, skew_ms) WHERE id = :id`),
+      completePoll: db.prepare(`UPDATE streams SET last_poll_at = ?, last_poll_ok = 1, last_poll_error = NULL, last_success_at = ? WHERE id = ?`),
       failPoll: db.prepare('UPDATE streams SET last_poll_at = ?, last_poll_ok = 0, last_poll_error = ? WHERE id = ?'),
       // INDEXED BY: left to itself the planner takes the status index and sorts every pending row.
       due: db.prepare(`SELECT ${OUTBOX_COLUMNS} FROM notifications INDEXED BY notifications_due
@@ -90,10 +94,10 @@ export class SqliteStore implements Store {
   }
 
   async openStream(instance: string, resource: string, initialCursor: number): Promise<Stream> {
-    const existing = this.stmts.streamByKey.get(instance, resource) as Stream | undefined;
-    if (existing) return existing;
-    this.stmts.insertStream.run(instance, resource, initialCursor, initialCursor);
-    return this.stmts.streamByKey.get(instance, resource) as Stream;
+    if (!this.stmts.streamByKey.get(instance, resource)) this.stmts.insertStream.run(instance, resource, initialCursor, initialCursor);
+    type Row = Omit<Stream, 'forgotten' | 'skewMs'> & { forgotten: number | null; skewMs: number | null };
+    const row = this.stmts.streamByKey.get(instance, resource) as Row;
+    return { ...row, forgotten: orUndefined(row.forgotten), skewMs: orUndefined(row.skewMs) };
   }
 
   async commitPage(streamId: number, page: PageCommit): Promise<PageResult> {
@@ -111,13 +115,21 @@ export class SqliteStore implements Store {
         this.stmts.insertNotification.run(d.id, streamId, streamId, d.body, d.eventCount, now, now);
         notificationIds.push(d.id);
       }
+      if (page.progress) this.saveProgress(streamId, page.progress);
       return { fresh: fresh.length, duplicates: page.changes.length - fresh.length, notificationIds };
     });
     return run.immediate();
   }
 
-  async completePoll(streamId: number, cursor: number, at: number): Promise<void> {
-    this.stmts.completePoll.run(cursor, at, at, streamId);
+  private saveProgress(streamId: number, p: StreamProgress): void {
+    this.stmts.progress.run({ id: streamId, cursor: p.cursor ?? null, recheck: p.recheck ?? null, skewMs: p.skewMs === undefined ? null : Math.round(p.skewMs) });
+  }
+
+  async completePoll(streamId: number, progress: StreamProgress, at: number): Promise<void> {
+    this.db.transaction(() => {
+      this.saveProgress(streamId, progress);
+      this.stmts.completePoll.run(at, at, streamId);
+    }).immediate();
   }
 
   async failPoll(streamId: number, error: string, at: number): Promise<void> {
@@ -125,7 +137,10 @@ export class SqliteStore implements Store {
   }
 
   async pruneSeen(streamId: number, before: number): Promise<number> {
-    return this.db.prepare('DELETE FROM seen WHERE stream_id = ? AND updated_us < ?').run(streamId, before).changes;
+    return this.db.transaction(() => {
+      this.db.prepare('UPDATE streams SET forgotten_us = max(coalesce(forgotten_us, ?), ?) WHERE id = ?').run(before, before, streamId);
+      return this.db.prepare('DELETE FROM seen WHERE stream_id = ? AND updated_us < ?').run(streamId, before).changes;
+    }).immediate();
   }
 
   async dueNotifications(now: number, limit: number, exclude: ReadonlySet<string>, instances: readonly string[]): Promise<OutboxEntry[]> {

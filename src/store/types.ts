@@ -12,10 +12,13 @@ export interface Store {
    * notifications, and the rejected records kept, all in one transaction. Returns what was queued.
    */
   commitPage(streamId: number, page: PageCommit): Promise<PageResult>;
-  /** The window up to `cursor` is fully processed. */
-  completePoll(streamId: number, cursor: Instant, at: number): Promise<void>;
+  /** A poll ended with every part of its windows read: records the progress and the success. */
+  completePoll(streamId: number, progress: StreamProgress, at: number): Promise<void>;
   failPoll(streamId: number, error: string, at: number): Promise<void>;
-  /** Forgets seen changes older than `before`: no window reaches back that far. Returns how many. */
+  /**
+   * Forgets seen changes older than `before`: no window reaches back that far. Returns how many.
+   * The stream remembers the furthest such instant (`forgotten`).
+   */
   pruneSeen(streamId: number, before: Instant): Promise<number>;
 
   /** Pending notifications of `instances` due at `now`, oldest first, skipping ids in `exclude`. */
@@ -47,7 +50,24 @@ export interface Store {
   close(): Promise<void>;
 }
 
-export type Stream = { id: number; instance: string; resource: string; cursor: Instant; origin: Instant };
+export type Stream = {
+  id: number;
+  instance: string;
+  resource: string;
+  /** In the provider's time: every change stamped before it has been read at least once. */
+  cursor: Instant;
+  /** Every change stamped before it was read again once older than the overlap (≤ cursor). */
+  recheck: Instant;
+  /** Changes stamped before it are history (first start without backfill). */
+  origin: Instant;
+  /** Seen changes before it were pruned: they are history too, whatever the retention says now. */
+  forgotten: Instant | undefined;
+  /** The provider's clock minus ours at the last read, ms. */
+  skewMs: number | undefined;
+};
+
+/** How far a stream got; each field only ever moves forward in the store (the skew excepted). */
+export type StreamProgress = { cursor?: Instant; recheck?: Instant; skewMs?: number };
 
 /** One change, keyed for deduplication by (objectId, updated), its event and record as JSON text. */
 export type PageChange = { objectId: string; updated: Instant; event: string; record: string };
@@ -58,6 +78,8 @@ export type PageCommit = {
   /** How fresh changes become notifications, and the ids those take, in order. */
   notifications: { instanceName: string; elementKey: string; objectType: string; maxEvents: number; ids: readonly string[] };
   rejected: readonly RejectedRecord[];
+  /** Moved in the same transaction: the page's changes and the progress they make are one. */
+  progress?: StreamProgress;
 };
 
 export type NotificationDraft = { id: string; body: string; eventCount: number };
