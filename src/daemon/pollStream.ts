@@ -87,9 +87,10 @@ export async function pollStream(instance: InstanceConfig, resource: ResourceCon
   try {
     for (const [pass, window] of passes(plan, source)) {
       log.debug('sweep started', { pass, windowStart: isoFromInstant(window.start), windowEnd: isoFromInstant(window.end) });
-      if (!(await readWindow(ctx, pass, window, source, summary, commits))) {
+      const unsettledAt = await readWindow(ctx, pass, window, source, summary, commits);
+      if (unsettledAt !== undefined) {
         summary.settled = false;
-        log.warn('records kept changing while a part of the window was read; it is read again next poll', { pass, at: isoFromInstant(stream.cursor) });
+        log.warn('records kept changing while a part of the window was read; it is read again next poll', { pass, at: isoFromInstant(unsettledAt) });
         break;
       }
     }
@@ -177,16 +178,18 @@ function measureSkew(ctx: SweepContext, page: Page): void {
 }
 
 /**
- * Reads one window part by part, committing as it goes. Returns false when a part could not be
- * settled: progress stops before it.
+ * Reads one window part by part, committing as it goes. Returns where the first part that could
+ * not be settled starts, if one could not: progress stops there, while the parts after it are
+ * still read and their changes announced.
  */
-async function readWindow(ctx: SweepContext, pass: Pass, window: PollWindow, source: SweepSource, summary: PollSummary, commits: CommitQueue): Promise<boolean> {
+async function readWindow(ctx: SweepContext, pass: Pass, window: PollWindow, source: SweepSource, summary: PollSummary, commits: CommitQueue): Promise<Instant | undefined> {
   const { instance, resource, stream, deps, log } = ctx;
   let progressAt = -Infinity;
   let pages = 0;
+  let unsettledAt: Instant | undefined;
   for await (const step of sweepWindow(window, source)) {
-    if (step.unsettled) return false;
-    const progress = step.covered === undefined ? undefined : progressOf(ctx, pass, step);
+    if (step.unsettled) unsettledAt ??= step.from;
+    const progress = step.covered === undefined || unsettledAt !== undefined ? undefined : progressOf(ctx, pass, step);
     if (step.items.length === 0 && !progress) continue;
     const { changes, rejected, history } = detectChanges(step.items, resource, originInProviderTime(ctx), `page ${summary.pages + 1}`);
     for (const r of rejected) log.warn('record rejected', { position: r.position, reason: r.reason });
@@ -218,7 +221,7 @@ async function readWindow(ctx: SweepContext, pass: Pass, window: PollWindow, sou
       log.info('poll progress', { page: pages, records: summary.records, fresh: summary.fresh, at: isoFromInstant(stream.cursor) });
     }
   }
-  return true;
+  return unsettledAt;
 }
 
 /**

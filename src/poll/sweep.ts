@@ -27,7 +27,8 @@ export type SweepSource = {
  * What a sweep yields, in time order: records to commit (`items`), and each time a stretch of the
  * window is known to be read completely, `covered`: every record that stood in `[from, covered]`
  * while it was read is among the items yielded so far. `unsettled`: the part at `from` could not
- * be read completely; the sweep stops there, and the next poll reads it again.
+ * be confirmed complete; the sweep goes on with the parts after it, and the reader's progress
+ * must stop at `from` (the next poll reads it again).
  */
 export type SweepStep = {
   items: unknown[];
@@ -78,10 +79,7 @@ export async function* sweepWindow(window: { start: Instant; end: Instant }, sou
     // The page is a true reading of part of the records: keep them, and narrow the part.
     yield { items: page.items, serverDateMs: page.serverDateMs };
     if (hi - lo <= res) {
-      for await (const step of sweepUntilStable(lo, hi, hi, source)) {
-        yield step;
-        if (step.unsettled) return;
-      }
+      yield* sweepUntilStable(lo, hi, hi, source);
       lo = hi;
       width = res;
       continue;
