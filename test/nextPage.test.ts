@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { readPages } from '../src/poll/pages.js';
+import { STATIC_TOKEN } from '../src/sim/concurSim.js';
+import { harness } from './helpers/harness.js';
 
 /**
  * Reads a chain of pages from a table of URL → next link (no network: what is tested is how each
@@ -66,5 +68,43 @@ describe('next-page links resolve against the page that held them, as a browser 
   it('a relative link back to the page just read is a loop', async () => {
     const first = `${base}/items?page=1`;
     await expect(follow(base, first, { [first]: '?page=1' })).rejects.toThrow(/was already read: the provider is looping/);
+  });
+});
+
+describe('relative next-page links from a generic API under a base URL with a path', () => {
+  it.each([
+    ['a query alone (?page=2)', 'query'],
+    ['an absolute path (/generic/v1/reports?page=2)', 'path'],
+  ] as const)('follows %s to the last page and announces every record', async (_name, genericNextLink) => {
+    const h = await harness({}, { genericNextLink }, (base) => {
+      const concur = base.instances[0]!;
+      const generic = {
+        ...concur,
+        name: 'GenericUnderPath',
+        element: { key: 'tickets-api' },
+        // The path prefix is what a link resolved against the base URL would get wrong.
+        provider: { baseUrl: `${concur.provider.baseUrl}/generic`, auth: { type: 'bearer', token: STATIC_TOKEN } },
+        configuration: {
+          ...concur.configuration,
+          'event.poller.configuration': {
+            reports: {
+              url: "/v1/reports?updated_since=${date:yyyy-MM-dd'T'HH:mm:ss.SSSXXX}&per_page=2",
+              idField: 'id',
+              'pollbridge.items': 'data.items',
+              'pollbridge.nextPage': 'links.next',
+              datesConfiguration: { updatedDateField: 'updated_at', createdDateField: 'created_at' },
+            },
+          },
+        },
+      };
+      return { ...base, instances: [generic] };
+    });
+    const reports = Array.from({ length: 5 }, () => h.sim.createReport());
+    const { daemon } = h.daemon({ since: (Date.now() - 60_000) * 1000 });
+    expect(await daemon.runOnce()).toMatchObject({ failedPolls: 0 });
+    // Each sweep of the window, and the probe after it, start at page 1 and follow the links.
+    const pages = h.sim.listQueries.map((q) => q.get('page'));
+    expect(pages.slice(0, 3)).toEqual([null, '2', '3']);
+    expect(h.events().map((e) => e.objectId).sort()).toEqual(reports.map((r) => r.ID).sort());
   });
 });
