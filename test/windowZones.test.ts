@@ -3,6 +3,7 @@ import { loadConfig } from '../src/config/load.js';
 import type { ResourceConfig } from '../src/config/types.js';
 import { firstPageUrl } from '../src/poll/requestUrl.js';
 import { createDateParser } from '../src/time/dateParser.js';
+import { compileDateWriter } from '../src/time/dateWriter.js';
 import { type Instant, instantFromMs } from '../src/time/instant.js';
 import { instance } from './helpers/configs.js';
 import { tempDir, writeJson } from './helpers/tmp.js';
@@ -118,5 +119,22 @@ describe('windows across a DST change', () => {
     const w = window(lordHowe, start, end);
     expect(w).toEqual({ after: '2026-04-05T01:40:00.000', before: '2026-04-05T02:10:00.000' });
     expectReadBackHolds(w, 'Australia/Lord_Howe', start, end);
+  });
+});
+
+describe('writing one date so that it reads back on the right side of an instant', () => {
+  const end = at('2026-11-23T12:40:31.776Z');
+
+  it('rounds the start down and the end up to what the pattern can show', () => {
+    const minutes = compileDateWriter("yyyy-MM-dd'T'HH:mm", 'Europe/Paris');
+    expect(minutes.atOrBefore(end)).toBe('2026-11-23T13:40');
+    expect(minutes.atOrAfter(end)).toBe('2026-11-23T13:41');
+    expect(minutes.atOrAfter(at('2026-11-23T12:40:00.000Z'))).toBe('2026-11-23T13:40');
+    expect(compileDateWriter(CONCUR_MS, 'UTC').atOrAfter(end + 1)).toBe('2026-11-23T12:40:31.777');
+  });
+
+  it('writes as it is what cannot be read back: a zone name, or no year', () => {
+    expect(compileDateWriter("yyyy-MM-dd HH:mm z", 'America/Los_Angeles').atOrAfter(end)).toBe('2026-11-23 04:40 PST');
+    expect(compileDateWriter('HH:mm', 'UTC').atOrAfter(end)).toBe('12:40');
   });
 });

@@ -24,6 +24,8 @@ export function compileDateWriter(pattern: string, zone: string): DateWriter {
   const tokens: PatternToken[] = tokenizePattern(pattern);
   const parser = compileParser(tokens);
   const format = (at: Instant): string => formatInstant(at, tokens, zone);
+  // Without a year the text names no instant to compare (`HH:mm` reads back as 1970).
+  const readable = tokens.some((t) => t.kind === 'field' && t.letter === 'y');
   return {
     pattern,
     zone,
@@ -34,6 +36,7 @@ export function compileDateWriter(pattern: string, zone: string): DateWriter {
     // window. Formatting a later instant until the text reads back at or after `at` closes both:
     // a truncated fraction, and the end of an autumn repeat that Java reads an hour early.
     atOrAfter: (at) => {
+      if (!readable) return format(at);
       let step = 0;
       for (let i = 0; i < MAX_STEPS; i++) {
         const text = format(at + step);
