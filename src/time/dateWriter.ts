@@ -34,7 +34,8 @@ export function compileDateWriter(pattern: string, zone: string): DateWriter {
     atOrBefore: format,
     // The same two losses would end a window early, and what lies between would be read by no
     // window. Formatting a later instant until the text reads back at or after `at` closes both:
-    // a truncated fraction, and the end of an autumn repeat that Java reads an hour early.
+    // a truncated fraction, and an end in an autumn repeat, which Java reads as early as the clocks
+    // went back.
     atOrAfter: (at) => {
       if (!readable) return format(at);
       let step = 0;
