@@ -4,7 +4,7 @@ import { instantFromMs } from '../src/time/instant.js';
 import { PatternError } from '../src/time/javaPattern.js';
 
 const start = instantFromMs(Date.parse('2026-11-22T07:05:09.042Z')) + 123;
-const expand = (template: string, zone = 'UTC') => compileUrlTemplate(template, zone)(start, (v) => v);
+const expand = (template: string, zone = 'UTC') => compileUrlTemplate(template, zone).expand(start, (v) => v);
 
 describe('URL macros', () => {
   it('expands date and gmtDate with the window start in UTC', () => {
@@ -24,12 +24,25 @@ describe('URL macros', () => {
     expect(expand('${epoch:us}')).toBe(String(ms * 1000 + 123));
   });
 
-  it('uses the configured zone for date when one is set', () => {
+  it('uses the configured zone for date when one is set, and GMT for gmtDate whatever is configured', () => {
     expect(expand('${date:HH:mm}', 'Europe/Paris')).toBe('08:05');
+    expect(expand('${gmtDate:HH:mm}', 'Europe/Paris')).toBe('07:05');
+    expect(expand('${gmtDate:HH:mm}', 'America/Los_Angeles')).toBe('07:05');
+  });
+
+  it("knows how the provider writes dates: the first date macro's pattern and zone, else ISO local time in the configured zone", () => {
+    const dates = (template: string, zone = 'Asia/Tokyo') => {
+      const { pattern, zone: z } = compileUrlTemplate(template, zone).providerDates;
+      return { pattern, zone: z };
+    };
+    expect(dates("/r?after=${date:yyyy-MM-dd HH:mm}&e=${epoch}")).toEqual({ pattern: 'yyyy-MM-dd HH:mm', zone: 'Asia/Tokyo' });
+    expect(dates('/r?e=${epoch}&after=${gmtDate:yyyy-MM-dd}')).toEqual({ pattern: 'yyyy-MM-dd', zone: 'UTC' });
+    expect(dates('/r?after=${dateTimeZone:PST:HH:mm}&g=${gmtDate:HH}')).toEqual({ pattern: 'HH:mm', zone: 'America/Los_Angeles' });
+    expect(dates('/r?since=${epoch:s}')).toEqual({ pattern: "yyyy-MM-dd'T'HH:mm:ss.SSS", zone: 'Asia/Tokyo' });
   });
 
   it('encodes macro values with the encoder it is given, and only them', () => {
-    const url = compileUrlTemplate('/r?a=b&d=${date:yyyy-MM-dd HH:mmXXX}', 'Asia/Kolkata')(start, encodeURIComponent);
+    const url = compileUrlTemplate('/r?a=b&d=${date:yyyy-MM-dd HH:mmXXX}', 'Asia/Kolkata').expand(start, encodeURIComponent);
     expect(url).toBe('/r?a=b&d=2026-11-22%2012%3A35%2B05%3A30');
   });
 

@@ -1,5 +1,4 @@
 import { getPath } from '../util/dotPath.js';
-import { joinUrl } from './requestUrl.js';
 import { type FetchResult, UpstreamError } from './fetchJson.js';
 
 /** `more`: the page links to a next one. */
@@ -9,7 +8,7 @@ export type PageSource = {
   fetch: (url: string) => Promise<FetchResult>;
   itemsPath: string;
   nextPagePath: string;
-  /** Where relative next-page links resolve, and the only origin they may lead to. */
+  /** Its origin is the only one next-page links may lead to. */
   apiBase: string;
   /** A chain longer than this is a provider bug, not data. */
   maxPages: number;
@@ -18,15 +17,17 @@ export type PageSource = {
 };
 
 /**
- * Follows next-page links to the end, one page read ahead. A link back to a page already read, a
- * link to another origin (our token must not leave the provider), or an endless chain stop the
- * poll with an error rather than loop or leak.
+ * Follows next-page links to the end, one page read ahead. A relative link resolves against the
+ * page that held it, as a browser would (`?page=2` stays on that page's path). A link back to a
+ * page already read, a link to another origin (our token must not leave the provider), or an
+ * endless chain stop the poll with an error rather than loop or leak.
  */
 export async function* readPages(firstUrl: string, source: PageSource): AsyncGenerator<Page> {
   const visited = new Set<string>();
   const origin = new URL(source.apiBase).origin;
   const fetchPage = (url: string): Promise<FetchResult> => {
-    visited.add(url);
+    // Resolved links come back normalised (`'` as `%27`): the first URL must compare in that form.
+    visited.add(new URL(url).href);
     const pending = source.fetch(url);
     // Read ahead may be abandoned when the caller stops early; its failure then belongs to no one.
     pending.catch(() => {});
@@ -56,7 +57,12 @@ function nextPageUrl(body: unknown, source: PageSource, origin: string, visited:
   const next = source.nextPagePath ? getPath(body, source.nextPagePath) : undefined;
   if (next === undefined || next === null || next === '') return undefined;
   if (typeof next !== 'string') throw new UpstreamError(`page ${index + 1} from ${url}: "${source.nextPagePath}" is not a URL`);
-  const resolved = joinUrl(source.apiBase, next);
+  let resolved: string;
+  try {
+    resolved = new URL(next, url).href;
+  } catch (err) {
+    throw new UpstreamError(`page ${index + 1} from ${url}: next page "${next.slice(0, 200)}" is not a URL`, undefined, { cause: err });
+  }
   if (new URL(resolved).origin !== origin) throw new UpstreamError(`page ${index + 1}: next page ${resolved} leaves ${origin}: refusing to follow`);
   if (visited.has(resolved)) throw new UpstreamError(`page ${index + 1}: next page ${resolved} was already read: the provider is looping`);
   return resolved;

@@ -1,11 +1,8 @@
 import type { ResourceConfig } from '../config/types.js';
 import type { Instant } from '../time/instant.js';
-import { formatInstant, tokenizePattern } from '../time/javaPattern.js';
 
-const CONCUR_DATE = tokenizePattern("yyyy-MM-dd'T'HH:mm:ss.SSS");
-
-/** Joins a path onto a base that may itself have a path (`https://host/api` + `/items`). */
-export function joinUrl(base: string, pathOrUrl: string): string {
+/** Joins a configured path onto a base that may itself have a path (`https://host/api` + `/items`). */
+function joinUrl(base: string, pathOrUrl: string): string {
   if (/^https?:\/\//i.test(pathOrUrl)) return pathOrUrl;
   return base.replace(/\/+$/, '') + '/' + pathOrUrl.replace(/^\/+/, '');
 }
@@ -49,12 +46,14 @@ export class UrlMappingError extends Error {}
  * (`/hubs/expense/reports?where=modifiedDateAfter='…'`) become Concur's own API
  * (`/api/v3.0/expense/reports?modifiedDateAfter=…&user=ALL&limit=N`), closed at `windowEnd` with
  * `modifiedDateBefore` so that a sweep reads a fixed set of records; other URLs are paths on the
- * provider's base URL with the macros expanded and URL-encoded.
+ * provider's base URL with the macros expanded and URL-encoded. Both ends of the window are written
+ * as the provider's dates are (zone and pattern of the URL's date macro), the start rounded down
+ * and the end up, so that the provider reads at least [windowStart, windowEnd].
  */
 export function firstPageUrl(resource: ResourceConfig, elementKey: string, apiBase: string, windowStart: Instant, windowEnd?: Instant): string {
   const hub = /^\/?hubs\/([^?]+)(?:\?(.*))?$/.exec(resource.url);
-  if (elementKey !== 'concur' || !hub) return joinUrl(apiBase, resource.urlTemplate(windowStart, encodeURIComponent));
-  const expanded = resource.urlTemplate(windowStart, (v) => v);
+  if (elementKey !== 'concur' || !hub) return joinUrl(apiBase, resource.urlTemplate.expand(windowStart, encodeURIComponent));
+  const expanded = resource.urlTemplate.expand(windowStart, (v) => v);
   const [path, query = ''] = expanded.replace(/^\/?hubs\//, '').split(/\?(.*)/s) as [string, string?];
   const params = new URLSearchParams();
   for (const [key, value] of queryPairs(query)) {
@@ -67,7 +66,9 @@ export function firstPageUrl(resource: ResourceConfig, elementKey: string, apiBa
     }
   }
   if (!params.has('user')) params.set('user', 'ALL');
-  if (windowEnd !== undefined && !params.has('modifiedDateBefore')) params.set('modifiedDateBefore', formatInstant(windowEnd, CONCUR_DATE, 'UTC'));
+  if (windowEnd !== undefined && !params.has('modifiedDateBefore')) {
+    params.set('modifiedDateBefore', resource.urlTemplate.providerDates.atOrAfter(windowEnd));
+  }
   params.set('limit', String(Math.min(resource.pageSize, 100)));
   const apiPath = path.startsWith('expense/') ? `api/v3.0/${path}` : path;
   return `${joinUrl(apiBase, apiPath)}?${params.toString()}`;

@@ -1,6 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { parseIso } from '../time/dateParser.js';
+import { msFromInstant } from '../time/instant.js';
+import { zoneOffsetMs } from '../time/zone.js';
 
 export type SimReport = {
   ID: string;
@@ -30,6 +33,13 @@ export type SimOptions = {
   credentials?: SimCredentials;
   /** Lifetime of an access token, seconds (sent as a string, as Concur does). */
   tokenLifetimeSec?: number;
+  /**
+   * The zone of Concur's zone-less dates: LastModifiedDate and CreateDate are written, and
+   * modifiedDateAfter/Before read, as wall-clock time there (IANA name or `+09:00`; default UTC).
+   */
+  dateZone?: string;
+  /** The generic route's `links.next`: an absolute path (default) or a query alone (`?page=2`). */
+  genericNextLink?: 'path' | 'query';
 };
 
 type Change = { kind: 'created' | 'updated' | 'deleted'; id: string; lastModified: string };
@@ -87,18 +97,19 @@ export const BASIC_CREDENTIALS = { username: 'sim-user', password: 'sim-password
 const APPROVAL = [['A_NOTF', 'Not Submitted'], ['A_PEND', 'Submitted & Pending Approval'], ['A_APPR', 'Approved']] as const;
 
 /**
- * Concur's dates: UTC wall clock without a zone, and as many fraction digits as needed
- * (`2013-09-02T19:46:01.98`), which is exactly what pollbridge must read right.
+ * Concur's dates: wall clock without a zone (UTC unless the simulator is given one), and as many
+ * fraction digits as needed (`2013-09-02T19:46:01.98`), which is exactly what pollbridge must read right.
  */
-export function concurDate(ms: number): string {
-  const iso = new Date(ms).toISOString().slice(0, 23);
+export function concurDate(ms: number, zone = 'UTC'): string {
+  const iso = new Date(ms + zoneOffsetMs(zone, ms)).toISOString().slice(0, 23);
   return iso.replace(/\.?0+$/, '');
 }
 
-function parseConcurDate(value: string): number | undefined {
+/** A zone-less Concur date read in `zone`, ms; a wall-clock time that occurs twice is the earlier. */
+export function parseConcurDate(value: string, zone = 'UTC'): number | undefined {
   if (!/^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?$/.test(value)) return undefined;
-  const ms = Date.parse(value.length === 10 ? `${value}T00:00:00Z` : `${value}Z`);
-  return Number.isNaN(ms) ? undefined : ms;
+  const at = parseIso(value, zone);
+  return at === undefined ? undefined : msFromInstant(at);
 }
 
 /**
@@ -135,6 +146,10 @@ export class ConcurSim {
 
   private get credentials(): SimCredentials {
     return this.options.credentials ?? DEFAULT_SIM_CREDENTIALS;
+  }
+
+  private get dateZone(): string {
+    return this.options.dateZone ?? 'UTC';
   }
 
   async start(): Promise<string> {
@@ -189,8 +204,8 @@ export class ConcurSim {
       Name: `Trip ${this.sequence}`,
       Total: Math.round(Math.random() * 100_000) / 100,
       CurrencyCode: 'USD',
-      CreateDate: concurDate(ms),
-      LastModifiedDate: concurDate(ms),
+      CreateDate: concurDate(ms, this.dateZone),
+      LastModifiedDate: concurDate(ms, this.dateZone),
       OwnerLoginID: `user${this.sequence % 7}@example.com`,
       OwnerName: `User ${this.sequence % 7}`,
       ApprovalStatusCode: code,
@@ -211,7 +226,7 @@ export class ConcurSim {
     const ms = options.modifiedMs ?? this.nextModified();
     const next = APPROVAL[(APPROVAL.findIndex(([c]) => c === report.ApprovalStatusCode) + 1) % APPROVAL.length]!;
     this.ordered.splice(firstIndex(this.ordered, (r) => byChange(r, report) >= 0), 1);
-    Object.assign(report, { LastModifiedDate: concurDate(ms), modifiedMs: ms, ApprovalStatusCode: next[0], ApprovalStatusName: next[1] });
+    Object.assign(report, { LastModifiedDate: concurDate(ms, this.dateZone), modifiedMs: ms, ApprovalStatusCode: next[0], ApprovalStatusName: next[1] });
     this.remember(report);
     this.insertOrdered(report);
     this.changes.push({ kind: 'updated', id, lastModified: report.LastModifiedDate });
@@ -344,8 +359,8 @@ export class ConcurSim {
     if (!Number.isInteger(limit) || limit < 1 || limit > 100) return send(400, { Message: 'limit must be between 1 and 100' });
     const after = q.get('modifiedDateAfter');
     const before = q.get('modifiedDateBefore');
-    const afterMs = after === null ? undefined : parseConcurDate(after);
-    const beforeMs = before === null ? undefined : parseConcurDate(before);
+    const afterMs = after === null ? undefined : parseConcurDate(after, this.dateZone);
+    const beforeMs = before === null ? undefined : parseConcurDate(before, this.dateZone);
     if ((after !== null && afterMs === undefined) || (before !== null && beforeMs === undefined)) {
       return send(400, { Message: 'modifiedDateAfter/modifiedDateBefore must be yyyy-MM-dd or yyyy-MM-ddTHH:mm:ss' });
     }
@@ -364,7 +379,7 @@ export class ConcurSim {
 
   /**
    * The same reports as a generic REST API shapes them: ISO dates with a zone, `page` numbers,
-   * a relative `links.next`, records under `data.items`.
+   * a relative `links.next` (an absolute path, or a query alone), records under `data.items`.
    */
   private listGeneric(url: URL, send: (s: number, p: unknown) => void): void {
     const q = url.searchParams;
@@ -376,11 +391,18 @@ export class ConcurSim {
     this.faults.beforePage?.(page - 1);
     const { raw, reports, more } = this.page(sinceMs === undefined ? undefined : sinceMs - 1, undefined, (page - 1) * perPage, perPage);
     const items = [...raw, ...reports.map((r) => ({
-      id: r.ID, name: r.Name, updated_at: new Date(r.modifiedMs).toISOString(), created_at: `${r.CreateDate}Z`,
+      id: r.ID, name: r.Name, updated_at: new Date(r.modifiedMs).toISOString(), created_at: this.isoDate(r.CreateDate),
     }))];
     const next = new URL(url);
     next.searchParams.set('page', String(page + 1));
-    send(200, { data: { items }, links: { next: more ? `${next.pathname}${next.search}` : null } });
+    const link = this.options.genericNextLink === 'query' ? next.search : `${next.pathname}${next.search}`;
+    send(200, { data: { items }, links: { next: more ? link : null } });
+  }
+
+  /** A Concur date with its zone, for the generic route (text it cannot read goes out as it is). */
+  private isoDate(concur: string): string {
+    const ms = parseConcurDate(concur, this.dateZone);
+    return ms === undefined ? concur : new Date(ms).toISOString();
   }
 
   private control(method: string, url: URL, body: string, send: (s: number, p: unknown) => void): void {
