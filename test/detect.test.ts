@@ -34,7 +34,7 @@ describe('poll plan', () => {
 
   it('reads fresh from the cursor less pollDelay and the skew margin, to the provider\'s now less settle', () => {
     const p = pollPlan({ ...base, cursor: T('2026-11-22T07:00:00Z'), recheck: T('2026-11-22T07:00:00Z'), now: T('2026-11-22T07:15:00Z'), skewMs: -120_000 });
-    expect(p.fresh).toEqual({ start: T('2026-11-22T06:59:25Z'), end: T('2026-11-22T07:12:55Z') });
+    expect(p.fresh).toEqual({ start: T('2026-11-22T06:59:29Z'), end: T('2026-11-22T07:12:55Z') });
     expect(p.providerNow).toBe(T('2026-11-22T07:13:00Z'));
   });
 

@@ -8,7 +8,6 @@ import { type Authenticator, createAuthenticator } from '../poll/auth.js';
 import { DEFAULT_FETCH_POLICY, type FetchPolicy } from '../poll/fetchJson.js';
 import { createGetText, createHttpClient, type GetText } from '../poll/httpClient.js';
 import { acquireDaemonLock } from '../store/lock.js';
-import { SqliteStore } from '../store/sqliteStore.js';
 import { ThreadedStore } from '../store/threadedStore.js';
 import type { Store, Stream } from '../store/types.js';
 import { type Instant, instantFromMs, msFromInstant } from '../time/instant.js';
@@ -31,10 +30,11 @@ export type DaemonOptions = {
   maxConcurrentPolls?: number;
   maxPages?: number;
   /**
-   * The database on a thread of its own, so that no fsync stops the event loop (default). Off
-   * where the daemon runs from TypeScript sources (in-process tests): the thread runs built code.
+   * Opens the database. Default: the SQLite store on a thread of its own, so that no fsync stops
+   * the event loop. In-process tests run the daemon from its TypeScript sources, where the
+   * thread's built code is not beside it: they pass the built `ThreadedStore.open`.
    */
-  storeThread?: boolean;
+  openStore?: (path: string) => Promise<Store>;
 };
 
 type StreamRuntime = {
@@ -212,7 +212,7 @@ export class Daemon {
     this.lock = acquireDaemonLock(this.config.database);
     let store: Store;
     try {
-      store = this.options.storeThread === false ? new SqliteStore(this.config.database) : await ThreadedStore.open(this.config.database);
+      store = await (this.options.openStore ?? ThreadedStore.open)(this.config.database);
     } catch (err) {
       this.lock.release();
       this.lock = undefined;

@@ -152,7 +152,7 @@ type SweepContext = {
  */
 function originInProviderTime(ctx: SweepContext): Instant {
   const skewMs = ctx.deps.skew.ms;
-  const origin = skewMs === undefined ? ctx.stream.origin : ctx.stream.origin + Math.round((skewMs - 1500) * 1000);
+  const origin = skewMs === undefined ? ctx.stream.origin : ctx.stream.origin + Math.round((skewMs - 2000) * 1000);
   // Changes older than the retention of seen rows, or than any seen row already pruned, can no
   // longer be told apart from announced ones: raising the retention does not bring them back.
   return Math.max(origin, retentionHorizon(ctx.instance, ctx.stream.cursor), ctx.stream.forgotten ?? -Infinity);
@@ -163,12 +163,16 @@ export function retentionHorizon(instance: InstanceConfig, cursor: Instant): Ins
   return cursor - instance.seenRetentionSec * US_PER_SECOND;
 }
 
-/** The provider's clock from its `Date` header (one-second resolution: read as mid-second). */
+/**
+ * The provider's clock from its `Date` header, which is rounded down to the second: taken as the
+ * end of that second, so that a window ends at or just after the provider's now, never short of
+ * it (the cursor stops at `Date` itself, so reaching a little past is safe).
+ */
 function measureSkew(ctx: SweepContext, page: Page): void {
   if (!page.serverDate) return;
   const server = Date.parse(page.serverDate);
   if (Number.isNaN(server)) return;
-  const skewMs = server + 500 - Date.now();
+  const skewMs = server + 1000 - Date.now();
   const previous = ctx.deps.skew.ms;
   ctx.deps.skew.ms = skewMs;
   const limitMs = (ctx.instance.overlapSec * 1000) / 2;

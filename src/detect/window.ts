@@ -1,7 +1,12 @@
 import { type Instant, US_PER_SECOND } from '../time/instant.js';
 
-/** Margin kept on top of a measured skew: the `Date` header has one-second resolution. */
-export const SKEW_MARGIN_SEC = 5;
+/**
+ * How far a fresh window reaches back before the cursor once the skew is known. The cursor itself
+ * already stops at the provider's `Date` (rounded down to its second); this covers a `Date` that
+ * is rounded to the nearest second instead. Changes that become visible later than this are
+ * caught by the recheck.
+ */
+export const SKEW_MARGIN_SEC = 1;
 /**
  * A measured skew smaller than this is no skew: one-second `Date` headers cannot tell it apart
  * from zero, and taking it at face value would end windows up to half a second short of now.

@@ -5,6 +5,7 @@ import { loadConfig } from '../../src/config/load.js';
 import { Daemon, type DaemonOptions } from '../../src/daemon/daemon.js';
 import { createLogger } from '../../src/log.js';
 import { ConcurSim, type SimOptions } from '../../src/sim/concurSim.js';
+import { ThreadedStore } from '../../dist/store/threadedStore.js';
 import { type Respond, startReceiver } from './receiver.js';
 import { SIM_ENV, simConfig } from './simConfig.js';
 import { tempDir, writeJson } from './tmp.js';
@@ -61,8 +62,9 @@ export async function harness(
     daemon(options: Partial<DaemonOptions> = {}) {
       const config = loadConfig(configFile, { env: SIM_ENV });
       const logs = captureLogger(config.secrets);
-      // In-process daemons run from the TypeScript sources; the database thread runs built code.
-      const daemon = new Daemon({ config, log: logs.log, fetchPolicy: FAST_FETCH, graceMs: 1000, storeThread: false, ...options });
+      // In-process daemons run from the TypeScript sources; the database thread, as in production,
+      // runs the built code.
+      const daemon = new Daemon({ config, log: logs.log, fetchPolicy: FAST_FETCH, graceMs: 1000, openStore: (path) => ThreadedStore.open(path), ...options });
       daemons.push(daemon);
       return { daemon, logs, config };
     },
