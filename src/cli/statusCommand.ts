@@ -4,6 +4,13 @@ import { instantOrDash, isoOrDash, table } from './format.js';
 import { withCliStore } from './openStore.js';
 import { configPath } from './options.js';
 
+/**
+ * How long to wait for /healthz. It checks that the database takes a write, and a locked
+ * database (the very case a status is wanted for) makes that wait SQLite's busy timeout for
+ * each call queued before it.
+ */
+const HEALTH_TIMEOUT_MS = 20_000;
+
 type DaemonHealth = { url: string; status: 'ok' | 'unhealthy' | 'unreachable'; reasons: string[] };
 
 /**
@@ -16,7 +23,7 @@ async function daemonHealth(http: HttpConfig | undefined): Promise<DaemonHealth 
   const host = http.host === '0.0.0.0' ? '127.0.0.1' : http.host === '::' ? '[::1]' : http.host.includes(':') ? `[${http.host}]` : http.host;
   const url = `http://${host}:${http.port}/healthz`;
   try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
+    const res = await fetch(url, { signal: AbortSignal.timeout(HEALTH_TIMEOUT_MS) });
     const body = (await res.json()) as { reasons?: string[] };
     return { url, status: res.ok ? 'ok' : 'unhealthy', reasons: body.reasons ?? [] };
   } catch (err) {

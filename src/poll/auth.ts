@@ -19,8 +19,12 @@ export const TOKEN_REQUEST_TIMEOUT_MS = 10_000;
 /** Waits before the second and third attempt to save a rotated refresh token (SQLITE_BUSY, a full disk). */
 const SAVE_RETRY_DELAYS_MS = [250, 1000];
 
-/** While a rotated refresh token is only in memory, saving it is tried again this often. */
-const SAVE_AGAIN_EVERY_MS = 5_000;
+/**
+ * While a rotated refresh token is only in memory, saving it is tried again at each request
+ * for a token (each page), and this often when none comes. Not more often: an attempt on a
+ * locked database holds the database thread for SQLite's busy timeout (5 s).
+ */
+const SAVE_AGAIN_EVERY_MS = 30_000;
 
 /**
  * Refresh this long before Concur's stated expiry, so a token never expires mid-poll: a tenth
@@ -135,6 +139,7 @@ class RefreshTokenAuth implements Authenticator {
   private readonly closing = new AbortController();
   /** Saves run one at a time, each writing the newest state. */
   private saves: Promise<void> = Promise.resolve();
+  private saveQueued = false;
   /** Set while the newest refresh token is only in memory. */
   private unsaved: { since: number; error: string } | undefined;
   private saveTimer: NodeJS.Timeout | undefined;
@@ -165,6 +170,7 @@ class RefreshTokenAuth implements Authenticator {
       throw err;
     });
     await this.restoring;
+    if (this.unsaved && !this.saveQueued) void this.save([]);
     if (!this.accessToken || Date.now() >= this.expiresAt) {
       // Concurrent polls of one instance share one refresh: two would race to rotate the token.
       if (!this.refreshing) {
@@ -278,7 +284,11 @@ class RefreshTokenAuth implements Authenticator {
    * seconds until it succeeds or pollbridge stops.
    */
   private save(retryDelaysMs: readonly number[]): Promise<void> {
-    this.saves = this.saves.then(() => this.saveNow(retryDelaysMs));
+    this.saveQueued = true;
+    this.saves = this.saves.then(() => {
+      this.saveQueued = false;
+      return this.saveNow(retryDelaysMs);
+    });
     return this.saves;
   }
 
@@ -302,7 +312,7 @@ class RefreshTokenAuth implements Authenticator {
     }
     const message = error instanceof Error ? error.message : String(error);
     if (!this.unsaved) {
-      this.deps.log.error(`the rotated refresh token could not be saved; it is kept in memory and saving is retried every ${SAVE_AGAIN_EVERY_MS / 1000} s. If pollbridge stops before it is saved, polls fail with invalid_grant: put a new refresh token in the config and reload`, {
+      this.deps.log.error(`the rotated refresh token could not be saved; it is kept in memory and saving is retried. If pollbridge stops before it is saved, polls fail with invalid_grant: put a new refresh token in the config and reload`, {
         error: message, attempts: retryDelaysMs.length + 1,
       });
     }
