@@ -312,7 +312,7 @@ class RefreshTokenAuth implements Authenticator {
     }
     const message = error instanceof Error ? error.message : String(error);
     if (!this.unsaved) {
-      this.deps.log.error(`the rotated refresh token could not be saved; it is kept in memory and saving is retried. If pollbridge stops before it is saved, polls fail with invalid_grant: put a new refresh token in the config and reload`, {
+      this.deps.log.error('the rotated refresh token could not be saved; it is kept in memory and saving is retried. If pollbridge stops before it is saved, polls fail with invalid_grant: put a new refresh token in the config and reload', {
         error: message, attempts: retryDelaysMs.length + 1,
       });
     }
