@@ -122,11 +122,11 @@ async function runSeed(seed: number, store: Store, template: InstanceConfig, htt
     const instance: InstanceConfig = { ...template, name: `seed-${seed}`, baseUrl: simUrl, overlapSec };
     const resource = { ...template.resources[0]!, pageSize: 3 };
     const stream = await store.openStream(instance.name, resource.name, instantFromMs(start));
+    const { log } = captureLogger();
     const auth = createAuthenticator(
       { type: 'oauth2_refresh_token', tokenUrl: `${simUrl}/oauth2/v0/token`, ...DEFAULT_SIM_CREDENTIALS },
-      { http, store, instance: instance.name, onSecret: () => {} },
+      { http, store, instance: instance.name, log, policy: FAST_FETCH, onSecret: () => {} },
     );
-    const { log } = captureLogger();
     const deps = {
       store, getText, auth, log, fetchPolicy: FAST_FETCH, newId: newNotificationId, onQueued: () => {},
       maxPages: 1000, maxResweeps: 3, skew: { ms: undefined as number | undefined },

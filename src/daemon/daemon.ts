@@ -4,7 +4,7 @@ import type { InstanceConfig, PollbridgeConfig, ResourceConfig } from '../config
 import { Deliverer, type DeliveryTarget } from '../deliver/deliverer.js';
 import { DEFAULT_MAX_RETRY_AFTER_SEC } from '../deliver/retryPolicy.js';
 import type { Logger } from '../log.js';
-import { type Authenticator, createAuthenticator } from '../poll/auth.js';
+import { type Authenticator, createAuthenticator, TOKEN_REQUEST_TIMEOUT_MS } from '../poll/auth.js';
 import { DEFAULT_FETCH_POLICY, type FetchPolicy } from '../poll/fetchJson.js';
 import { createGetText, createHttpClient, type GetText } from '../poll/httpClient.js';
 import { acquireDaemonLock } from '../store/lock.js';
@@ -59,6 +59,9 @@ export class StartError extends Error {}
 
 /** Polls that have not completed for this many intervals make /healthz answer 503. */
 const STALL_INTERVALS = 3;
+
+/** How long a stop or reload waits for token refreshes in flight: one request, then its save. */
+const AUTH_CLOSE_LIMIT_MS = TOKEN_REQUEST_TIMEOUT_MS + 5_000;
 
 /**
  * The running service: one polling loop per (instance, resource), one deliverer, and the health
@@ -156,7 +159,9 @@ export class Daemon {
       await this.stopLoops();
       for (const s of this.streams) s.scheduler.dispose();
       await this.httpServer?.close();
-      await this.deliverer?.stop(this.options.graceMs ?? 10_000);
+      // A refresh in flight must be answered and saved before the database closes: Concur has
+      // rotated the refresh token by then.
+      await Promise.all([this.deliverer?.stop(this.options.graceMs ?? 10_000), this.closeAuths(this.streams.map((s) => s.auth))]);
       await this.store?.close();
       this.lock?.release();
       this.log.info('pollbridge stopped');
@@ -179,15 +184,23 @@ export class Daemon {
     for (const s of this.streams) s.scheduler.dispose();
     this.options = { ...this.options, config };
     this.options.log.addSecrets?.(config.secrets);
+    const before = this.streams.map((s) => s.auth);
     await this.buildStreams();
+    const kept = new Set(this.streams.map((s) => s.auth));
+    await this.closeAuths(before.filter((a) => !kept.has(a)));
     if (!this.stopped) this.startLoops();
     this.deliverer?.wake();
   }
 
-  /** 503-worthy problems: a stream without a completed poll for 3 intervals, or a database that takes no write. */
+  /**
+   * 503-worthy problems: a stream without a completed poll for 3 intervals, a rotated refresh
+   * token that could not be saved, or a database that takes no write.
+   */
   async health(): Promise<Health> {
     const reasons: string[] = [];
     const now = Date.now();
+    const authProblems = new Map(this.streams.map((s) => [s.instance.name, s.auth.problem()]));
+    for (const [instance, problem] of authProblems) if (problem) reasons.push(`${instance}: ${problem}`);
     for (const s of this.streams) {
       const limitMs = STALL_INTERVALS * s.scheduler.nominalIntervalMs();
       const sinceMs = now - s.lastCompletedAt;
@@ -245,10 +258,15 @@ export class Daemon {
         this.log.info('instance disabled (event.notification.enabled is not true): not polled', { instance: instance.name });
         continue;
       }
-      const auth = createAuthenticator(instance.auth, {
+      // Kept across a reload while its credentials are unchanged: it may hold a rotated refresh
+      // token that could not be saved yet, which a fresh one would not know.
+      const same = this.streams.find((s) => s.instance.name === instance.name && JSON.stringify(s.instance.auth) === JSON.stringify(instance.auth));
+      const auth = same?.auth ?? createAuthenticator(instance.auth, {
         http: this.http!,
         store,
         instance: instance.name,
+        log: this.log.child({ instance: instance.name }),
+        policy: this.options.fetchPolicy ?? DEFAULT_FETCH_POLICY,
         onSecret: (v) => this.options.log.addSecrets?.([v]),
       });
       for (const resource of instance.resources) {
@@ -271,6 +289,20 @@ export class Daemon {
     this.targets = new Map(this.config.instances.map((i) => [i.name, deliveryTarget(i)]));
     const orphaned = (await store.instancesWithPending()).filter((name) => !this.targets.has(name));
     if (orphaned.length > 0) this.log.warn('pending notifications kept for instances no longer in the config', { instances: orphaned });
+  }
+
+  /** Lets token refreshes in flight finish and be saved, for at most AUTH_CLOSE_LIMIT_MS. */
+  private async closeAuths(auths: Authenticator[]): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => {
+      timer = setTimeout(() => resolve('late'), AUTH_CLOSE_LIMIT_MS);
+    });
+    const closed = Promise.all([...new Set(auths)].map((a) => a.close())).then(() => 'closed' as const);
+    const result = await Promise.race([closed, late]);
+    clearTimeout(timer);
+    if (result === 'late') {
+      this.log.error(`a token refresh was still unfinished after ${AUTH_CLOSE_LIMIT_MS / 1000} s; if polls fail with invalid_grant from now on, put a new refresh token in the config and reload`);
+    }
   }
 
   private startLoops(): void {

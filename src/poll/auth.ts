@@ -1,13 +1,61 @@
 import { createHash } from 'node:crypto';
 import type { Got } from 'got';
+import { AbortError } from 'p-retry';
 import type { AuthConfig } from '../config/types.js';
-import type { Store } from '../store/types.js';
+import { parseRetryAfter } from '../deliver/retryPolicy.js';
+import type { Logger } from '../log.js';
+import type { AuthState, Store } from '../store/types.js';
 import { describeNetworkError } from './httpClient.js';
+import { type FetchPolicy, retryTransient, type Transient } from './retry.js';
 
 export class AuthError extends Error {}
 
-/** Refresh this long before Concur's stated expiry, so a token never expires mid-poll. */
-const EXPIRY_MARGIN_MS = 60_000;
+/**
+ * How long one token request may take. A refresh is not cancelled by a stopping poll (Concur
+ * may already have rotated the refresh token), so this is what bounds it, and a stop with it.
+ */
+export const TOKEN_REQUEST_TIMEOUT_MS = 10_000;
+
+/** Waits before the second and third attempt to save a rotated refresh token (SQLITE_BUSY, a full disk). */
+const SAVE_RETRY_DELAYS_MS = [250, 1000];
+
+/**
+ * While a rotated refresh token is only in memory, saving it is tried again at each request
+ * for a token (each page), and this often when none comes. Not more often: an attempt on a
+ * locked database holds the database thread for SQLite's busy timeout (5 s).
+ */
+const SAVE_AGAIN_EVERY_MS = 30_000;
+
+/**
+ * Refresh this long before Concur's stated expiry, so a token never expires mid-poll: a tenth
+ * of the token's life, at most a minute. A fixed minute made a token living 20 s be refreshed
+ * before every request.
+ */
+export function refreshMarginMs(lifetimeMs: number): number {
+  return Math.min(60_000, lifetimeMs / 10);
+}
+
+/** The origin of a `geolocation` from a token answer, if it is an http(s) URL. */
+export function geolocationOrigin(value: unknown): string | undefined {
+  if (typeof value !== 'string') return undefined;
+  try {
+    const url = new URL(value);
+    return url.protocol === 'https:' || url.protocol === 'http:' ? url.origin : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Where to refresh: Concur wants refreshes at the token's geolocation (an EMEA tenant's refresh
+ * token is refused by the US host of the sample config). The configured URL's path is kept,
+ * only the host changes: the path is the API's, the host the tenant's data centre.
+ */
+export function refreshUrl(tokenUrl: string, geolocation: string | undefined): string {
+  if (!geolocation) return tokenUrl;
+  const configured = new URL(tokenUrl);
+  return new URL(`${configured.pathname}${configured.search}`, geolocation).toString();
+}
 
 export interface Authenticator {
   headers(signal?: AbortSignal): Promise<Record<string, string>>;
@@ -15,26 +63,37 @@ export interface Authenticator {
   invalidate(): void;
   /** Where the provider says the API lives (Concur's `geolocation`), if it said. */
   apiBase(): string | undefined;
+  /** What an operator must act on now (a rotated refresh token that could not be saved), for /healthz. */
+  problem(): string | undefined;
+  /** Starts no more token requests, and waits for one in flight to be answered and saved. */
+  close(): Promise<void>;
 }
 
 export type AuthDeps = {
   http: Got;
   store: Store;
   instance: string;
+  log: Logger;
+  /** Retries of a token request: the same rules as a page's. */
+  policy: FetchPolicy;
   /** Told about every token learned at run time, so the logger can redact it. */
   onSecret: (value: string) => void;
 };
 
+const fixed = (headers: Record<string, string>): Authenticator => ({
+  headers: async () => headers, invalidate: () => {}, apiBase: () => undefined, problem: () => undefined, close: async () => {},
+});
+
 export function createAuthenticator(config: AuthConfig, deps: AuthDeps): Authenticator {
   switch (config.type) {
     case 'none':
-      return { headers: async () => ({}), invalidate: () => {}, apiBase: () => undefined };
+      return fixed({});
     case 'bearer':
-      return { headers: async () => ({ authorization: `Bearer ${config.token}` }), invalidate: () => {}, apiBase: () => undefined };
+      return fixed({ authorization: `Bearer ${config.token}` });
     case 'basic': {
       const value = 'Basic ' + Buffer.from(`${config.username}:${config.password}`).toString('base64');
       deps.onSecret(value);
-      return { headers: async () => ({ authorization: value }), invalidate: () => {}, apiBase: () => undefined };
+      return fixed({ authorization: value });
     }
     case 'oauth2_refresh_token':
       return new RefreshTokenAuth(config, deps);
@@ -42,6 +101,20 @@ export function createAuthenticator(config: AuthConfig, deps: AuthDeps): Authent
 }
 
 type TokenResponse = { access_token?: unknown; expires_in?: unknown; refresh_token?: unknown; geolocation?: unknown; error?: unknown; error_description?: unknown };
+type TokenAnswer = TokenResponse & { access_token: string };
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** `promise`, or a rejection as soon as `signal` aborts; the work behind `promise` goes on. */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(new AuthError('the poll was stopped while its token was refreshed'));
+  return new Promise((resolve, reject) => {
+    const onAbort = (): void => reject(new AuthError('the poll was stopped while its token was refreshed'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
 
 /**
  * OAuth2 refresh-token grant as Concur runs it: every refresh returns a new refresh token that
@@ -49,6 +122,9 @@ type TokenResponse = { access_token?: unknown; expires_in?: unknown; refresh_tok
  * access token is stored with it and used again after a restart while it is valid: a refresh is
  * the one moment a crash can lose the only working refresh token (after Concur answered, before
  * the answer is written), so there is one an hour, not one per start.
+ *
+ * A refresh, once sent, runs to its end whoever stops waiting for it: a poll's abort signal
+ * only stops that poll waiting. A stop (`close`) waits for it and its save.
  */
 class RefreshTokenAuth implements Authenticator {
   private accessToken: string | undefined;
@@ -59,6 +135,14 @@ class RefreshTokenAuth implements Authenticator {
   /** The newest refresh token: the configured one until the stored one is read or a refresh rotates it. */
   private refreshToken: string;
   private readonly seedHash: string;
+  /** Ends the waits between token request attempts, and the retries of saving, when stopping. */
+  private readonly closing = new AbortController();
+  /** Saves run one at a time, each writing the newest state. */
+  private saves: Promise<void> = Promise.resolve();
+  private saveQueued = false;
+  /** Set while the newest refresh token is only in memory. */
+  private unsaved: { since: number; error: string } | undefined;
+  private saveTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly config: Extract<AuthConfig, { type: 'oauth2_refresh_token' }>, private readonly deps: AuthDeps) {
     this.seedHash = createHash('sha256').update(config.refreshToken).digest('hex');
@@ -73,6 +157,12 @@ class RefreshTokenAuth implements Authenticator {
     this.accessToken = undefined;
   }
 
+  problem(): string | undefined {
+    if (!this.unsaved) return undefined;
+    return `the rotated refresh token could not be saved since ${new Date(this.unsaved.since).toISOString()} (${this.unsaved.error}); `
+      + 'it is only in memory, and saving is retried: if pollbridge stops before it is saved, put a new refresh token in the config and reload';
+  }
+
   async headers(signal?: AbortSignal): Promise<Record<string, string>> {
     // A failed read of the stored state is tried again on the next call, not remembered.
     this.restoring ??= this.restore().catch((err: unknown) => {
@@ -80,14 +170,35 @@ class RefreshTokenAuth implements Authenticator {
       throw err;
     });
     await this.restoring;
+    if (this.unsaved && !this.saveQueued) void this.save([]);
     if (!this.accessToken || Date.now() >= this.expiresAt) {
       // Concurrent polls of one instance share one refresh: two would race to rotate the token.
-      this.refreshing ??= this.refresh(signal).finally(() => {
-        this.refreshing = undefined;
-      });
-      await this.refreshing;
+      if (!this.refreshing) {
+        if (this.closing.signal.aborted) throw new AuthError('pollbridge is stopping: no token refresh is started');
+        const refreshing = this.refresh().finally(() => {
+          this.refreshing = undefined;
+        });
+        // Its poll may have stopped waiting: a failure then is the next poll's to report, not an unhandled rejection.
+        refreshing.catch(() => {});
+        this.refreshing = refreshing;
+      }
+      await untilAborted(this.refreshing, signal);
     }
     return { authorization: `Bearer ${this.accessToken}` };
+  }
+
+  async close(): Promise<void> {
+    this.closing.abort(new AuthError('pollbridge is stopping: the token request is not tried again'));
+    clearTimeout(this.saveTimer);
+    await this.refreshing?.catch(() => {});
+    await this.saves;
+    if (!this.unsaved) return;
+    await this.save([]);
+    if (this.unsaved) {
+      this.deps.log.error('stopping with a rotated refresh token that could not be saved: the next start uses the stored one, which Concur has replaced, and polls fail with invalid_grant until a new refresh token is put in the config', {
+        error: this.unsaved.error,
+      });
+    }
   }
 
   /**
@@ -97,7 +208,7 @@ class RefreshTokenAuth implements Authenticator {
   private async restore(): Promise<void> {
     const saved = await this.deps.store.loadAuthState(this.deps.instance);
     if (!saved || saved.seedHash !== this.seedHash) return;
-    this.geolocation ??= saved.geolocation;
+    this.geolocation ??= geolocationOrigin(saved.geolocation);
     this.deps.onSecret(saved.refreshToken);
     this.refreshToken = saved.refreshToken;
     if (saved.accessToken === undefined || saved.accessExpiresAt === undefined || Date.now() >= saved.accessExpiresAt) return;
@@ -106,39 +217,109 @@ class RefreshTokenAuth implements Authenticator {
     this.expiresAt = saved.accessExpiresAt;
   }
 
-  private async refresh(signal?: AbortSignal): Promise<void> {
+  private async refresh(): Promise<void> {
+    const url = refreshUrl(this.config.tokenUrl, this.geolocation);
+    let answer: TokenAnswer | undefined;
+    try {
+      await retryTransient(async () => {
+        answer = await this.requestToken(url);
+      }, this.deps.policy, this.closing.signal);
+    } catch (err) {
+      // p-retry throws on an aborted signal even after an attempt succeeded: an answer already
+      // received carries the rotated refresh token, and is used and saved all the same.
+      if (!answer) throw err instanceof AuthError ? err : new AuthError(`token refresh at ${url} failed: ${String(err)}`, { cause: err });
+    }
+    this.apply(answer!);
+    await this.save(SAVE_RETRY_DELAYS_MS);
+  }
+
+  /** One token request: transient failures (network, 429, 5xx) are thrown for a retry, the rest as final. */
+  private async requestToken(url: string): Promise<TokenAnswer> {
     let response;
     try {
-      response = await this.deps.http.post(this.config.tokenUrl, {
+      response = await this.deps.http.post(url, {
         form: { grant_type: 'refresh_token', client_id: this.config.clientId, client_secret: this.config.clientSecret, refresh_token: this.refreshToken },
         headers: { accept: 'application/json' },
-        signal,
+        timeout: { request: TOKEN_REQUEST_TIMEOUT_MS },
       });
     } catch (err) {
-      throw new AuthError(`token request to ${this.config.tokenUrl} failed: ${describeNetworkError(err)}`, { cause: err });
+      throw new AuthError(`token request to ${url} failed: ${describeNetworkError(err)}`, { cause: err });
+    }
+    const status = response.statusCode;
+    if (status === 429 || status >= 500) {
+      const error: Transient = new AuthError(`token endpoint ${url} answered ${status}`);
+      error.retryAfterSec = parseRetryAfter(response.headers['retry-after'], Date.now());
+      throw error;
     }
     let body: TokenResponse;
     try {
       body = JSON.parse(response.body) as TokenResponse;
     } catch {
-      throw new AuthError(`token endpoint ${this.config.tokenUrl} answered ${response.statusCode} without JSON`);
+      throw new AbortError(new AuthError(`token endpoint ${url} answered ${status} without JSON`));
     }
-    if (response.statusCode !== 200 || typeof body.access_token !== 'string') {
+    if (status !== 200 || typeof body.access_token !== 'string') {
       const reason = typeof body.error === 'string' ? `${body.error}${typeof body.error_description === 'string' ? ` (${body.error_description})` : ''}` : 'no access_token';
-      throw new AuthError(`token refresh refused by ${this.config.tokenUrl}: HTTP ${response.statusCode}, ${reason}`);
+      throw new AbortError(new AuthError(`token refresh refused by ${url}: HTTP ${status}, ${reason}`));
     }
+    return body as TokenAnswer;
+  }
+
+  private apply(body: TokenAnswer): void {
     this.deps.onSecret(body.access_token);
     // Concur sends expires_in as a string ("3600").
-    const expiresInSec = Number(body.expires_in ?? 3600);
+    const stated = Number(body.expires_in ?? 3600);
+    const lifetimeMs = (Number.isFinite(stated) && stated >= 0 ? stated : 3600) * 1000;
     this.accessToken = body.access_token;
-    this.expiresAt = Date.now() + Math.max(0, (Number.isFinite(expiresInSec) ? expiresInSec : 3600) * 1000 - EXPIRY_MARGIN_MS);
-    if (typeof body.geolocation === 'string' && /^https?:\/\//.test(body.geolocation)) this.geolocation = body.geolocation;
+    this.expiresAt = Date.now() + lifetimeMs - refreshMarginMs(lifetimeMs);
+    this.geolocation = geolocationOrigin(body.geolocation) ?? this.geolocation;
     if (typeof body.refresh_token === 'string' && body.refresh_token !== '') {
       this.deps.onSecret(body.refresh_token);
       this.refreshToken = body.refresh_token;
     }
-    await this.deps.store.saveAuthState(this.deps.instance, {
-      seedHash: this.seedHash, refreshToken: this.refreshToken, geolocation: this.geolocation, accessToken: this.accessToken, accessExpiresAt: this.expiresAt,
+  }
+
+  /**
+   * Writes the newest state, trying again after each of `retryDelaysMs`. A failure does not stop
+   * polling (the tokens in memory work): it is reported, and saving is tried again every few
+   * seconds until it succeeds or pollbridge stops.
+   */
+  private save(retryDelaysMs: readonly number[]): Promise<void> {
+    this.saveQueued = true;
+    this.saves = this.saves.then(() => {
+      this.saveQueued = false;
+      return this.saveNow(retryDelaysMs);
     });
+    return this.saves;
+  }
+
+  private async saveNow(retryDelaysMs: readonly number[]): Promise<void> {
+    const state: AuthState = {
+      seedHash: this.seedHash, refreshToken: this.refreshToken, geolocation: this.geolocation, accessToken: this.accessToken, accessExpiresAt: this.expiresAt,
+    };
+    let error: unknown;
+    for (let attempt = 0; attempt <= retryDelaysMs.length; attempt++) {
+      if (attempt > 0) await sleep(retryDelaysMs[attempt - 1]!);
+      try {
+        await this.deps.store.saveAuthState(this.deps.instance, state);
+        if (this.unsaved && state.refreshToken === this.refreshToken) {
+          this.unsaved = undefined;
+          this.deps.log.info('the rotated refresh token is saved now');
+        }
+        return;
+      } catch (err) {
+        error = err;
+      }
+    }
+    const message = error instanceof Error ? error.message : String(error);
+    if (!this.unsaved) {
+      this.deps.log.error('the rotated refresh token could not be saved; it is kept in memory and saving is retried. If pollbridge stops before it is saved, polls fail with invalid_grant: put a new refresh token in the config and reload', {
+        error: message, attempts: retryDelaysMs.length + 1,
+      });
+    }
+    this.unsaved = { since: this.unsaved?.since ?? Date.now(), error: message };
+    if (!this.closing.signal.aborted) {
+      clearTimeout(this.saveTimer);
+      this.saveTimer = setTimeout(() => void this.save([]), SAVE_AGAIN_EVERY_MS);
+    }
   }
 }

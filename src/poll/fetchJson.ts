@@ -1,7 +1,10 @@
-import pRetry, { AbortError } from 'p-retry';
+import { AbortError } from 'p-retry';
 import { parseRetryAfter } from '../deliver/retryPolicy.js';
 import { AuthError, type Authenticator } from './auth.js';
 import { describeNetworkError, type GetText, type TextResponse } from './httpClient.js';
+import { type FetchPolicy, retryTransient, type Transient } from './retry.js';
+
+export { DEFAULT_FETCH_POLICY, type FetchPolicy } from './retry.js';
 
 export class UpstreamError extends Error {
   constructor(message: string, readonly statusCode?: number, options?: ErrorOptions) {
@@ -10,25 +13,9 @@ export class UpstreamError extends Error {
   }
 }
 
-export type FetchPolicy = {
-  /** Retries of one request within a poll (5xx, 429, network); the poll fails after them. */
-  retries: number;
-  minTimeoutMs: number;
-  /** Longest `Retry-After` waited for inside a poll, seconds. */
-  maxRetryAfterSec: number;
-};
-
-export const DEFAULT_FETCH_POLICY: FetchPolicy = { retries: 3, minTimeoutMs: 1000, maxRetryAfterSec: 120 };
-
 export type FetchResult = { body: unknown; serverDate: string | undefined };
 
 const excerpt = (text: string): string => text.replace(/\s+/g, ' ').trim().slice(0, 120);
-
-const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
-  });
 
 /**
  * GET one JSON document. Transient failures (network, 5xx, 429) are retried with exponential
@@ -69,8 +56,8 @@ export async function fetchJson(
     const status = response.statusCode;
     onStatus?.(status);
     if (status === 429 || status === 503 || status >= 500) {
-      const error = new UpstreamError(`GET ${url} answered ${status}: ${excerpt(response.body)}`, status);
-      (error as UpstreamError & { retryAfterSec?: number }).retryAfterSec = parseRetryAfter(response.headers['retry-after'], Date.now());
+      const error: Transient = new UpstreamError(`GET ${url} answered ${status}: ${excerpt(response.body)}`, status);
+      error.retryAfterSec = parseRetryAfter(response.headers['retry-after'], Date.now());
       throw error;
     }
     if (status < 200 || status >= 300) {
@@ -83,15 +70,5 @@ export async function fetchJson(
       throw new AbortError(new UpstreamError(`GET ${url} answered ${status} with invalid JSON (${type}): ${excerpt(response.body)}`, status));
     }
   };
-  return pRetry(attempt, {
-    retries: policy.retries,
-    minTimeout: policy.minTimeoutMs,
-    factor: 2,
-    randomize: true,
-    signal,
-    onFailedAttempt: async ({ error }) => {
-      const retryAfterSec = (error as { retryAfterSec?: number }).retryAfterSec;
-      if (retryAfterSec) await sleep(Math.min(retryAfterSec, policy.maxRetryAfterSec) * 1000, signal);
-    },
-  });
+  return retryTransient(attempt, policy, signal);
 }

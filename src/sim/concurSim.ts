@@ -40,6 +40,12 @@ export type SimOptions = {
   dateZone?: string;
   /** The generic route's `links.next`: an absolute path (default) or a query alone (`?page=2`). */
   genericNextLink?: 'path' | 'query';
+  /**
+   * Serve the tenant's geolocation on a second port (`geolocationUrl`): token answers name it,
+   * and the first port, like Concur's US host for an EMEA tenant, refuses every refresh token
+   * but the configured one.
+   */
+  separateGeolocation?: boolean;
 };
 
 type Change = { kind: 'created' | 'updated' | 'deleted'; id: string; lastModified: string };
@@ -79,6 +85,10 @@ export type SimFaults = {
   listFailures: ListFailure[];
   /** While set, the token endpoint refuses every refresh with this OAuth2 error. */
   tokenError: { status: number; error: string } | undefined;
+  /** Answers for the next token requests, one each, in order, before any check. */
+  tokenFailures: ListFailure[];
+  /** A successful refresh answers this late, after the refresh token has been rotated. */
+  tokenDelayMs: number;
   /** The simulator's clock runs this far ahead of the host's (negative: behind). */
   clockOffsetMs: number;
   /** NextPage points back at the page just served. */
@@ -130,15 +140,20 @@ export class ConcurSim {
   private sequence = 0;
   readonly changes: Change[] = [];
   readonly faults: SimFaults = {
-    listFailures: [], tokenError: undefined, clockOffsetMs: 0, repeatNextPage: false, endlessPages: false, rawItems: [], beforePage: undefined,
+    listFailures: [], tokenError: undefined, tokenFailures: [], tokenDelayMs: 0, clockOffsetMs: 0, repeatNextPage: false, endlessPages: false, rawItems: [], beforePage: undefined,
   };
   /** Every list request's query, in order, for tests to inspect what was asked. */
   readonly listQueries: URLSearchParams[] = [];
   requestCount = 0;
   tokenRequestCount = 0;
+  /** The base URL each token request arrived at, in order. */
+  readonly tokenRequestBases: string[] = [];
   /** Every access and refresh token handed out, for tests that prove none is ever logged. */
   readonly issuedTokens: string[] = [];
   baseUrl = '';
+  /** With `separateGeolocation`: the tenant's own host. */
+  geolocationUrl: string | undefined;
+  private geolocationServer: http.Server | undefined;
 
   constructor(private readonly options: SimOptions = {}) {
     this.validRefreshToken = this.credentials.refreshToken;
@@ -153,28 +168,42 @@ export class ConcurSim {
   }
 
   async start(): Promise<string> {
+    const main = await this.listen(this.options.port ?? 0);
+    this.server = main.server;
+    this.baseUrl = main.base;
+    if (this.options.separateGeolocation) {
+      const geolocation = await this.listen(0);
+      this.geolocationServer = geolocation.server;
+      this.geolocationUrl = geolocation.base;
+    }
+    return this.baseUrl;
+  }
+
+  private async listen(port: number): Promise<{ server: http.Server; base: string }> {
+    let base = '';
     const server = http.createServer((req, res) => {
-      this.handle(req, res).catch((err: unknown) => {
+      this.handle(req, res, base).catch((err: unknown) => {
         res.writeHead(500, { 'content-type': 'application/json' });
         res.end(JSON.stringify({ Message: String(err) }));
       });
     });
-    this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(this.options.port ?? 0, this.options.host ?? '127.0.0.1', () => resolve());
+      server.listen(port, this.options.host ?? '127.0.0.1', () => resolve());
     });
-    const { address, port } = server.address() as AddressInfo;
-    this.baseUrl = `http://${address.includes(':') ? `[${address}]` : address}:${port}`;
-    return this.baseUrl;
+    const { address, port: bound } = server.address() as AddressInfo;
+    base = `http://${address.includes(':') ? `[${address}]` : address}:${bound}`;
+    return { server, base };
   }
 
   async stop(): Promise<void> {
-    const server = this.server;
-    if (!server) return;
+    const servers = [this.server, this.geolocationServer].filter((s) => s !== undefined);
     this.server = undefined;
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    this.geolocationServer = undefined;
+    for (const server of servers) {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   }
 
   now(): number {
@@ -265,16 +294,16 @@ export class ConcurSim {
     return rest;
   }
 
-  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse, base: string): Promise<void> {
     this.requestCount++;
-    const url = new URL(req.url ?? '/', this.baseUrl);
+    const url = new URL(req.url ?? '/', base);
     const body = await readBody(req);
     /** A string payload is JSON text already. */
     const send = (status: number, payload: unknown, headers: Record<string, string> = {}): void => {
       res.writeHead(status, { 'content-type': 'application/json', date: new Date(this.now()).toUTCString(), ...headers });
       res.end(typeof payload === 'string' ? payload : JSON.stringify(payload));
     };
-    if (req.method === 'POST' && url.pathname === '/oauth2/v0/token') return this.token(body, send);
+    if (req.method === 'POST' && url.pathname === '/oauth2/v0/token') return this.token(body, base, req, res, send);
     if (url.pathname.startsWith('/_sim/')) return this.control(req.method ?? 'GET', url, body, send);
     const concur = url.pathname === '/api/v3.0/expense/reports';
     const generic = url.pathname === '/generic/v1/reports';
@@ -303,20 +332,27 @@ export class ConcurSim {
     send(404, { Message: `no route ${req.method} ${url.pathname}` });
   }
 
-  private token(body: string, send: (s: number, p: unknown) => void): void {
+  private async token(body: string, base: string, req: http.IncomingMessage, res: http.ServerResponse, send: (s: number, p: unknown) => void): Promise<void> {
     this.tokenRequestCount++;
+    this.tokenRequestBases.push(base);
+    const failure = this.faults.tokenFailures.shift();
+    if (failure) return answerScripted(failure, req, res);
     if (this.faults.tokenError) return send(this.faults.tokenError.status, { error: this.faults.tokenError.error, error_description: 'simulated failure' });
     const form = new URLSearchParams(body);
     const c = this.credentials;
     if (form.get('grant_type') !== 'refresh_token') return send(400, { error: 'unsupported_grant_type' });
     if (form.get('client_id') !== c.clientId || form.get('client_secret') !== c.clientSecret) return send(401, { error: 'invalid_client' });
     if (form.get('refresh_token') !== this.validRefreshToken) return send(400, { error: 'invalid_grant', error_description: 'refresh token is invalid or expired' });
+    if (this.geolocationUrl && base !== this.geolocationUrl && form.get('refresh_token') !== c.refreshToken) {
+      return send(400, { error: 'invalid_grant', error_description: `refresh token belongs to ${this.geolocationUrl}` });
+    }
     const accessToken = randomBytes(24).toString('base64url');
     const lifetime = this.options.tokenLifetimeSec ?? 3600;
     this.accessTokens.set(accessToken, Date.now() + lifetime * 1000);
     // Rotation: the old refresh token stops working at once, the harshest case Concur allows.
     this.validRefreshToken = randomBytes(24).toString('base64url');
     this.issuedTokens.push(accessToken, this.validRefreshToken);
+    if (this.faults.tokenDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.faults.tokenDelayMs));
     send(200, {
       access_token: accessToken,
       token_type: 'Bearer',
@@ -324,7 +360,7 @@ export class ConcurSim {
       refresh_token: this.validRefreshToken,
       refresh_expires_in: '15552000',
       id_token: 'sim-id-token',
-      geolocation: this.baseUrl,
+      geolocation: this.geolocationUrl ?? this.baseUrl,
     });
   }
 
@@ -427,6 +463,18 @@ export class ConcurSim {
     }
     send(404, { Message: `no control route ${method} ${path}` });
   }
+}
+
+function answerScripted(failure: ListFailure, req: http.IncomingMessage, res: http.ServerResponse): void {
+  if (failure.reset) {
+    req.socket.destroy();
+    return;
+  }
+  res.writeHead(failure.status, {
+    'content-type': failure.contentType ?? 'application/json',
+    ...(failure.retryAfter ? { 'retry-after': failure.retryAfter } : {}),
+  });
+  res.end(failure.body ?? JSON.stringify({ Message: `simulated ${failure.status}` }));
 }
 
 function readBody(req: http.IncomingMessage): Promise<string> {
