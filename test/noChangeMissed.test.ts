@@ -228,3 +228,18 @@ describe('seen retention', () => {
     expect(h.events()).toHaveLength(1);
   });
 });
+
+describe('ties on one LastModifiedDate', () => {
+  it('announces every report when ties come in a new order on every request, straddling page boundaries', async () => {
+    // The order is random: several runs, each from scratch.
+    for (let run = 0; run < 5; run++) {
+      const h = await harness();
+      const base = Date.now() - 5 * MIN;
+      // Groups of 2 and 3 on one stamp each, three a page: offsets would cut through the groups.
+      const reports = [2, 3, 2, 3, 2].flatMap((n, g) => Array.from({ length: n }, () => h.sim.createReport({}, { modifiedMs: base + g * 1000 })));
+      h.sim.faults.shuffleTies = true;
+      await h.daemon({ since: instantFromMs(base - MIN) }).daemon.runOnce();
+      expect(h.events().map((e) => e.objectId).sort(), `run ${run}`).toEqual(reports.map((r) => r.ID).sort());
+    }
+  });
+});

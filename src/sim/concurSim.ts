@@ -95,6 +95,8 @@ export type SimFaults = {
   repeatNextPage: boolean;
   /** NextPage never ends, even past the data. */
   endlessPages: boolean;
+  /** Reports on one LastModifiedDate come in a new random order on every request (no stable tie order). */
+  shuffleTies: boolean;
   /** Records served before the real ones on every list page 0 (bad ids, bad dates). */
   rawItems: unknown[];
   /** In-process only: runs before each list page is computed, to change data mid-sweep. */
@@ -140,7 +142,7 @@ export class ConcurSim {
   private sequence = 0;
   readonly changes: Change[] = [];
   readonly faults: SimFaults = {
-    listFailures: [], tokenError: undefined, tokenFailures: [], tokenDelayMs: 0, clockOffsetMs: 0, repeatNextPage: false, endlessPages: false, rawItems: [], beforePage: undefined,
+    listFailures: [], tokenError: undefined, tokenFailures: [], tokenDelayMs: 0, clockOffsetMs: 0, repeatNextPage: false, endlessPages: false, shuffleTies: false, rawItems: [], beforePage: undefined,
   };
   /** Every list request's query, in order, for tests to inspect what was asked. */
   readonly listQueries: URLSearchParams[] = [];
@@ -373,9 +375,10 @@ export class ConcurSim {
     const hi = before === undefined ? this.ordered.length : firstIndex(this.ordered, (r) => r.modifiedMs >= before);
     const pageIndex = Math.floor(offset / limit);
     const from = Math.min(lo + offset, hi);
+    const list = this.faults.shuffleTies ? shuffledTies(this.ordered.slice(lo, hi)) : undefined;
     return {
       raw: pageIndex === 0 ? this.faults.rawItems : [],
-      reports: this.ordered.slice(from, Math.min(from + limit, hi)),
+      reports: list ? list.slice(from - lo, Math.min(from + limit, hi) - lo) : this.ordered.slice(from, Math.min(from + limit, hi)),
       more: this.faults.endlessPages || from + limit < hi,
     };
   }
@@ -475,6 +478,21 @@ function answerScripted(failure: ListFailure, req: http.IncomingMessage, res: ht
     ...(failure.retryAfter ? { 'retry-after': failure.retryAfter } : {}),
   });
   res.end(failure.body ?? JSON.stringify({ Message: `simulated ${failure.status}` }));
+}
+
+/** The same reports, each run of equal modification times in a random order. */
+function shuffledTies(list: StoredReport[]): StoredReport[] {
+  const out = [...list];
+  for (let start = 0; start < out.length;) {
+    let end = start + 1;
+    while (end < out.length && out[end]!.modifiedMs === out[start]!.modifiedMs) end++;
+    for (let i = end - 1; i > start; i--) {
+      const j = start + Math.floor(Math.random() * (i - start + 1));
+      [out[i], out[j]] = [out[j]!, out[i]!];
+    }
+    start = end;
+  }
+  return out;
 }
 
 function readBody(req: http.IncomingMessage): Promise<string> {
