@@ -133,6 +133,22 @@ describe('progress under steady change, slow APIs and failures', () => {
     expect(h.sim.listQueries.length - asked).toBeLessThanOrEqual(3);
   });
 
+  it('a backfill reads its window once: parts already older than the overlap need no recheck', async () => {
+    const h = await harness();
+    const base = Date.now() - 30 * MIN;
+    for (let i = 0; i < 120; i++) h.sim.createReport({}, { modifiedMs: base + i * 10_000 });
+    const first = h.daemon({ since: instantFromMs(base - MIN) });
+    await first.daemon.runOnce();
+    expect(h.events()).toHaveLength(120);
+    // 40 pages of three: parts aim at 70 % of a page, and an overflowing answer costs one more.
+    expect(h.sim.listQueries.length).toBeLessThanOrEqual(100);
+    const row = streamRow(first.config.database);
+    expect(row.recheck).toBeGreaterThanOrEqual(instantFromMs(base + 119 * 10_000));
+    const asked = h.sim.listQueries.length;
+    await h.daemon().daemon.runOnce();
+    expect(h.sim.listQueries.length - asked).toBeLessThanOrEqual(2);
+  });
+
   it('moves the cursor on every poll while records change on every request', async () => {
     const h = await harness();
     const base = Date.now() - 5 * MIN;

@@ -84,10 +84,11 @@ export async function pollStream(instance: InstanceConfig, resource: ResourceCon
     onPage: (page) => measureSkew(ctx, page),
   });
   const commits = new CommitQueue();
+  const reach: Reach = { recheck: stream.recheck, providerNow: plan.providerNow };
   try {
     for (const [pass, window] of passes(plan, source)) {
       log.debug('sweep started', { pass, windowStart: isoFromInstant(window.start), windowEnd: isoFromInstant(window.end) });
-      const unsettledAt = await readWindow(ctx, pass, window, source, summary, commits);
+      const unsettledAt = await readWindow(ctx, pass, window, source, summary, commits, reach);
       if (unsettledAt !== undefined) {
         summary.settled = false;
         log.warn('records kept changing while a part of the window was read; it is read again next poll', { pass, at: isoFromInstant(unsettledAt) });
@@ -104,6 +105,12 @@ export async function pollStream(instance: InstanceConfig, resource: ResourceCon
 }
 
 type Pass = 'fresh' | 'recheck' | 'both';
+
+/**
+ * Where this poll's progress will stand once its commits land (the stream's own fields follow the
+ * commits), and the provider's now by the plan.
+ */
+type Reach = { recheck: Instant; providerNow: Instant };
 
 /**
  * A window that cannot be closed at an end date (a generic API) reads everything after its start
@@ -186,14 +193,14 @@ function measureSkew(ctx: SweepContext, page: Page): void {
  * not be settled starts, if one could not: progress stops there, while the parts after it are
  * still read and their changes announced.
  */
-async function readWindow(ctx: SweepContext, pass: Pass, window: PollWindow, source: SweepSource, summary: PollSummary, commits: CommitQueue): Promise<Instant | undefined> {
+async function readWindow(ctx: SweepContext, pass: Pass, window: PollWindow, source: SweepSource, summary: PollSummary, commits: CommitQueue, reach: Reach): Promise<Instant | undefined> {
   const { instance, resource, stream, deps, log } = ctx;
   let progressAt = -Infinity;
   let pages = 0;
   let unsettledAt: Instant | undefined;
   for await (const step of sweepWindow(window, source)) {
     if (step.unsettled) unsettledAt ??= step.from;
-    const progress = step.covered === undefined || unsettledAt !== undefined ? undefined : progressOf(ctx, pass, step);
+    const progress = step.covered === undefined || unsettledAt !== undefined ? undefined : progressOf(ctx, pass, step, reach);
     if (step.items.length === 0 && !progress) continue;
     const { changes, rejected, history } = detectChanges(step.items, resource, originInProviderTime(ctx), `page ${summary.pages + 1}`);
     for (const r of rejected) log.warn('record rejected', { position: r.position, reason: r.reason });
@@ -235,11 +242,11 @@ async function readWindow(ctx: SweepContext, pass: Pass, window: PollWindow, sou
  * cursor may move back, to where the provider's clock really is; never past a change unread. A part read when it was already
  * older than the overlap needs no second read: the recheck moves with it when it reaches that far.
  */
-function progressOf(ctx: SweepContext, pass: Pass, step: SweepStep): StreamProgress {
-  const { stream, instance, deps } = ctx;
+function progressOf(ctx: SweepContext, pass: Pass, step: SweepStep, reach: Reach): StreamProgress {
+  const { instance, deps } = ctx;
   const covered = step.covered!;
-  // Without a `Date` header the provider's clock is taken to be where the part ends.
-  const readAt = step.serverDateMs === undefined ? covered : instantFromMs(step.serverDateMs);
+  // Without a `Date` header the provider's clock is taken to be where the plan put it.
+  const readAt = step.serverDateMs === undefined ? reach.providerNow : instantFromMs(step.serverDateMs);
   const agedTo = Math.min(covered, readAt - instance.overlapSec * US_PER_SECOND);
   const skewMs = deps.skew.ms;
   const cursor = Math.min(covered, readAt);
@@ -248,7 +255,11 @@ function progressOf(ctx: SweepContext, pass: Pass, step: SweepStep): StreamProgr
       return { recheck: agedTo, skewMs };
     case 'both':
       return { cursor, recheck: agedTo, skewMs };
-    case 'fresh':
-      return { cursor, recheck: agedTo >= covered && stream.recheck >= step.from! ? covered : undefined, skewMs };
+    case 'fresh': {
+      // Parts read oldest first: the recheck can follow only from where it already stands.
+      const follows = agedTo >= covered && reach.recheck >= step.from!;
+      if (follows) reach.recheck = covered;
+      return { cursor, recheck: follows ? covered : undefined, skewMs };
+    }
   }
 }
