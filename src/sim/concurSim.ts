@@ -32,7 +32,12 @@ export type SimOptions = {
   tokenLifetimeSec?: number;
 };
 
-type Change = { kind: 'created' | 'updated'; id: string; lastModified: string };
+/**
+ * One version of a report. `madeMs` is the host's clock when it was made (not the simulator's,
+ * which a fault may shift, nor a pinned `modifiedMs`): what a change-to-receipt latency is
+ * measured from.
+ */
+export type Change = { kind: 'created' | 'updated'; id: string; lastModified: string; madeMs: number };
 
 type StoredReport = SimReport & { modifiedMs: number };
 
@@ -75,6 +80,8 @@ export type SimFaults = {
   repeatNextPage: boolean;
   /** NextPage never ends, even past the data. */
   endlessPages: boolean;
+  /** Each list answer (a page or a scripted failure) waits this long, as a slow API's do. */
+  listDelayMs: number;
   /** Records served before the real ones on every list page 0 (bad ids, bad dates). */
   rawItems: unknown[];
   /** In-process only: runs before each list page is computed, to change data mid-sweep. */
@@ -119,7 +126,7 @@ export class ConcurSim {
   private sequence = 0;
   readonly changes: Change[] = [];
   readonly faults: SimFaults = {
-    listFailures: [], tokenError: undefined, clockOffsetMs: 0, repeatNextPage: false, endlessPages: false, rawItems: [], beforePage: undefined,
+    listFailures: [], tokenError: undefined, clockOffsetMs: 0, listDelayMs: 0, repeatNextPage: false, endlessPages: false, rawItems: [], beforePage: undefined,
   };
   /** Every list request's query, in order, for tests to inspect what was asked. */
   readonly listQueries: URLSearchParams[] = [];
@@ -201,7 +208,7 @@ export class ConcurSim {
     this.reports.set(id, report);
     this.remember(report);
     this.insertOrdered(report);
-    this.changes.push({ kind: 'created', id, lastModified: report.LastModifiedDate });
+    this.changes.push({ kind: 'created', id, lastModified: report.LastModifiedDate, madeMs: Date.now() });
     return this.publicReport(report);
   }
 
@@ -214,7 +221,7 @@ export class ConcurSim {
     Object.assign(report, { LastModifiedDate: concurDate(ms), modifiedMs: ms, ApprovalStatusCode: next[0], ApprovalStatusName: next[1] });
     this.remember(report);
     this.insertOrdered(report);
-    this.changes.push({ kind: 'updated', id, lastModified: report.LastModifiedDate });
+    this.changes.push({ kind: 'updated', id, lastModified: report.LastModifiedDate, madeMs: Date.now() });
     return this.publicReport(report);
   }
 
@@ -260,6 +267,8 @@ export class ConcurSim {
       const allowed = concur ? expiry !== undefined && expiry >= Date.now() : auth === `Bearer ${STATIC_TOKEN}` || auth === basic;
       if (!allowed) return send(401, { Message: 'Invalid or expired token' });
       this.listQueries.push(url.searchParams);
+      // Before the page is read, so the answer holds what changed meanwhile, as a slow query's would.
+      if (this.faults.listDelayMs > 0) await new Promise((r) => setTimeout(r, this.faults.listDelayMs));
       const failure = this.faults.listFailures.shift();
       if (failure?.reset) {
         req.socket.destroy();
