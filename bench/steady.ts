@@ -136,7 +136,7 @@ async function runPhase(phase: Phase, seconds: number): Promise<Row[]> {
     const settled = finished.filter((l) => l.settled === true).length;
     const failed = logs.filter((l) => typeof l.message === 'string' && l.message.startsWith('poll failed')).length;
     log(`steady, ${phase.name}: ${account.made} versions made, ${account.announced} announced, ${account.standing} stood ≥ ${STANDING_MS / 1000} s, `
-      + `${account.standingNeverAnnounced} of them never announced; ${account.duplicates} under two ids, ${account.redeliveries} redelivered, `
+      + `${account.standingNeverAnnounced} of them never announced (${account.missedStillCurrent} still current); ${account.duplicates} under two ids, ${account.redeliveries} redelivered, `
       + `${account.unknown} receipts of no known version; ${finished.length} polls finished (${settled} moved the cursor), ${failed} failed; `
       + `${listRequests} pages served, ${faults} faults; ${kills} kills`);
 
@@ -146,7 +146,7 @@ async function runPhase(phase: Phase, seconds: number): Promise<Row[]> {
     return [
       { metric: `${name}: latency p50 (${account.announced} of ${account.made} versions)`, value: p50, unit: 's', target: '—', ok: true },
       { metric: `${name}: latency p95`, value: p95, unit: 's', target: `≤ ${phase.target95s} s`, ok: p95 <= phase.target95s },
-      { metric: `${name}: stood ≥ ${STANDING_MS / 1000} s, never announced (of ${account.standing})`, value: account.standingNeverAnnounced, unit: 'versions', target: '0', ok: account.standingNeverAnnounced === 0 },
+      { metric: `${name}: stood ≥ ${STANDING_MS / 1000} s, never announced (of ${account.standing}; ${account.missedStillCurrent} still current)`, value: account.standingNeverAnnounced, unit: 'versions', target: '0', ok: account.standingNeverAnnounced === 0 },
       { metric: `${name}: announced under two ids`, value: account.duplicates, unit: 'versions', target: '—', ok: true },
       { metric: `${name}: polls that moved the cursor (of ${finished.length + failed})`, value: settled, unit: 'polls', target: '—', ok: true },
     ];

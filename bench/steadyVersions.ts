@@ -21,6 +21,11 @@ export type VersionAccount = {
   standing: number;
   /** Of those, the ones never announced: each is a change the poller missed. */
   standingNeverAnnounced: number;
+  /**
+   * Of the missed, the ones still current at `untilMs`: late, and may yet be announced. The
+   * others were replaced unannounced, so polling can never announce them.
+   */
+  missedStillCurrent: number;
   /** Versions announced under two or more notification ids. */
   duplicates: number;
   /** Receipts of a version again under a notification id it already came with (at-least-once redelivery). */
@@ -53,13 +58,15 @@ export function accountVersions(versions: MadeVersion[], receipts: Receipt[], un
     if (previous !== undefined) replacedAt.set(previous, v.madeMs);
     latest.set(v.id, i);
   });
-  const account: VersionAccount = { made: versions.length, announced: 0, latenciesMs: [], standing: 0, standingNeverAnnounced: 0, duplicates: 0, redeliveries: 0, unknown };
+  const account: VersionAccount = { made: versions.length, announced: 0, latenciesMs: [], standing: 0, standingNeverAnnounced: 0, missedStillCurrent: 0, duplicates: 0, redeliveries: 0, unknown };
   versions.forEach((v, i) => {
     const got = receiptsOf.get(keyOf(v.id, instantMs(v.lastModified)))!;
-    const stood = (replacedAt.get(i) ?? untilMs) - v.madeMs;
+    const replaced = replacedAt.get(i);
+    const stood = (replaced ?? untilMs) - v.madeMs;
     if (stood >= standingMs) account.standing++;
     if (got.length === 0) {
       if (stood >= standingMs) account.standingNeverAnnounced++;
+      if (stood >= standingMs && replaced === undefined) account.missedStillCurrent++;
       return;
     }
     account.announced++;

@@ -18,7 +18,15 @@ describe('steady bench: which versions were announced, when, and which were miss
       version('A', '2026-11-22T07:00:05', 5_000),
     ];
     const account = accountVersions(versions, [receipt('A', '2026-11-22T07:00:05.000Z', 'n1', 7_000)], 30_000, STANDING_MS);
-    expect(account).toMatchObject({ made: 3, announced: 1, standing: 2, standingNeverAnnounced: 1, latenciesMs: [2_000] });
+    expect(account).toMatchObject({ made: 3, announced: 1, standing: 2, standingNeverAnnounced: 1, missedStillCurrent: 1, latenciesMs: [2_000] });
+  });
+
+  it('tells a missed version replaced unannounced from one still current, which may yet be announced', () => {
+    const versions = [
+      version('A', '2026-11-22T07:00:00', 0),
+      version('A', '2026-11-22T07:00:25', 25_000),
+    ];
+    expect(accountVersions(versions, [], 50_000, STANDING_MS)).toMatchObject({ standing: 2, standingNeverAnnounced: 2, missedStillCurrent: 1 });
   });
 
   it('lets a version still current when the receipts were taken stand until then', () => {
