@@ -2,9 +2,10 @@
  * `npm run bench`: pollbridge against this machine's own limits. Every figure is a ratio against
  * a baseline measured in the same run, so it holds on a noisy machine. Prints a table and writes
  * bench/results.json. The daemon runs as the real CLI in a child process (its memory is its own);
- * the simulator runs here, the receiver in a process of its own.
+ * the simulator runs here, the receiver in a process of its own (the steady scenario, steady.ts,
+ * runs its simulator in a process of its own too).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -12,25 +13,21 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import Database from 'better-sqlite3';
 import got from 'got';
-import { ConcurSim, DEFAULT_SIM_CREDENTIALS } from '../dist/sim/concurSim.js';
+import { ConcurSim } from '../dist/sim/concurSim.js';
 import { SqliteStore } from '../dist/store/sqliteStore.js';
+import { INSTANCE, log, percentile, RESOURCE, ROOT, type Row, startDaemon, writeConfig } from './parts.js';
+import { steady } from './steady.js';
 
-const ROOT = fileURLToPath(new URL('../', import.meta.url));
-const CLI = join(ROOT, 'dist/cli.js');
-const INSTANCE = 'Bench';
-const RESOURCE = 'reports';
 const PAGE = 100;
 const EVENTS_PER_NOTIFICATION = 10;
 
-type Row = { metric: string; value: number; unit: string; baseline?: number; ratio?: number; target: string; ok: boolean };
 const rows: Row[] = [];
-const log = (line: string): void => void process.stderr.write(`${line}\n`);
 
 // ---------------------------------------------------------------------------------------------
-// Parts: simulator, receiver, config, the daemon as a child process with its peak RSS.
+// Parts: the receiver (the daemon and its config are in parts.ts).
 
 /** The receiver's code: answers 200 at once and keeps the time of each request. */
 const RECEIVER = `
@@ -68,103 +65,9 @@ async function startReceiver(): Promise<Receiver> {
   };
 }
 
-function writeConfig(dir: string, simUrl: string, callback: string, cron: string): string {
-  const c = DEFAULT_SIM_CREDENTIALS;
-  const config = {
-    database: './pollbridge.db',
-    instances: [{
-      name: INSTANCE,
-      element: { key: 'concur' },
-      provider: { baseUrl: simUrl, auth: { type: 'oauth2_refresh_token', tokenUrl: `${simUrl}/oauth2/v0/token`, clientId: c.clientId, clientSecret: c.clientSecret, refreshToken: c.refreshToken } },
-      configuration: {
-        'event.notification.enabled': 'true',
-        'event.vendor.type': 'polling',
-        'event.notification.callback.url': callback,
-        'event.notification.signature.key': 'whsec_' + randomBytes(24).toString('base64'),
-        'pollbridge.poller.cron': cron,
-        'event.poller.configuration': {
-          [RESOURCE]: {
-            url: "/hubs/expense/reports?where=modifiedDateAfter='${date:yyyy-MM-dd'T'HH:mm:ss.SSS}'",
-            idField: 'ID',
-            pageSize: PAGE,
-            datesConfiguration: {
-              updatedDateField: 'LastModifiedDate', updatedDateFormat: "yyyy-MM-dd'T'HH:mm:ss.SSS",
-              createdDateField: 'CreateDate', createdDateFormat: "yyyy-MM-dd'T'HH:mm:ss.SSS",
-            },
-          },
-        },
-      },
-    }],
-  };
-  const file = join(dir, 'poller.config.json');
-  writeFileSync(file, JSON.stringify(config));
-  return file;
-}
-
-/** The node flags of deploy/pollbridge.service: the daemon is measured the way it is shipped. */
-function serviceNodeFlags(): string[] {
-  const execStart = /^ExecStart=\S+ (.*?) \S+cli\.js/m.exec(readFileSync(join(ROOT, 'deploy/pollbridge.service'), 'utf8'));
-  return execStart ? execStart[1]!.split(' ').filter((f) => f.startsWith('--')) : [];
-}
-
-/** CPU time (ms) of the daemon, all its threads, and of this process (the simulator), at one moment. */
-type CpuMark = { daemonMs: number; simMs: number; records: number };
-
-type Daemon = {
-  child: ChildProcess; logs: Record<string, unknown>[]; peakRssMb: () => number; exited: Promise<number | null>;
-  /** Taken at the first progress line of a poll and when it finishes: start-up is left out. */
-  cpuMarks: CpuMark[];
-};
-
-/** utime + stime of a process, all threads, from /proc (in clock ticks: 10 ms on Linux). */
-function processCpuMs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10;
-}
-
-/** The CLI as a child; its peak RSS is read from /proc (VmHWM) every 50 ms and at the end. */
-function startDaemon(args: string[]): Daemon {
-  const child = spawn(process.execPath, [...serviceNodeFlags(), CLI, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const logs: Record<string, unknown>[] = [];
-  const cpuMarks: CpuMark[] = [];
-  const markCpu = (records: number): void => {
-    const own = process.cpuUsage();
-    cpuMarks.push({ daemonMs: processCpuMs(child.pid!), simMs: (own.user + own.system) / 1000, records });
-  };
-  let partial = '';
-  child.stdout!.on('data', (c: Buffer) => {
-    const lines = (partial + c.toString()).split('\n');
-    partial = lines.pop() ?? '';
-    for (const l of lines) {
-      if (!l.startsWith('{')) continue;
-      const entry = JSON.parse(l) as Record<string, unknown>;
-      logs.push(entry);
-      if (entry.message === 'poll progress' && cpuMarks.length === 0) markCpu(entry.records as number);
-      if (entry.message === 'poll finished' && cpuMarks.length === 1) markCpu(entry.records as number);
-    }
-  });
-  let peakKb = 0;
-  const sample = (): void => {
-    try {
-      const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
-      if (m) peakKb = Math.max(peakKb, Number(m[1]));
-    } catch {
-      // The process has gone: the last sample stands.
-    }
-  };
-  const timer = setInterval(sample, 50);
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => { clearInterval(timer); resolve(code); }));
-  return { child, logs, peakRssMb: () => { sample(); return peakKb / 1024; }, exited, cpuMarks };
-}
-
 function seedReports(sim: ConcurSim, count: number, fromMs: number): void {
   for (let i = 0; i < count; i++) sim.createReport({}, { modifiedMs: fromMs + i });
 }
-
-const percentile = (values: number[], p: number): number => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-};
 
 // ---------------------------------------------------------------------------------------------
 // Baselines.
@@ -235,7 +138,7 @@ async function withBackfill<T>(records: number, run: (b: Backfill) => Promise<T>
   try {
     const from = Date.now() - 3_600_000;
     seedReports(sim, records, from);
-    return await run({ dir, sim, receiver, config: writeConfig(dir, simUrl, receiver.url, '0 0 1 1 *'), from });
+    return await run({ dir, sim, receiver, config: writeConfig(dir, simUrl, receiver.url, '0 0 1 1 *', PAGE), from });
   } finally {
     await receiver.close();
     await sim.stop();
@@ -321,7 +224,7 @@ async function latency(changes: number): Promise<void> {
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
   try {
-    const config = writeConfig(dir, simUrl, url, '* * * * * *');
+    const config = writeConfig(dir, simUrl, url, '* * * * * *', PAGE);
     const daemon = startDaemon(['run', '-c', config]);
     const deadline = Date.now() + 15_000;
     while (!daemon.logs.some((l) => l.message === 'poll finished')) {
@@ -352,20 +255,59 @@ async function latency(changes: number): Promise<void> {
 
 // ---------------------------------------------------------------------------------------------
 
-const fmt = (n: number): string => (n >= 100 ? Math.round(n).toLocaleString('en-US') : n.toFixed(n >= 10 ? 1 : 3));
+/** Counts (versions, polls) as whole numbers; measures with three significant places or so. */
+const fmt = (n: number): string => (Number.isInteger(n) || n >= 100 ? Math.round(n).toLocaleString('en-US') : n.toFixed(n >= 10 ? 1 : 3));
+
+async function scale(): Promise<void> {
+  const rates: Record<number, { rate: number; rssMb: number }> = {};
+  for (const seen of [10_000, 100_000, 1_000_000]) rates[seen] = await ingestWithSeen(seen, 20_000);
+  for (const seen of [10_000, 100_000, 1_000_000]) {
+    const ratio = rates[seen]!.rate / rates[10_000]!.rate;
+    rows.push({ metric: `ingest with ${seen.toLocaleString('en-US')} seen, 20,000 new`, value: rates[seen]!.rate, unit: 'records/s', baseline: rates[10_000]!.rate, ratio, target: seen === 1_000_000 ? '≥ 0.8× the 10k rate' : '—', ok: seen !== 1_000_000 || ratio >= 0.8 });
+  }
+  rows.push({ metric: 'peak RSS of the daemon, 1,000,000 seen', value: rates[1_000_000]!.rssMb, unit: 'MB', target: '≤ 150 MB', ok: rates[1_000_000]!.rssMb <= 150 });
+}
+
+/**
+ * `--only steady,latency` runs those scenarios alone (the others' rows in results.json stay);
+ * `--steady-seconds N` shortens the steady scenario's phases for a quick check.
+ */
+function options(): { parts: Part[]; steadySeconds: number } {
+  const { values } = parseArgs({ options: { only: { type: 'string' }, 'steady-seconds': { type: 'string' } } });
+  const parts = values.only === undefined ? [...PARTS] : values.only.split(',').map((p) => p.trim());
+  const unknown = parts.filter((p) => !(PARTS as readonly string[]).includes(p));
+  if (unknown.length > 0) throw new Error(`--only: unknown part ${unknown.join(', ')} (parts: ${PARTS.join(', ')})`);
+  const steadySeconds = Number(values['steady-seconds'] ?? 120);
+  if (!Number.isInteger(steadySeconds) || steadySeconds < 10) throw new Error(`--steady-seconds must be a whole number of seconds, at least 10, got "${values['steady-seconds']}"`);
+  return { parts: parts as Part[], steadySeconds };
+}
+
+const PARTS = ['ingest', 'scale', 'latency', 'steady'] as const;
+type Part = (typeof PARTS)[number];
+
+/** The rows of the parts not run this time, from the last results.json, so that `--only` keeps them. */
+function previousRows(file: string, run: Part[]): Row[] {
+  try {
+    return (JSON.parse(readFileSync(file, 'utf8')) as { rows: Row[] }).rows.filter((r) => r.part !== undefined && !run.includes(r.part as Part));
+  } catch {
+    return [];
+  }
+}
 
 async function main(): Promise<void> {
   const started = Date.now();
-  const records = Number(process.env.BENCH_RECORDS ?? 200_000);
-  await ingestAndDelivery(records);
-  const scale: Record<number, { rate: number; rssMb: number }> = {};
-  for (const seen of [10_000, 100_000, 1_000_000]) scale[seen] = await ingestWithSeen(seen, 20_000);
-  for (const seen of [10_000, 100_000, 1_000_000]) {
-    const ratio = scale[seen]!.rate / scale[10_000]!.rate;
-    rows.push({ metric: `ingest with ${seen.toLocaleString('en-US')} seen, 20,000 new`, value: scale[seen]!.rate, unit: 'records/s', baseline: scale[10_000]!.rate, ratio, target: seen === 1_000_000 ? '≥ 0.8× the 10k rate' : '—', ok: seen !== 1_000_000 || ratio >= 0.8 });
+  const { parts, steadySeconds } = options();
+  const run: Record<Part, () => Promise<void>> = {
+    ingest: () => ingestAndDelivery(Number(process.env.BENCH_RECORDS ?? 200_000)),
+    scale,
+    latency: () => latency(60),
+    steady: async () => void rows.push(...(await steady(steadySeconds))),
+  };
+  for (const part of PARTS.filter((p) => parts.includes(p))) {
+    const from = rows.length;
+    await run[part]();
+    for (const row of rows.slice(from)) row.part = part;
   }
-  rows.push({ metric: 'peak RSS of the daemon, 1,000,000 seen', value: scale[1_000_000]!.rssMb, unit: 'MB', target: '≤ 150 MB', ok: scale[1_000_000]!.rssMb <= 150 });
-  await latency(60);
 
   const machine = `${os.cpus().length} × ${os.cpus()[0]?.model.trim() ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${os.platform()} ${os.release()}`;
   const header = ['metric', 'value', 'baseline', 'ratio', 'target', 'ok'];
@@ -373,8 +315,12 @@ async function main(): Promise<void> {
   const widths = header.map((h, i) => Math.max(h.length, ...table.map((t) => t[i]!.length)));
   const line = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
   const out = [line(header), `| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`, ...table.map(line)].join('\n');
-  process.stdout.write(`\nMachine: ${machine}\nCommand: npm run bench (${Math.round((Date.now() - started) / 1000)} s)\n\n${out}\n`);
-  writeFileSync(join(ROOT, 'bench/results.json'), JSON.stringify({ machine, date: new Date().toISOString(), rows }, null, 2) + '\n');
+  const command = ['npm run bench', ...(process.argv.length > 2 ? ['--', ...process.argv.slice(2)] : [])].join(' ');
+  process.stdout.write(`\nMachine: ${machine}\nCommand: ${command} (${Math.round((Date.now() - started) / 1000)} s)\n\n${out}\n`);
+  const file = join(ROOT, 'bench/results.json');
+  const kept = previousRows(file, parts);
+  const all = PARTS.flatMap((p) => [...kept, ...rows].filter((r) => r.part === p));
+  writeFileSync(file, JSON.stringify({ machine, date: new Date().toISOString(), rows: all }, null, 2) + '\n');
 }
 
 await main();

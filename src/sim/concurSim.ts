@@ -48,7 +48,12 @@ export type SimOptions = {
   separateGeolocation?: boolean;
 };
 
-type Change = { kind: 'created' | 'updated' | 'deleted'; id: string; lastModified: string };
+/**
+ * One version of a report. `madeMs` is the host's clock when it was made (not the simulator's,
+ * which a fault may shift, nor a pinned `modifiedMs`): what a change-to-receipt latency is
+ * measured from.
+ */
+export type Change = { kind: 'created' | 'updated' | 'deleted'; id: string; lastModified: string; madeMs: number };
 
 type StoredReport = SimReport & { modifiedMs: number };
 
@@ -97,6 +102,8 @@ export type SimFaults = {
   endlessPages: boolean;
   /** Reports on one LastModifiedDate come in a new random order on every request (no stable tie order). */
   shuffleTies: boolean;
+  /** Each list answer (a page or a scripted failure) waits this long, as a slow API's do. */
+  listDelayMs: number;
   /** Records served before the real ones on every list page 0 (bad ids, bad dates). */
   rawItems: unknown[];
   /** In-process only: runs before each list page is computed, to change data mid-sweep. */
@@ -142,7 +149,7 @@ export class ConcurSim {
   private sequence = 0;
   readonly changes: Change[] = [];
   readonly faults: SimFaults = {
-    listFailures: [], tokenError: undefined, tokenFailures: [], tokenDelayMs: 0, clockOffsetMs: 0, repeatNextPage: false, endlessPages: false, shuffleTies: false, rawItems: [], beforePage: undefined,
+    listFailures: [], tokenError: undefined, tokenFailures: [], tokenDelayMs: 0, clockOffsetMs: 0, listDelayMs: 0, repeatNextPage: false, endlessPages: false, shuffleTies: false, rawItems: [], beforePage: undefined,
   };
   /** Every list request's query, in order, for tests to inspect what was asked. */
   readonly listQueries: URLSearchParams[] = [];
@@ -247,7 +254,7 @@ export class ConcurSim {
     this.reports.set(id, report);
     this.remember(report);
     this.insertOrdered(report);
-    this.changes.push({ kind: 'created', id, lastModified: report.LastModifiedDate });
+    this.changes.push({ kind: 'created', id, lastModified: report.LastModifiedDate, madeMs: Date.now() });
     return this.publicReport(report);
   }
 
@@ -260,7 +267,7 @@ export class ConcurSim {
     Object.assign(report, { LastModifiedDate: concurDate(ms, this.dateZone), modifiedMs: ms, ApprovalStatusCode: next[0], ApprovalStatusName: next[1] });
     this.remember(report);
     this.insertOrdered(report);
-    this.changes.push({ kind: 'updated', id, lastModified: report.LastModifiedDate });
+    this.changes.push({ kind: 'updated', id, lastModified: report.LastModifiedDate, madeMs: Date.now() });
     return this.publicReport(report);
   }
 
@@ -271,7 +278,7 @@ export class ConcurSim {
     this.ordered.splice(firstIndex(this.ordered, (r) => byChange(r, report) >= 0), 1);
     this.reports.delete(id);
     this.jsonById.delete(id);
-    this.changes.push({ kind: 'deleted', id, lastModified: report.LastModifiedDate });
+    this.changes.push({ kind: 'deleted', id, lastModified: report.LastModifiedDate, madeMs: Date.now() });
   }
 
   private insertOrdered(report: StoredReport): void {
@@ -316,6 +323,8 @@ export class ConcurSim {
       const allowed = concur ? expiry !== undefined && expiry >= Date.now() : auth === `Bearer ${STATIC_TOKEN}` || auth === basic;
       if (!allowed) return send(401, { Message: 'Invalid or expired token' });
       this.listQueries.push(url.searchParams);
+      // Before the page is read, so the answer holds what changed meanwhile, as a slow query's would.
+      if (this.faults.listDelayMs > 0) await new Promise((r) => setTimeout(r, this.faults.listDelayMs));
       const failure = this.faults.listFailures.shift();
       if (failure?.reset) {
         req.socket.destroy();

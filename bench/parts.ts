@@ -1,0 +1,118 @@
+/**
+ * What the bench's scenarios share: the daemon as the real CLI in a child process, its config,
+ * and the rows of the table.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DEFAULT_SIM_CREDENTIALS } from '../dist/sim/concurSim.js';
+
+export const ROOT = fileURLToPath(new URL('../', import.meta.url));
+const CLI = join(ROOT, 'dist/cli.js');
+export const INSTANCE = 'Bench';
+export const RESOURCE = 'reports';
+
+/** `part` names the scenario that measured it: `--only` reruns one and keeps the others' rows. */
+export type Row = { metric: string; value: number; unit: string; baseline?: number; ratio?: number; target: string; ok: boolean; part?: string };
+
+export const log = (line: string): void => void process.stderr.write(`${line}\n`);
+
+export function writeConfig(dir: string, simUrl: string, callback: string, cron: string, pageSize: number): string {
+  const c = DEFAULT_SIM_CREDENTIALS;
+  const config = {
+    database: './pollbridge.db',
+    instances: [{
+      name: INSTANCE,
+      element: { key: 'concur' },
+      provider: { baseUrl: simUrl, auth: { type: 'oauth2_refresh_token', tokenUrl: `${simUrl}/oauth2/v0/token`, clientId: c.clientId, clientSecret: c.clientSecret, refreshToken: c.refreshToken } },
+      configuration: {
+        'event.notification.enabled': 'true',
+        'event.vendor.type': 'polling',
+        'event.notification.callback.url': callback,
+        'event.notification.signature.key': 'whsec_' + randomBytes(24).toString('base64'),
+        'pollbridge.poller.cron': cron,
+        'event.poller.configuration': {
+          [RESOURCE]: {
+            url: "/hubs/expense/reports?where=modifiedDateAfter='${date:yyyy-MM-dd'T'HH:mm:ss.SSS}'",
+            idField: 'ID',
+            pageSize,
+            datesConfiguration: {
+              updatedDateField: 'LastModifiedDate', updatedDateFormat: "yyyy-MM-dd'T'HH:mm:ss.SSS",
+              createdDateField: 'CreateDate', createdDateFormat: "yyyy-MM-dd'T'HH:mm:ss.SSS",
+            },
+          },
+        },
+      },
+    }],
+  };
+  const file = join(dir, 'poller.config.json');
+  writeFileSync(file, JSON.stringify(config));
+  return file;
+}
+
+/** The node flags of deploy/pollbridge.service: the daemon is measured the way it is shipped. */
+function serviceNodeFlags(): string[] {
+  const execStart = /^ExecStart=\S+ (.*?) \S+cli\.js/m.exec(readFileSync(join(ROOT, 'deploy/pollbridge.service'), 'utf8'));
+  return execStart ? execStart[1]!.split(' ').filter((f) => f.startsWith('--')) : [];
+}
+
+/** CPU time (ms) of the daemon, all its threads, and of this process (the simulator), at one moment. */
+type CpuMark = { daemonMs: number; simMs: number; records: number };
+
+export type Daemon = {
+  child: ChildProcess; logs: Record<string, unknown>[]; peakRssMb: () => number; exited: Promise<number | null>;
+  /** Taken at the first progress line of a poll and when it finishes: start-up is left out. */
+  cpuMarks: CpuMark[];
+};
+
+/** utime + stime of a process, all threads, from /proc (in clock ticks: 10 ms on Linux). */
+function processCpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** The CLI as a child; its peak RSS is read from /proc (VmHWM) every 50 ms and at the end. */
+export function startDaemon(args: string[]): Daemon {
+  const child = spawn(process.execPath, [...serviceNodeFlags(), CLI, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const logs: Record<string, unknown>[] = [];
+  const cpuMarks: CpuMark[] = [];
+  const markCpu = (records: number): void => {
+    const own = process.cpuUsage();
+    try {
+      cpuMarks.push({ daemonMs: processCpuMs(child.pid!), simMs: (own.user + own.system) / 1000, records });
+    } catch {
+      // Killed (the steady scenario's SIGKILLs) before its last lines were read: no mark.
+    }
+  };
+  let partial = '';
+  child.stdout!.on('data', (c: Buffer) => {
+    const lines = (partial + c.toString()).split('\n');
+    partial = lines.pop() ?? '';
+    for (const l of lines) {
+      if (!l.startsWith('{')) continue;
+      const entry = JSON.parse(l) as Record<string, unknown>;
+      logs.push(entry);
+      if (entry.message === 'poll progress' && cpuMarks.length === 0) markCpu(entry.records as number);
+      if (entry.message === 'poll finished' && cpuMarks.length === 1) markCpu(entry.records as number);
+    }
+  });
+  let peakKb = 0;
+  const sample = (): void => {
+    try {
+      const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+      if (m) peakKb = Math.max(peakKb, Number(m[1]));
+    } catch {
+      // The process has gone: the last sample stands.
+    }
+  };
+  const timer = setInterval(sample, 50);
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => { clearInterval(timer); resolve(code); }));
+  return { child, logs, peakRssMb: () => { sample(); return peakKb / 1024; }, exited, cpuMarks };
+}
+
+export const percentile = (values: number[], p: number): number => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+};
