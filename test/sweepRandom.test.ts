@@ -28,6 +28,7 @@ const SEEDS = Number(process.env.POLLBRIDGE_SWEEP_SEEDS ?? 500);
 const FROM = Number(process.env.POLLBRIDGE_SWEEP_SEED_FROM ?? 1);
 /** Seeds run side by side: each waits on HTTP and fsync most of the time. */
 const PARALLEL = 8;
+const SEEDS_PER_DATABASE = 50;
 
 /** mulberry32: small, fast, and the same sequence for the same seed everywhere. */
 function rng(seed: number): () => number {
@@ -185,23 +186,27 @@ describe('sweeping a window while records change, seeded', () => {
   it(`announces every version that stood through a settled poll, once, for ${SEEDS} seeds`, async () => {
     const dir = tempDir();
     const config = loadConfig(writeJson(dir, 'c.json', simConfig('http://127.0.0.1:1', 'http://127.0.0.1:2/hook', 'k')), { env: SIM_ENV });
-    const store = await ThreadedStore.open(join(dir, 'sweep.db'));
     const http = createHttpClient({ timeoutMs: 5000 });
     const getText = createGetText({ timeoutMs: 5000 });
     const failures: string[] = [];
-    try {
-      let next = FROM;
-      const worker = async () => {
-        while (next < FROM + SEEDS && failures.length < 5) {
-          const seed = next++;
-          const failure = await runSeed(seed, store, config.instances[0]!, http, getText);
-          if (failure) failures.push(failure);
+    let next = FROM;
+    // Each worker has a database of its own, new every SEEDS_PER_DATABASE seeds: the outbox query
+    // of a seed stays small however many seeds run.
+    const worker = async (w: number) => {
+      for (let batch = 0; next < FROM + SEEDS && failures.length < 5; batch++) {
+        const store = await ThreadedStore.open(join(dir, `sweep-${w}-${batch}.db`));
+        try {
+          for (let i = 0; i < SEEDS_PER_DATABASE && next < FROM + SEEDS && failures.length < 5; i++) {
+            const seed = next++;
+            const failure = await runSeed(seed, store, config.instances[0]!, http, getText);
+            if (failure) failures.push(failure);
+          }
+        } finally {
+          await store.close();
         }
-      };
-      await Promise.all(Array.from({ length: PARALLEL }, worker));
-    } finally {
-      await store.close();
-    }
+      }
+    };
+    await Promise.all(Array.from({ length: PARALLEL }, (_, w) => worker(w)));
     expect(failures, `failing seeds (rerun one with POLLBRIDGE_SWEEP_SEED_FROM=N POLLBRIDGE_SWEEP_SEEDS=1):\n${failures.join('\n')}`).toEqual([]);
   }, 600_000);
 });
