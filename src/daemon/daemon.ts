@@ -138,7 +138,7 @@ export class Daemon {
 
   /**
    * `run --once`: poll every stream once, deliver what can be delivered now, and stop. A stop()
-   * meanwhile cuts it short (`interrupted`): windows not finished are read again next run.
+   * meanwhile cuts it short (`interrupted`): the next run goes on from the last part committed.
    */
   async runOnce(): Promise<{ failedPolls: number; pending: number; interrupted: boolean }> {
     await this.open();
@@ -147,7 +147,7 @@ export class Daemon {
     const interrupted = this.stopped;
     const pending = interrupted ? 0 : (await this.store!.notificationCounts()).pending;
     await this.stop();
-    // An interrupted poll is not a failed one: its window is simply read again next run.
+    // An interrupted poll is not a failed one: the next run goes on where it stopped.
     return { failedPolls: interrupted ? 0 : results.filter((r) => r === undefined).length, pending, interrupted };
   }
 
@@ -171,7 +171,7 @@ export class Daemon {
 
   /**
    * Applies a new, already validated configuration: polling restarts on the new streams (a poll
-   * in progress is interrupted and its window read again), deliveries go to the new targets, and
+   * in progress is interrupted, the next goes on from its last committed part), deliveries go to the new targets, and
    * the outbox is kept. The database cannot change while running.
    */
   async reload(config: PollbridgeConfig): Promise<void> {
@@ -366,7 +366,7 @@ export class Daemon {
         const message = err instanceof Error ? err.message : String(err);
         if (signal.aborted) {
           // A stop or reload cut it short: not a failure of the provider, so nothing is recorded.
-          log.info('poll interrupted; its window is read again', { durationMs: Date.now() - started });
+          log.info('poll interrupted; the next goes on from its last committed part', { durationMs: Date.now() - started });
           return undefined;
         }
         this.metrics.polls.inc({ ...labels, result: 'failed' });
