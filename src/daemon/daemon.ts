@@ -171,8 +171,8 @@ export class Daemon {
 
   /**
    * Applies a new, already validated configuration: polling restarts on the new streams (a poll
-   * in progress is interrupted, the next goes on from its last committed part), deliveries go to the new targets, and
-   * the outbox is kept. The database cannot change while running.
+   * in progress is interrupted; the next goes on from its last committed part), deliveries go to
+   * the new targets, and the outbox is kept. The database cannot change while running.
    */
   async reload(config: PollbridgeConfig): Promise<void> {
     await this.starting;
