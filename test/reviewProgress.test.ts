@@ -46,6 +46,16 @@ const generic = (perPage: number) => (base: ReturnType<typeof simConfig>) => {
   };
 };
 
+/** The sim config with fields of its one resource replaced. */
+function withResource(base: ReturnType<typeof simConfig>, fields: Record<string, unknown>) {
+  const instance = base.instances[0]!;
+  const poller = instance.configuration['event.poller.configuration'];
+  return { ...base, instances: [{ ...instance, configuration: { ...instance.configuration, 'event.poller.configuration': { reports: { ...poller.reports, ...fields } } } }] };
+}
+
+/** A Concur URL whose dates are days: a window is one part, swept page by page until confirmed. */
+const daysConcur = (base: ReturnType<typeof simConfig>) => withResource(base, { url: "/hubs/expense/reports?where=modifiedDateAfter='${date:yyyy-MM-dd}'" });
+
 /** Waits (bounded) until the simulator's clock has entered a later second than `ms`'s by `seconds`. */
 async function simSecondsPast(h: Awaited<ReturnType<typeof harness>>, ms: number, seconds: number) {
   const target = Math.floor(ms / 1000) + seconds;
@@ -53,8 +63,11 @@ async function simSecondsPast(h: Awaited<ReturnType<typeof harness>>, ms: number
 }
 
 describe('review: liveness of whole-window sweeps', () => {
-  it('a generic API whose recent records change while it is read: the cursor still moves on', async () => {
-    const h = await harness({}, {}, generic(3));
+  it.each([
+    ['a generic API', generic(3)],
+    ['a Concur URL with day dates (${date:yyyy-MM-dd})', daysConcur],
+  ] as const)('%s whose recent records change while it is read: polls settle and the cursor moves on', async (_name, edit) => {
+    const h = await harness({}, {}, edit);
     const base = Date.now() - 30_000;
     for (let i = 0; i < 12; i++) h.sim.createReport({}, { modifiedMs: base + i * 1000 });
     // A busy tenant: a record that changed recently changes again while the window is read.
@@ -77,6 +90,29 @@ describe('review: liveness of whole-window sweeps', () => {
     const requests = h.sim.listQueries.length;
     expect({ settled, requests }, `${requests} list requests in three polls`).toMatchObject({ settled: [true, true, true] });
     expect(cursors[2]).toBeGreaterThan(cursors[0]!);
+  });
+});
+
+describe('review: a failed poll and the cursor', () => {
+  it('a poll that fails part way does not move the cursor back (pollDelay 600 s: the fresh window reaches back before it)', async () => {
+    const h = await harness({}, {}, (base) => withResource(base, { pollDelay: 600 }));
+    const base = Date.now() - 9 * MIN;
+    for (let i = 0; i < 30; i++) h.sim.createReport({}, { modifiedMs: base + i * 15_000 });
+    const first = h.daemon({ since: instantFromMs(base - MIN) });
+    await first.daemon.runOnce();
+    const cursors = [streamRow(first.config.database).cursor];
+    for (let poll = 0; poll < 2; poll++) {
+      // The provider fails from the third request of the poll on, past the poll's retries.
+      const asked = h.sim.listQueries.length;
+      h.sim.faults.beforePage = () => {
+        if (h.sim.listQueries.length === asked + 3) h.sim.faults.listFailures.push(...Array.from({ length: 4 }, () => ({ status: 500 })));
+      };
+      const run = h.daemon();
+      expect(await run.daemon.runOnce()).toMatchObject({ failedPolls: 1 });
+      cursors.push(streamRow(run.config.database).cursor);
+    }
+    const behindSec = cursors.map((c) => Math.round((cursors[0]! - c) / 1e6));
+    expect(behindSec, 'seconds each cursor stands behind the settled one').toEqual([0, 0, 0]);
   });
 });
 
