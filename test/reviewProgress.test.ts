@@ -165,4 +165,18 @@ describe('review: the provider\'s clock', () => {
     expect(polls).toBeLessThanOrEqual(4);
     expect(Math.floor(h.sim.now() / 1000) - Math.floor(stampMs / 1000)).toBeLessThanOrEqual(5 + 3);
   });
+
+  it('overlap 0, skew not known (a stream from before skew_ms), a cursor ahead of our clock: it is pulled back and the change announced', async () => {
+    const h = await harness({ 'pollbridge.poller.overlapSeconds': '0' });
+    const first = h.daemon();
+    await first.daemon.runOnce();
+    const db = new Database(first.config.database);
+    db.prepare('UPDATE streams SET cursor_us = ?, recheck_us = ?, skew_ms = NULL').run(instantFromMs(Date.now() + 5 * MIN), instantFromMs(Date.now() + 5 * MIN));
+    db.close();
+    const report = h.sim.createReport();
+    const asked = h.sim.listQueries.length;
+    for (let i = 0; i < 2; i++) await h.daemon().daemon.runOnce();
+    const requests = h.sim.listQueries.length - asked;
+    expect(h.events().map((e) => e.objectId), `${requests} list requests in two polls`).toEqual([report.ID]);
+  });
 });
