@@ -134,6 +134,23 @@ describe('review: the provider\'s clock', () => {
     expect(h.events().map((e) => e.objectId), `stamped ${report.LastModifiedDate}; windows read after: ${windows.join(' ')}`).toEqual([report.ID]);
   });
 
+  it('a provider clock stepped back by less than the overlap: the recheck announces the changes made after the step, once', async () => {
+    const h = await harness({ 'pollbridge.poller.overlapSeconds': '6' });
+    await h.daemon({ since: instantFromMs(Date.now() - 5 * MIN) }).daemon.runOnce();
+    await h.daemon().daemon.runOnce();
+    h.sim.faults.clockOffsetMs = -3000;
+    const report = h.sim.createReport();
+    const stampMs = Date.parse(`${report.LastModifiedDate}Z`);
+    await simSecondsPast(h, stampMs, 3);
+    let polls = 0;
+    for (; polls < 12 && !h.events().some((e) => e.objectId === report.ID); polls++) {
+      await simSecondsPast(h, h.sim.now(), 1);
+      await h.daemon().daemon.runOnce();
+    }
+    for (let i = 0; i < 2; i++) await h.daemon().daemon.runOnce();
+    expect(h.events().map((e) => e.objectId)).toEqual([report.ID]);
+  });
+
   it('a provider clock stepped forward: the changes after the step are announced once', async () => {
     const h = await harness({ 'pollbridge.poller.overlapSeconds': '5' });
     await h.daemon({ since: instantFromMs(Date.now() - 5 * MIN) }).daemon.runOnce();
