@@ -93,6 +93,25 @@ describe('review: liveness of whole-window sweeps', () => {
   });
 });
 
+describe('review: runaway whole-window sweeps', () => {
+  it('a generic API under the churn noChangeMissed uses for Concur (a create and a random change per request): one poll stays within a few hundred requests', async () => {
+    const h = await harness({}, {}, generic(3));
+    const base = Date.now() - 30_000;
+    for (let i = 0; i < 12; i++) h.sim.createReport({}, { modifiedMs: base + i * 1000 });
+    h.sim.faults.beforePage = () => {
+      // Bounded: the churn stops after 3000 requests, so a poll that does not converge ends.
+      if (h.sim.listQueries.length > 3000) return;
+      h.sim.createReport();
+      h.sim.randomChange();
+    };
+    const run = h.daemon({ since: instantFromMs(base - MIN) });
+    await run.daemon.runOnce();
+    const finished = run.logs.messages('poll finished')[0];
+    expect({ requests: h.sim.listQueries.length, settled: finished?.settled }).toMatchObject({ settled: true });
+    expect(h.sim.listQueries.length).toBeLessThan(300);
+  }, 60_000);
+});
+
 describe('review: a failed poll and the cursor', () => {
   it('a poll that fails part way does not move the cursor back (pollDelay 600 s: the fresh window reaches back before it)', async () => {
     const h = await harness({}, {}, (base) => withResource(base, { pollDelay: 600 }));
