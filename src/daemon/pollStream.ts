@@ -1,6 +1,6 @@
 import type { InstanceConfig, ResourceConfig } from '../config/types.js';
 import { detectChanges } from '../detect/changes.js';
-import { type PollPlan, type PollWindow, pollPlan } from '../detect/window.js';
+import { type PollPlan, type PollWindow, pollPlan, SKEW_RESOLUTION_MS } from '../detect/window.js';
 import { pageCommit } from '../deliver/notification.js';
 import type { Logger } from '../log.js';
 import type { Authenticator } from '../poll/auth.js';
@@ -9,7 +9,7 @@ import type { GetText } from '../poll/httpClient.js';
 import type { Page } from '../poll/pages.js';
 import { type SweepSource, type SweepStep, sweepWindow } from '../poll/sweep.js';
 import { sweepSource } from '../poll/sweepSource.js';
-import type { Store, Stream, StreamProgress } from '../store/types.js';
+import type { PageCommit, Store, Stream, StreamProgress } from '../store/types.js';
 import { type Instant, instantFromMs, isoFromInstant, US_PER_SECOND } from '../time/instant.js';
 
 export type PollDeps = {
@@ -83,8 +83,8 @@ export async function pollStream(instance: InstanceConfig, resource: ResourceCon
     },
     onPage: (page) => measureSkew(ctx, page),
   });
-  const commits = new CommitQueue();
-  const reach: Reach = { recheck: stream.recheck, providerNow: plan.providerNow };
+  const commits = new CommitQueue(deps.newId());
+  const reach: Reach = { cursor: stream.cursor, recheckAtPlan: stream.recheck, recheck: stream.recheck, providerNow: plan.providerNow, planSkewMs: deps.skew.ms };
   try {
     for (const [pass, window] of passes(plan, source)) {
       log.debug('sweep started', { pass, windowStart: isoFromInstant(window.start), windowEnd: isoFromInstant(window.end) });
@@ -110,7 +110,14 @@ type Pass = 'fresh' | 'recheck' | 'both';
  * Where this poll's progress will stand once its commits land (the stream's own fields follow the
  * commits), and the provider's now by the plan.
  */
-type Reach = { recheck: Instant; providerNow: Instant };
+type Reach = {
+  /** The cursor and recheck when the poll was planned. */
+  cursor: Instant;
+  recheckAtPlan: Instant;
+  recheck: Instant;
+  providerNow: Instant;
+  planSkewMs: number | undefined;
+};
 
 /**
  * A window that cannot be closed at an end date (a generic API) reads everything after its start
@@ -122,9 +129,20 @@ function passes(plan: PollPlan, source: SweepSource): [Pass, PollWindow][] {
   return [['fresh', plan.fresh], ['recheck', plan.recheck]];
 }
 
-/** Store commits in flight, awaited in order; a failure surfaces once, at `drain`. */
+/**
+ * Store commits in flight, awaited in order; a failure surfaces once, at `drain`. They form one
+ * chain: after a commit fails, the store refuses the rest, so no later progress steps over it.
+ */
 class CommitQueue {
   private readonly inFlight: Promise<void>[] = [];
+  private seq = 0;
+
+  constructor(private readonly chainId: string) {}
+
+  /** The page, numbered in this poll's chain. */
+  chained(page: PageCommit): PageCommit {
+    return { ...page, chain: { id: this.chainId, seq: this.seq++ } };
+  }
 
   async push(commit: Promise<void>): Promise<void> {
     // Awaited below, in order; a failure must not also surface as an unhandled rejection.
@@ -211,7 +229,7 @@ async function readWindow(ctx: SweepContext, pass: Pass, window: PollWindow, sou
       maxEvents: instance.delivery.maxEventsPerNotification,
       newId: deps.newId,
     });
-    await commits.push(deps.store.commitPage(stream.id, progress ? { ...page, progress } : page).then((result) => {
+    await commits.push(deps.store.commitPage(stream.id, commits.chained(progress ? { ...page, progress } : page)).then((result) => {
       summary.fresh += result.fresh;
       summary.duplicates += result.duplicates;
       summary.notifications += result.notificationIds.length;
@@ -249,17 +267,19 @@ function progressOf(ctx: SweepContext, pass: Pass, step: SweepStep, reach: Reach
   const readAt = step.serverDateMs === undefined ? reach.providerNow : instantFromMs(step.serverDateMs);
   const agedTo = Math.min(covered, readAt - instance.overlapSec * US_PER_SECOND);
   const skewMs = deps.skew.ms;
-  const cursor = Math.min(covered, readAt);
-  switch (pass) {
-    case 'recheck':
-      return { recheck: agedTo, skewMs };
-    case 'both':
-      return { cursor, recheck: agedTo, skewMs };
-    case 'fresh': {
-      // Parts read oldest first: the recheck can follow only from where it already stands.
-      const follows = agedTo >= covered && reach.recheck >= step.from!;
-      if (follows) reach.recheck = covered;
-      return { cursor, recheck: follows ? covered : undefined, skewMs };
-    }
+  // The provider's clock went back by more than the Date's resolution since the plan: what it
+  // stamps now lies before the cursor, by as much.
+  const drop = reach.planSkewMs === undefined || skewMs === undefined ? 0 : reach.planSkewMs - skewMs;
+  const stepBack = drop > SKEW_RESOLUTION_MS ? Math.round(drop * 1000) : 0;
+  // A part before the cursor (pollDelay reaches back) does not move it back; the provider's clock does.
+  let cursor = Math.min(Math.max(reach.cursor, covered), readAt);
+  let recheck = reach.recheck;
+  // Parts are read oldest first: the recheck follows only from where it already stands.
+  if (pass === 'recheck' || reach.recheck >= step.from!) recheck = Math.max(recheck, agedTo);
+  if (stepBack > 0) {
+    cursor = Math.min(cursor, reach.cursor - stepBack);
+    recheck = Math.min(recheck, reach.recheckAtPlan - stepBack);
   }
+  reach.recheck = recheck;
+  return pass === 'recheck' ? { recheck, skewMs } : { cursor, recheck, skewMs };
 }

@@ -11,7 +11,7 @@ export const SKEW_MARGIN_SEC = 1;
  * A measured skew smaller than this is no skew: one-second `Date` headers cannot tell it apart
  * from zero, and taking it at face value would end windows up to half a second short of now.
  */
-const SKEW_RESOLUTION_MS = 1000;
+export const SKEW_RESOLUTION_MS = 1000;
 
 export type PlanInput = {
   /** In the provider's time: every change stamped before it was read at least once. */
@@ -49,23 +49,26 @@ const us = (sec: number): number => Math.round(sec * US_PER_SECOND);
  * - Fresh: `[cursor − pollDelay − margin, providerNow − settle]`. The margin covers the error of
  *   the skew measurement (`Date` has one-second resolution), or the whole overlap while the skew
  *   is unknown. When our clock has stepped back behind the cursor the window still reaches the
- *   cursor: reading it measures the skew again, and the cursor does not move back.
+ *   cursor: reading it measures the skew again (the cursor then moves back to the provider's
+ *   clock, see `pollStream`).
  * - Recheck: `[recheck − pollDelay, min(cursor, providerNow − overlap)]`: each stretch of time is
  *   read once more after it has aged by the overlap, catching changes that became visible late.
  *   Every change is read about twice in all, where re-reading the whole overlap on every poll
- *   would read it overlap/interval times and hold new changes behind that re-read.
+ *   would read it overlap/interval times and hold new changes behind that re-read. An overlap of
+ *   0 says nothing becomes visible late: no recheck.
  */
 export function pollPlan(w: PlanInput): PollPlan {
   const skewMs = w.skewMs === undefined || Math.abs(w.skewMs) < SKEW_RESOLUTION_MS ? 0 : w.skewMs;
   const providerNow = w.now + Math.round(skewMs * 1000);
-  const marginSec = w.skewMs === undefined ? w.overlapSec : SKEW_MARGIN_SEC;
+  // Never an empty window: a read is what measures the skew and pulls back a cursor that ran ahead.
+  const marginSec = w.skewMs === undefined ? Math.max(w.overlapSec, SKEW_MARGIN_SEC) : SKEW_MARGIN_SEC;
   const start = w.cursor - us(w.pollDelaySec + marginSec);
   const end = Math.max(w.cursor, providerNow - us(w.settleSec));
   const recheckEnd = Math.min(w.cursor, providerNow - us(w.overlapSec));
   const recheckStart = w.recheck - us(w.pollDelaySec);
   return {
     fresh: { start, end },
-    recheck: recheckEnd > w.recheck ? { start: recheckStart, end: recheckEnd } : undefined,
+    recheck: w.overlapSec > 0 && recheckEnd > w.recheck ? { start: recheckStart, end: recheckEnd } : undefined,
     providerNow,
   };
 }

@@ -31,10 +31,15 @@ function summary(row: NotificationRow): NotificationSummary {
 
 export type SqliteStoreOptions = { readonly?: boolean };
 
+/** A commit whose chain is broken: the one before it in its poll did not commit. */
+export class BrokenChainError extends Error {}
+
 /** The embedded store: one SQLite file in WAL mode, fsync on every commit (synchronous=FULL). */
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private readonly stmts;
+  /** The next commit number each stream's current chain accepts. */
+  private readonly chains = new Map<number, { id: string; next: number }>();
 
   constructor(readonly path: string, options: SqliteStoreOptions = {}) {
     if (!options.readonly) mkdirSync(dirname(path), { recursive: true });
@@ -60,9 +65,9 @@ export class SqliteStore implements Store {
       insertNotification: db.prepare(`INSERT INTO notifications (id, stream_id, instance, body, event_count, next_attempt_at, created_at)
         VALUES (?, ?, (SELECT instance FROM streams WHERE id = ?), ?, ?, ?, ?)`),
       insertRejected: db.prepare(`INSERT OR IGNORE INTO rejected_records (stream_id, seen_at, position, reason, record) VALUES (?, ?, ?, ?, ?)`),
-      // The recheck never moves back. The cursor may: to the provider's clock, when ours ran ahead.
+      // Set as given: the poller moves both back on purpose when the provider's clock went back.
       progress: db.prepare(`UPDATE streams SET cursor_us = coalesce(:cursor, cursor_us),
-        recheck_us = max(coalesce(recheck_us, cursor_us), coalesce(:recheck, recheck_us, cursor_us)),
+        recheck_us = coalesce(:recheck, recheck_us, cursor_us),
         skew_ms = coalesce(:skewMs, skew_ms) WHERE id = :id`),
       completePoll: db.prepare(`UPDATE streams SET last_poll_at = ?, last_poll_ok = 1, last_poll_error = NULL, last_success_at = ? WHERE id = ?`),
       failPoll: db.prepare('UPDATE streams SET last_poll_at = ?, last_poll_ok = 0, last_poll_error = ? WHERE id = ?'),
@@ -101,6 +106,13 @@ export class SqliteStore implements Store {
   }
 
   async commitPage(streamId: number, page: PageCommit): Promise<PageResult> {
+    const chain = page.chain;
+    if (chain && chain.seq > 0) {
+      const current = this.chains.get(streamId);
+      if (current?.id !== chain.id || current.next !== chain.seq) {
+        throw new BrokenChainError(`commit ${chain.seq} of a poll refused: an earlier commit of the same poll did not land`);
+      }
+    }
     const now = Date.now();
     const run = this.db.transaction((): PageResult => {
       for (const r of page.rejected) this.stmts.insertRejected.run(streamId, now, r.position, r.reason, r.record);
@@ -118,7 +130,9 @@ export class SqliteStore implements Store {
       if (page.progress) this.saveProgress(streamId, page.progress);
       return { fresh: fresh.length, duplicates: page.changes.length - fresh.length, notificationIds };
     });
-    return run.immediate();
+    const result = run.immediate();
+    if (chain) this.chains.set(streamId, { id: chain.id, next: chain.seq + 1 });
+    return result;
   }
 
   private saveProgress(streamId: number, p: StreamProgress): void {

@@ -66,7 +66,10 @@ export type Stream = {
   skewMs: number | undefined;
 };
 
-/** How far a stream got; each field only ever moves forward in the store (the skew excepted). */
+/**
+ * How far a stream got, stored as given: the poller moves it forward, and back only when the
+ * provider's clock went back.
+ */
 export type StreamProgress = { cursor?: Instant; recheck?: Instant; skewMs?: number };
 
 /** One change, keyed for deduplication by (objectId, updated), its event and record as JSON text. */
@@ -80,6 +83,12 @@ export type PageCommit = {
   rejected: readonly RejectedRecord[];
   /** Moved in the same transaction: the page's changes and the progress they make are one. */
   progress?: StreamProgress;
+  /**
+   * The poll's commits, numbered from 0: one is refused unless the one numbered before it in the
+   * same chain committed. Commits run while later pages are read; without this, a later part's
+   * progress could land after an earlier part's commit failed, and step over its records.
+   */
+  chain?: { id: string; seq: number };
 };
 
 export type NotificationDraft = { id: string; body: string; eventCount: number };

@@ -27,10 +27,10 @@ import { tempDir, writeJson } from './helpers/tmp.js';
  * from its start to its end must have been announced; after the changes stop and two more polls,
  * every version that is left too; nothing is announced twice, nothing that never was.
  *
- * POLLBRIDGE_REVIEW_SEEDS=N runs more seeds (from POLLBRIDGE_REVIEW_SEED_FROM, default 1).
+ * POLLBRIDGE_SWEEP_SECONDS_SEEDS=N runs more seeds (from POLLBRIDGE_SWEEP_SECONDS_SEED_FROM, default 1).
  */
-const SEEDS = Number(process.env.POLLBRIDGE_REVIEW_SEEDS ?? 60);
-const FROM = Number(process.env.POLLBRIDGE_REVIEW_SEED_FROM ?? 1);
+const SEEDS = Number(process.env.POLLBRIDGE_SWEEP_SECONDS_SEEDS ?? 60);
+const FROM = Number(process.env.POLLBRIDGE_SWEEP_SECONDS_SEED_FROM ?? 1);
 /** Seeds run side by side: each waits on HTTP and fsync most of the time. */
 const PARALLEL = 8;
 
@@ -197,7 +197,7 @@ async function runSeed(seed: number, store: Store, template: InstanceConfig, htt
   }
 }
 
-describe('review: sweeping with second-resolution dates, skewed clocks, settle and pollDelay, seeded', () => {
+describe('sweeping with second-resolution dates, skewed clocks, settle and pollDelay, seeded', () => {
   it(`announces every version that stood through a settled poll, once, for ${SEEDS} seeds`, async () => {
     const dir = tempDir();
     const base = simConfig('http://127.0.0.1:1', 'http://127.0.0.1:2/hook', 'k');
@@ -221,6 +221,6 @@ describe('review: sweeping with second-resolution dates, skewed clocks, settle a
     } finally {
       await store.close();
     }
-    expect(failures, `failing seeds (rerun one with POLLBRIDGE_REVIEW_SEED_FROM=N POLLBRIDGE_REVIEW_SEEDS=1):\n${failures.join('\n')}`).toEqual([]);
+    expect(failures, `failing seeds (rerun one with POLLBRIDGE_SWEEP_SECONDS_SEED_FROM=N POLLBRIDGE_SWEEP_SECONDS_SEEDS=1):\n${failures.join('\n')}`).toEqual([]);
   }, 600_000);
 });

@@ -3,7 +3,7 @@ import { harness } from './helpers/harness.js';
 import { waitFor } from './helpers/tmp.js';
 
 /** Review: what idle polls cost. */
-describe('review: requests per idle poll', () => {
+describe('requests per idle poll', () => {
   it('overlap 0: nothing is ever due a second read, so an idle poll is one request', async () => {
     const h = await harness({ 'pollbridge.poller.overlapSeconds': '0' });
     await h.daemon().daemon.runOnce();

@@ -20,7 +20,7 @@ import { tempDir, waitFor, writeJson } from './helpers/tmp.js';
  * one fails (the database busy past its timeout: another process holds the write lock) and the
  * ones after it succeed, their progress moves the stream past the part whose records were lost.
  */
-describe('review: a failed commit followed by ones that succeed', () => {
+describe('a failed commit followed by ones that succeed', () => {
   it('a change that became visible late, in a recheck part whose commit failed, is still announced', async () => {
     const dir = tempDir();
     const sim = new ConcurSim();

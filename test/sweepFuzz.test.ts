@@ -154,7 +154,7 @@ async function runSweep(seed: number, opts: { res: number | undefined; unstableT
   return { violations, requests: p.requests, unsettled, covered };
 }
 
-describe('review: sweepWindow against an adversarial in-memory provider', () => {
+describe('sweepWindow against an adversarial in-memory provider', () => {
   const cases = [
     { name: 'ms resolution, stable tie order', res: MS, unstableTies: false },
     { name: 'ms resolution, tie order changing between requests', res: MS, unstableTies: true },
