@@ -61,7 +61,20 @@ async function setup(respond: Respond, pageSize = 100) {
       return false;
     }
   });
-  return { sim, receiver, start, tokenStored };
+  /** The stream's cursor as committed (µs), or -Infinity before there is one. */
+  const cursor = (): number => {
+    try {
+      const db = new Database(join(dir, 'state/pollbridge.db'), { readonly: true, fileMustExist: true });
+      try {
+        return (db.prepare('SELECT cursor_us FROM streams').pluck().get() as number | undefined) ?? -Infinity;
+      } finally {
+        db.close();
+      }
+    } catch {
+      return -Infinity;
+    }
+  };
+  return { sim, receiver, start, tokenStored, cursor };
 }
 
 async function kill(p: CliProcess): Promise<void> {
@@ -128,6 +141,27 @@ describe('crash safety (SIGKILL)', () => {
     await runUntilDelivered(start, receiver, finalKeys(sim.allReports()));
     expectNoChangeUnderTwoIds(receiver.accepted);
   }, 180_000);
+
+  it('a kill in the middle of a window, once parts of it are committed: the restart goes on from the last of them', async () => {
+    const { sim, receiver, start, tokenStored, cursor } = await setup(() => 200, 50);
+    const base = Date.now() - 600_000;
+    for (let i = 0; i < 600; i++) sim.createReport({}, { modifiedMs: base + i * 1000 });
+    // Slow pages: the window takes seconds, so the kill lands inside it.
+    sim.faults.listDelayMs = 20;
+    const first = start();
+    await tokenStored();
+    const initial = cursor();
+    // The named moment: the cursor has moved past the window's start, and the poll is not over.
+    const reached = await waitFor('a committed part of the window', () => (cursor() > initial + 60_000_000 ? cursor() : false), 30_000);
+    expect(first.logs().some((l) => l.message === 'poll finished')).toBe(false);
+    await kill(first);
+    const asked = sim.listQueries.length;
+    await runUntilDelivered(start, receiver, finalKeys(sim.allReports()));
+    const resumedAt = Date.parse(`${sim.listQueries[asked]!.get('modifiedDateAfter')}Z`) * 1000;
+    // From the last committed part (less the fresh window's second), not from the window's start.
+    expect(resumedAt).toBeGreaterThanOrEqual(reached - 2_000_000);
+    expectNoChangeUnderTwoIds(receiver.accepted);
+  }, 120_000);
 
   it('a kill while a delivery is in flight: the notification is sent again under the same id', async () => {
     let daemon: CliProcess | undefined;
