@@ -22,9 +22,13 @@ import { tempDir, writeJson } from './helpers/tmp.js';
  * from its start to its end must have been announced; after the changes stop and two more polls,
  * every version that is left too; nothing is announced twice, nothing that never was.
  *
- * POLLBRIDGE_SWEEP_SEEDS=20000 runs more seeds (from POLLBRIDGE_SWEEP_SEED_FROM, default 1).
+ * Two providers: Concur's millisecond dates on our clock (500 seeds), and a harsher one (60):
+ * dates in whole seconds (parts of a second, requests a second wider on each side), a clock off
+ * by up to a few seconds that steps forward between polls, settleSeconds and pollDelay.
+ *
+ * POLLBRIDGE_SWEEP_SEEDS=N runs N seeds of each (from POLLBRIDGE_SWEEP_SEED_FROM, default 1).
  */
-const SEEDS = Number(process.env.POLLBRIDGE_SWEEP_SEEDS ?? 500);
+const SEEDS = process.env.POLLBRIDGE_SWEEP_SEEDS === undefined ? undefined : Number(process.env.POLLBRIDGE_SWEEP_SEEDS);
 const FROM = Number(process.env.POLLBRIDGE_SWEEP_SEED_FROM ?? 1);
 /** Seeds run side by side: each waits on HTTP and fsync most of the time. */
 const PARALLEL = 8;
@@ -73,7 +77,6 @@ function died(w: SeedWorld, id: string): void {
   w.live.delete(id);
 }
 
-/** A few random changes; ties: several reports changed on one millisecond, now and then more than a page. */
 /**
  * Mostly one of the oldest reports: they come first in the order offsets walk, so their leaving
  * moves every later report across a page boundary (a random pick would often be past the offset).
@@ -85,9 +88,11 @@ function pick(w: SeedWorld, random: () => number): string {
   return oldest[Math.floor(random() * Math.min(3, oldest.length))]!;
 }
 
+/** A few random changes; ties: several reports changed on one millisecond, now and then more than a page. */
 function mutate(w: SeedWorld, random: () => number, nextId: () => string): void {
   const n = 1 + Math.floor(random() * 4);
-  const tieMs = random() < 0.3 ? Date.now() : undefined;
+  // The provider's clock: a stamp pinned by ours would be a change visible late by the offset.
+  const tieMs = random() < 0.3 ? w.sim.now() : undefined;
   for (let i = 0; i < n + (tieMs !== undefined && random() < 0.3 ? 3 : 0); i++) {
     w.clock++;
     const ids = [...w.live.keys()];
@@ -110,7 +115,11 @@ function mutate(w: SeedWorld, random: () => number, nextId: () => string): void 
   }
 }
 
-async function runSeed(seed: number, store: Store, template: InstanceConfig, http: ReturnType<typeof createHttpClient>, getText: ReturnType<typeof createGetText>): Promise<string | undefined> {
+/**
+ * One seed. `harsh`: the template's dates are whole seconds, and the provider's clock is off by up
+ * to a few seconds and steps forward between polls, with settleSeconds and pollDelay at random.
+ */
+async function runSeed(seed: number, harsh: boolean, store: Store, template: InstanceConfig, http: ReturnType<typeof createHttpClient>, getText: ReturnType<typeof createGetText>): Promise<string | undefined> {
   const random = rng(seed);
   let ids = 0;
   const nextId = () => `S${seed}R${++ids}`;
@@ -120,8 +129,11 @@ async function runSeed(seed: number, store: Store, template: InstanceConfig, htt
     const w = makeWorld(sim);
     const start = Date.now() - 1000;
     const overlapSec = random() < 0.5 ? 0 : 60;
-    const instance: InstanceConfig = { ...template, name: `seed-${seed}`, baseUrl: simUrl, overlapSec };
-    const resource = { ...template.resources[0]!, pageSize: 3 };
+    const settleSec = harsh && random() < 0.5 ? 1 : 0;
+    const offsets = [0, -700, 700, -2500, 2500];
+    sim.faults.clockOffsetMs = harsh ? offsets[Math.floor(random() * offsets.length)]! : 0;
+    const instance: InstanceConfig = { ...template, name: `seed-${seed}`, baseUrl: simUrl, overlapSec, settleSec };
+    const resource = { ...template.resources[0]!, pageSize: 3, pollDelaySec: harsh && random() < 0.5 ? 2 : 0 };
     const stream = await store.openStream(instance.name, resource.name, instantFromMs(start));
     const { log } = captureLogger();
     const auth = createAuthenticator(
@@ -145,10 +157,17 @@ async function runSeed(seed: number, store: Store, template: InstanceConfig, htt
       const mutating = p < polls;
       sim.faults.beforePage = mutating ? () => { if (random() < 0.6) mutate(w, random, nextId); } : undefined;
       const before = w.clock;
-      const startedMs = Date.now();
+      // What a poll's window must reach: the provider's now at its start, less the settle, and
+      // with a skewed clock less the second by which a measured skew may fall short.
+      const startedMs = sim.now() - settleSec * 1000 - (harsh ? 1000 : 0);
+      // A poll reads up to the provider's now as last measured: with a skewed clock, the first poll
+      // (skew unknown) and one right after the clock stepped forward may end short of it.
+      const stepped = harsh && p > 0 && mutating && random() < 0.3;
+      if (stepped) sim.faults.clockOffsetMs += Math.floor(random() * 2000);
+      const heldToNow = !harsh || (p > 0 && !stepped);
       const summary = await pollStream(instance, resource, stream, deps);
       summaries.push(summary);
-      if (summary.settled) stoodThrough(before, w.clock, startedMs);
+      if (summary.settled && heldToNow) stoodThrough(before, w.clock, startedMs);
       if (!mutating) continue;
       // What stood through this poll now changes, half of it: no later poll can make up for a
       // version this one skipped.
@@ -175,38 +194,53 @@ async function runSeed(seed: number, store: Store, template: InstanceConfig, htt
     if (invented.length > 0) return `seed ${seed}: announced but never there: ${invented.join(', ')}`;
     const got = new Set(announced);
     const missed = [...mustAnnounce].filter((k) => !got.has(k));
-    if (missed.length > 0) return `seed ${seed}: never announced: ${missed.join(', ')} (${w.versions.size} versions, ${polls} polls, overlap ${overlapSec} s)`;
+    if (missed.length > 0) return `seed ${seed}: never announced: ${missed.join(', ')} (${w.versions.size} versions, ${polls} polls, overlap ${overlapSec} s, settle ${settleSec} s, pollDelay ${resource.pollDelaySec} s, clock ${sim.faults.clockOffsetMs} ms)`;
     return undefined;
   } finally {
     await sim.stop();
   }
 }
 
-describe('sweeping a window while records change, seeded', () => {
-  it(`announces every version that stood through a settled poll, once, for ${SEEDS} seeds`, async () => {
-    const dir = tempDir();
-    const config = loadConfig(writeJson(dir, 'c.json', simConfig('http://127.0.0.1:1', 'http://127.0.0.1:2/hook', 'k')), { env: SIM_ENV });
-    const http = createHttpClient({ timeoutMs: 5000 });
-    const getText = createGetText({ timeoutMs: 5000 });
-    const failures: string[] = [];
-    let next = FROM;
-    // Each worker has a database of its own, new every SEEDS_PER_DATABASE seeds: the outbox query
-    // of a seed stays small however many seeds run.
-    const worker = async (w: number) => {
-      for (let batch = 0; next < FROM + SEEDS && failures.length < 5; batch++) {
-        const store = await ThreadedStore.open(join(dir, `sweep-${w}-${batch}.db`));
-        try {
-          for (let i = 0; i < SEEDS_PER_DATABASE && next < FROM + SEEDS && failures.length < 5; i++) {
-            const seed = next++;
-            const failure = await runSeed(seed, store, config.instances[0]!, http, getText);
-            if (failure) failures.push(failure);
-          }
-        } finally {
-          await store.close();
+
+async function runSeeds(harsh: boolean, seeds: number, url: string): Promise<string[]> {
+  const dir = tempDir();
+  const base = simConfig('http://127.0.0.1:1', 'http://127.0.0.1:2/hook', 'k');
+  base.instances[0]!.configuration['event.poller.configuration'].reports.url = url;
+  const config = loadConfig(writeJson(dir, 'c.json', base), { env: SIM_ENV });
+  const http = createHttpClient({ timeoutMs: 5000 });
+  const getText = createGetText({ timeoutMs: 5000 });
+  const failures: string[] = [];
+  let next = FROM;
+  // Each worker has a database of its own, new every SEEDS_PER_DATABASE seeds: the outbox query
+  // of a seed stays small however many seeds run.
+  const worker = async (w: number) => {
+    for (let batch = 0; next < FROM + seeds && failures.length < 5; batch++) {
+      const store = await ThreadedStore.open(join(dir, `sweep-${w}-${batch}.db`));
+      try {
+        for (let i = 0; i < SEEDS_PER_DATABASE && next < FROM + seeds && failures.length < 5; i++) {
+          const seed = next++;
+          const failure = await runSeed(seed, harsh, store, config.instances[0]!, http, getText);
+          if (failure) failures.push(failure);
         }
+      } finally {
+        await store.close();
       }
-    };
-    await Promise.all(Array.from({ length: PARALLEL }, (_, w) => worker(w)));
-    expect(failures, `failing seeds (rerun one with POLLBRIDGE_SWEEP_SEED_FROM=N POLLBRIDGE_SWEEP_SEEDS=1):\n${failures.join('\n')}`).toEqual([]);
-  }, 600_000);
+    }
+  };
+  await Promise.all(Array.from({ length: PARALLEL }, (_, w) => worker(w)));
+  return failures;
+}
+
+describe('sweeping a window while records change, seeded', () => {
+  const rerun = '(rerun one with POLLBRIDGE_SWEEP_SEED_FROM=N POLLBRIDGE_SWEEP_SEEDS=1)';
+
+  it(`Concur's millisecond dates: every version that stood through a settled poll is announced, once, for ${SEEDS ?? 500} seeds`, async () => {
+    const failures = await runSeeds(false, SEEDS ?? 500, "/hubs/expense/reports?where=modifiedDateAfter='${date:yyyy-MM-dd'T'HH:mm:ss.SSS}'");
+    expect(failures, `failing seeds ${rerun}:\n${failures.join('\n')}`).toEqual([]);
+  }, 1_800_000);
+
+  it(`dates in whole seconds, a skewed clock that steps forward, settle and pollDelay: the same, for ${SEEDS ?? 60} seeds`, async () => {
+    const failures = await runSeeds(true, SEEDS ?? 60, "/hubs/expense/reports?where=modifiedDateAfter='${date:yyyy-MM-dd'T'HH:mm:ss}'");
+    expect(failures, `failing seeds ${rerun}:\n${failures.join('\n')}`).toEqual([]);
+  }, 1_800_000);
 });
