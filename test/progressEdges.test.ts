@@ -1,9 +1,8 @@
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import { STATIC_TOKEN } from '../src/sim/concurSim.js';
 import { instantFromMs } from '../src/time/instant.js';
 import { harness } from './helpers/harness.js';
-import type { simConfig } from './helpers/simConfig.js';
+import { asGenericApi, type simConfig, withResource } from './helpers/simConfig.js';
 import { waitFor } from './helpers/tmp.js';
 
 /**
@@ -24,34 +23,9 @@ function streamRow(database: string) {
 }
 
 /** The simulator's generic route: no end date can be asked for, so each window is swept whole. */
-const generic = (perPage: number) => (base: ReturnType<typeof simConfig>) => {
-  const concur = base.instances[0]!;
-  return {
-    ...base,
-    instances: [{
-      ...concur,
-      element: { key: 'tickets-api' },
-      provider: { baseUrl: concur.provider.baseUrl, auth: { type: 'bearer', token: STATIC_TOKEN } },
-      configuration: {
-        ...concur.configuration,
-        'event.poller.configuration': {
-          reports: {
-            url: `/generic/v1/reports?updated_since=\${date:yyyy-MM-dd'T'HH:mm:ss.SSSXXX}&per_page=${perPage}`,
-            idField: 'id', 'pollbridge.items': 'data.items', 'pollbridge.nextPage': 'links.next',
-            datesConfiguration: { updatedDateField: 'updated_at' },
-          },
-        },
-      },
-    }],
-  };
-};
+const generic = (perPage: number) => (base: ReturnType<typeof simConfig>) =>
+  asGenericApi(base, `/generic/v1/reports?updated_since=\${date:yyyy-MM-dd'T'HH:mm:ss.SSSXXX}&per_page=${perPage}`);
 
-/** The sim config with fields of its one resource replaced. */
-function withResource(base: ReturnType<typeof simConfig>, fields: Record<string, unknown>) {
-  const instance = base.instances[0]!;
-  const poller = instance.configuration['event.poller.configuration'];
-  return { ...base, instances: [{ ...instance, configuration: { ...instance.configuration, 'event.poller.configuration': { reports: { ...poller.reports, ...fields } } } }] };
-}
 
 
 /** Waits (bounded) until the simulator's clock has entered a later second than `ms`'s by `seconds`. */
@@ -169,19 +143,5 @@ describe('the provider\'s clock', () => {
     // Overlap 5 s, from a stamp 4 s old, one poll a second: read by the fourth poll at the latest.
     expect(polls).toBeLessThanOrEqual(4);
     expect(Math.floor(h.sim.now() / 1000) - Math.floor(stampMs / 1000)).toBeLessThanOrEqual(5 + 3);
-  });
-
-  it('overlap 0, skew not known (a stream from before skew_ms), a cursor ahead of our clock: it is pulled back and the change announced', async () => {
-    const h = await harness({ 'pollbridge.poller.overlapSeconds': '0' });
-    const first = h.daemon();
-    await first.daemon.runOnce();
-    const db = new Database(first.config.database);
-    db.prepare('UPDATE streams SET cursor_us = ?, recheck_us = ?, skew_ms = NULL').run(instantFromMs(Date.now() + 5 * MIN), instantFromMs(Date.now() + 5 * MIN));
-    db.close();
-    const report = h.sim.createReport();
-    const asked = h.sim.listQueries.length;
-    for (let i = 0; i < 2; i++) await h.daemon().daemon.runOnce();
-    const requests = h.sim.listQueries.length - asked;
-    expect(h.events().map((e) => e.objectId), `${requests} list requests in two polls`).toEqual([report.ID]);
   });
 });

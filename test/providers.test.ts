@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { SqliteStore } from '../src/store/sqliteStore.js';
 import { concurDate, STATIC_TOKEN, BASIC_CREDENTIALS } from '../src/sim/concurSim.js';
 import { harness } from './helpers/harness.js';
+import { asGenericApi } from './helpers/simConfig.js';
 import { waitFor } from './helpers/tmp.js';
 
 const ago = (ms: number) => new Date(Date.now() - ms).toISOString();
@@ -345,30 +346,8 @@ describe('first run', () => {
 
 describe('seen retention', () => {
   it('forgets seen changes older than the retention and never announces such old records again', async () => {
-    const h = await harness({ 'pollbridge.poller.seenRetentionDays': '1' }, {}, (base) => {
-      const concur = base.instances[0]!;
-      return {
-        ...base,
-        instances: [{
-          ...concur,
-          element: { key: 'unfiltered-api' },
-          provider: { baseUrl: concur.provider.baseUrl, auth: { type: 'bearer', token: STATIC_TOKEN } },
-          configuration: {
-            ...concur.configuration,
-            // No date filter at all: the API returns every record on every poll.
-            'event.poller.configuration': {
-              reports: {
-                url: '/generic/v1/reports?per_page=50',
-                idField: 'id',
-                'pollbridge.items': 'data.items',
-                'pollbridge.nextPage': 'links.next',
-                datesConfiguration: { updatedDateField: 'updated_at' },
-              },
-            },
-          },
-        }],
-      };
-    });
+    // No date filter at all: the API returns every record on every poll.
+    const h = await harness({}, {}, (base) => asGenericApi(base, '/generic/v1/reports?per_page=50', { 'pollbridge.poller.seenRetentionDays': '1' }));
     const old = h.sim.createReport({}, { modifiedMs: Date.now() - 2 * 86_400_000 });
     const recent = h.sim.createReport({}, { modifiedMs: Date.now() - 60_000 });
     const first = h.daemon({ since: (Date.now() - 3 * 86_400_000) * 1000 });

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { type SweepPage, type SweepSource, sweepWindow } from '../src/poll/sweep.js';
+import { rng } from './helpers/rng.js';
 
 /**
  * Review: `sweepWindow` against an adversarial provider in memory (pure logic, no I/O): offset
@@ -11,16 +12,6 @@ import { type SweepPage, type SweepSource, sweepWindow } from '../src/poll/sweep
 
 const MS = 1000;
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Rec = { id: string; stamp: number };
 type Version = { key: string; stamp: number; born: number; died: number };

@@ -14,6 +14,7 @@ import { ThreadedStore } from '../dist/store/threadedStore.js';
 import { captureLogger, FAST_FETCH } from './helpers/harness.js';
 import { SIM_ENV, simConfig } from './helpers/simConfig.js';
 import { tempDir, writeJson } from './helpers/tmp.js';
+import { rng } from './helpers/rng.js';
 
 /**
  * The sweep's promise, attacked at random: between any two list requests the simulator creates,
@@ -34,17 +35,6 @@ const FROM = Number(process.env.POLLBRIDGE_SWEEP_SEED_FROM ?? 1);
 const PARALLEL = 8;
 const SEEDS_PER_DATABASE = 50;
 
-/** mulberry32: small, fast, and the same sequence for the same seed everywhere. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Version = { key: string; stampMs: number; born: number; died: number };
 
