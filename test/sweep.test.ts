@@ -111,12 +111,20 @@ describe('sweeping a window by parts', () => {
     expect(coverage(steps).at(-1)![1]).toBe(100);
   });
 
-  it('sweeps a window that cannot be closed at an end date whole, and confirms it by a second sweep', async () => {
+  it('reads a window that cannot be closed at an end date from the last stamp of each page, one request each, when the provider sorts oldest first', async () => {
     const m = memorySource([1, 2, 3, 4, 5, 6, 7], 3, 'open');
     const steps = await sweepAll({ start: 0, end: 100 }, m.source);
-    expect(coverage(steps)).toEqual([[0, 100]]);
-    // Three pages, twice.
-    expect(m.requests()).toBe(6);
+    expect(coverage(steps)).toEqual([[0, 2], [3, 4], [5, 100]]);
+    expect(new Set(steps.flatMap((s) => s.items.map(m.source.versionOf))).size).toBe(7);
+    expect(m.requests()).toBe(3);
+  });
+
+  it('sweeps such a window whole, confirmed by a second sweep, from a page that holds one stamp only', async () => {
+    const m = memorySource([1, 2, 2, 2, 2, 3, 4], 3, 'open');
+    const steps = await sweepAll({ start: 0, end: 100 }, m.source);
+    expect(coverage(steps).at(-1)![1]).toBe(100);
+    expect(new Set(steps.flatMap((s) => s.items.map(m.source.versionOf))).size).toBe(7);
+    expect(steps.some((s) => s.unsettled)).toBe(false);
   });
 });
 

@@ -4,8 +4,11 @@ import type { Instant } from '../time/instant.js';
 export type SweepPage = { items: unknown[]; more: boolean; serverDateMs: number | undefined };
 
 export type SweepSource = {
-  /** One request for the records stamped in `[start, end]`: its first page only. */
-  firstPage(start: Instant, end: Instant): Promise<SweepPage>;
+  /**
+   * One request for the records stamped in `[start, end]`, or from `start` on when `end` is
+   * undefined: its first page only.
+   */
+  firstPage(start: Instant, end: Instant | undefined): Promise<SweepPage>;
   /** Every page of `[start, end]` by offset, or of everything from `start` when `end` is undefined. */
   pages(start: Instant, end: Instant | undefined): AsyncIterable<SweepPage>;
   /** A record's stamp, when it can be read: where to split a part that does not fit a page. */
@@ -62,7 +65,7 @@ const MAX_GROWTH = 8;
 export async function* sweepWindow(window: { start: Instant; end: Instant }, source: SweepSource): AsyncGenerator<SweepStep> {
   const res = source.resolutionUs;
   if (res === undefined) {
-    yield* sweepUntilStable(window.start, undefined, window.end, source);
+    yield* sweepOpenWindow(window, source);
     return;
   }
   let lo = alignDown(window.start, res);
@@ -86,6 +89,46 @@ export async function* sweepWindow(window: { start: Instant; end: Instant }, sou
     }
     width = splitWidth(lo, hi, page.items.map(source.stampOf), res);
   }
+}
+
+/**
+ * A window whose requests cannot be closed at an end date (a generic API's `since`). A provider
+ * that returns the oldest records first answers a request from `lo` with the oldest records from
+ * `lo` on, so everything stamped before the last record on that one page is on it: the next
+ * request starts there (keyset paging, each step one request that cannot shift). Whether the
+ * provider sorts so is read off every page (stamps that never decrease); a page that is not
+ * sorted, or that holds one stamp only, sends the rest of the window to the page-by-page sweep.
+ */
+async function* sweepOpenWindow(window: { start: Instant; end: Instant }, source: SweepSource): AsyncGenerator<SweepStep> {
+  let lo = window.start;
+  for (;;) {
+    const page = await source.firstPage(lo, undefined);
+    if (!page.more) {
+      yield { items: page.items, serverDateMs: page.serverDateMs, from: lo, covered: window.end };
+      return;
+    }
+    const last = lastStampIfSorted(page.items, source);
+    if (last === undefined || last <= lo) {
+      yield { items: page.items, serverDateMs: page.serverDateMs };
+      yield* sweepUntilStable(lo, undefined, window.end, source);
+      return;
+    }
+    // Records on the last stamp may go on past the page: covered up to just before it.
+    yield { items: page.items, serverDateMs: page.serverDateMs, from: lo, covered: Math.min(last - 1, window.end) };
+    if (last > window.end) return;
+    lo = last;
+  }
+}
+
+/** The stamp of a page's last record, when every stamp can be read and none decreases. */
+function lastStampIfSorted(items: readonly unknown[], source: SweepSource): Instant | undefined {
+  let previous = -Infinity;
+  for (const item of items) {
+    const stamp = source.stampOf(item);
+    if (stamp === undefined || stamp < previous) return undefined;
+    previous = stamp;
+  }
+  return previous === -Infinity ? undefined : previous;
 }
 
 /**

@@ -35,7 +35,7 @@ export function windowResolutionUs(resource: ResourceConfig, elementKey: string,
 
 /**
  * The pages of one resource as a sweep reads them. Each request reaches one millisecond past both
- * ends of its part: whether Concur's `modifiedDateAfter`/`Before` include their own instant is not
+ * ends of its part (past its start only, without an end date): whether Concur's `modifiedDateAfter`/`Before` include their own instant is not
  * known, and a record on a boundary then comes in both neighbouring parts rather than in neither.
  */
 export function sweepSource(deps: SweepSourceDeps): SweepSource {
@@ -45,7 +45,7 @@ export function sweepSource(deps: SweepSourceDeps): SweepSource {
   const read = (url: string, readAhead: boolean): AsyncGenerator<Page> =>
     readPages(url, { fetch: deps.fetch, itemsPath: resource.itemsPath, nextPagePath: resource.nextPagePath, apiBase, maxPages: deps.maxPages, readAhead });
   const url = (start: Instant, end: Instant | undefined): string =>
-    end === undefined ? firstPageUrl(resource, elementKey, apiBase, start) : firstPageUrl(resource, elementKey, apiBase, start - US_PER_MS, end + US_PER_MS);
+    firstPageUrl(resource, elementKey, apiBase, start - US_PER_MS, end === undefined ? undefined : end + US_PER_MS);
   const toSweepPage = (page: Page): SweepPage => {
     deps.onPage?.(page);
     const date = page.serverDate === undefined ? NaN : Date.parse(page.serverDate);
