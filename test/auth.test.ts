@@ -9,7 +9,7 @@ import { harness } from './helpers/harness.js';
 import { SIM_ENV } from './helpers/simConfig.js';
 import { waitFor } from './helpers/tmp.js';
 
-const POLL_FAILED = 'poll failed; the cursor stays, the window is read again next time';
+const POLL_FAILED = 'poll failed; the next poll goes on from its last committed part';
 const UNSAVED = /^the rotated refresh token could not be saved; it is kept in memory/;
 
 /** A minute ago, as the daemon's `since` (µs): reports made by the test are announced. */
@@ -49,12 +49,16 @@ describe('when to refresh, and where', () => {
     expect(refreshUrl('http://127.0.0.1:8080/proxy/oauth2/v0/token', 'http://127.0.0.1:9090')).toBe('http://127.0.0.1:9090/proxy/oauth2/v0/token');
   });
 
-  it('a geolocation is taken as an http(s) origin, anything else ignored', () => {
-    expect(geolocationOrigin('https://emea.api.concursolutions.com')).toBe('https://emea.api.concursolutions.com');
-    expect(geolocationOrigin('https://emea.api.concursolutions.com/')).toBe('https://emea.api.concursolutions.com');
-    expect(geolocationOrigin('ftp://emea.api.concursolutions.com')).toBeUndefined();
-    expect(geolocationOrigin('emea')).toBeUndefined();
-    expect(geolocationOrigin(42)).toBeUndefined();
+  it('a geolocation is taken as an https origin (http only beside an http token URL), anything else ignored', () => {
+    const us = 'https://us.api.concursolutions.com/oauth2/v0/token';
+    expect(geolocationOrigin('https://emea.api.concursolutions.com', us)).toBe('https://emea.api.concursolutions.com');
+    expect(geolocationOrigin('https://emea.api.concursolutions.com/', us)).toBe('https://emea.api.concursolutions.com');
+    expect(geolocationOrigin('ftp://emea.api.concursolutions.com', us)).toBeUndefined();
+    expect(geolocationOrigin('emea', us)).toBeUndefined();
+    expect(geolocationOrigin(42, us)).toBeUndefined();
+    // Never from https to http: the refresh carries the client secret and the refresh token.
+    expect(geolocationOrigin('http://emea.api.concursolutions.com', us)).toBeUndefined();
+    expect(geolocationOrigin('http://127.0.0.1:9090', 'http://127.0.0.1:8080/oauth2/v0/token')).toBe('http://127.0.0.1:9090');
   });
 });
 

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
 import type { InstanceConfig } from '../src/config/types.js';
-import { pollStream } from '../src/daemon/pollStream.js';
+import { pollStream, type Skew } from '../src/daemon/pollStream.js';
 import { createAuthenticator } from '../src/poll/auth.js';
 import { createGetText, createHttpClient } from '../src/poll/httpClient.js';
 import { ConcurSim, DEFAULT_SIM_CREDENTIALS } from '../src/sim/concurSim.js';
@@ -77,7 +77,7 @@ describe('a failed commit followed by ones that succeed', () => {
       );
       const deps = {
         store: observed, getText: createGetText({ timeoutMs: 5000 }), auth, log, fetchPolicy: FAST_FETCH, newId: newNotificationId,
-        onQueued: () => {}, maxPages: 1000, maxResweeps: 3, skew: { ms: undefined as number | undefined },
+        onQueued: () => {}, maxPages: 1000, maxResweeps: 3, skew: { ms: undefined } as Skew,
       };
       await pollStream(instance, resource, stream, deps);
 

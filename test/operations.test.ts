@@ -173,7 +173,7 @@ describe('logs', () => {
       await p.waitForLog('delivery failed, will retry');
       h.sim.revokeAccessTokens();
       h.sim.faults.tokenError = { status: 401, error: 'invalid_client' };
-      await p.waitForLog('poll failed; the cursor stays, the window is read again next time');
+      await p.waitForLog('poll failed; the next poll goes on from its last committed part');
     } finally {
       p.child.kill('SIGTERM');
       await p.exited;

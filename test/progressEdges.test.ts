@@ -23,8 +23,8 @@ function streamRow(database: string) {
 }
 
 /** The simulator's generic route: no end date can be asked for, so each window is swept whole. */
-const generic = (perPage: number) => (base: ReturnType<typeof simConfig>) =>
-  asGenericApi(base, `/generic/v1/reports?updated_since=\${date:yyyy-MM-dd'T'HH:mm:ss.SSSXXX}&per_page=${perPage}`);
+const generic = (perPage: number, fields: Record<string, unknown> = {}) => (base: ReturnType<typeof simConfig>) =>
+  asGenericApi(base, `/generic/v1/reports?updated_since=\${date:yyyy-MM-dd'T'HH:mm:ss.SSSXXX}&per_page=${perPage}`, {}, fields);
 
 
 
@@ -37,8 +37,8 @@ async function simSecondsPast(h: Awaited<ReturnType<typeof harness>>, ms: number
 describe('liveness of windows without an end date', () => {
   // Keyset paging: a generic API that returns the oldest records first is read one request at a
   // time from the last stamp of the page before, so changes while it is read cannot stall it.
-  it('a generic API whose recent records change while it is read: polls settle and the cursor moves on', async () => {
-    const h = await harness({}, {}, generic(3));
+  it('a generic API that returns the oldest first (pollbridge.oldestFirst), its recent records changing while it is read: polls settle and the cursor moves on', async () => {
+    const h = await harness({}, {}, generic(3, { 'pollbridge.oldestFirst': true }));
     const base = Date.now() - 30_000;
     for (let i = 0; i < 12; i++) h.sim.createReport({}, { modifiedMs: base + i * 1000 });
     // A busy tenant: a record that changed recently changes again while the window is read.

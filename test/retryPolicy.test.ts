@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_RETRY_SCHEDULE_SEC } from '../src/config/load.js';
-import { decide, parseRetryAfter, type RetryPolicy } from '../src/deliver/retryPolicy.js';
+import { decide, type RetryPolicy } from '../src/deliver/retryPolicy.js';
+import { parseRetryAfter } from '../src/util/retryAfter.js';
 
 const policy: RetryPolicy = { scheduleSec: DEFAULT_RETRY_SCHEDULE_SEC, maxRetryAfterSec: 3600, jitter: 0.2 };
 const mid = () => 0.5;

@@ -45,7 +45,7 @@ describe('cutting parts', () => {
 });
 
 /** An in-memory provider: records by stamp (ties by id), offset pages of `pageSize`. */
-function memorySource(stamps: number[], pageSize: number, res: number | 'open' = 1) {
+function memorySource(stamps: number[], pageSize: number, res: number | 'open' | 'open, oldest first' = 1) {
   const records = stamps.map((s, i) => ({ id: `r${i}`, s })).sort((a, b) => a.s - b.s || (a.id < b.id ? -1 : 1));
   let requests = 0;
   const inRange = (start: number, end: number | undefined) => records.filter((r) => r.s >= start && (end === undefined || r.s <= end));
@@ -66,8 +66,9 @@ function memorySource(stamps: number[], pageSize: number, res: number | 'open' =
     stampOf: (item) => (item as { s: number }).s,
     versionOf: (item) => `${(item as { id: string }).id}@${(item as { s: number }).s}`,
     pageSize,
-    resolutionUs: res === 'open' ? undefined : res,
+    resolutionUs: typeof res === 'number' ? res : undefined,
     maxResweeps: 3,
+    oldestFirst: res === 'open, oldest first',
   };
   return { source, records, requests: () => requests };
 }
@@ -111,16 +112,24 @@ describe('sweeping a window by parts', () => {
     expect(coverage(steps).at(-1)![1]).toBe(100);
   });
 
-  it('reads a window that cannot be closed at an end date from the last stamp of each page, one request each, when the provider sorts oldest first', async () => {
+  it('sweeps a window that cannot be closed at an end date whole, and confirms it by a second sweep', async () => {
     const m = memorySource([1, 2, 3, 4, 5, 6, 7], 3, 'open');
+    const steps = await sweepAll({ start: 0, end: 100 }, m.source);
+    expect(coverage(steps)).toEqual([[0, 100]]);
+    // Three pages, twice.
+    expect(m.requests()).toBe(6);
+  });
+
+  it('reads such a window from the last stamp of each page, one request each, when the provider returns the oldest first', async () => {
+    const m = memorySource([1, 2, 3, 4, 5, 6, 7], 3, 'open, oldest first');
     const steps = await sweepAll({ start: 0, end: 100 }, m.source);
     expect(coverage(steps)).toEqual([[0, 2], [3, 4], [5, 100]]);
     expect(new Set(steps.flatMap((s) => s.items.map(m.source.versionOf))).size).toBe(7);
     expect(m.requests()).toBe(3);
   });
 
-  it('sweeps such a window whole, confirmed by a second sweep, from a page that holds one stamp only', async () => {
-    const m = memorySource([1, 2, 2, 2, 2, 3, 4], 3, 'open');
+  it('sweeps the rest of such a window whole, confirmed by a second sweep, from a page that holds one stamp only', async () => {
+    const m = memorySource([1, 2, 2, 2, 2, 3, 4], 3, 'open, oldest first');
     const steps = await sweepAll({ start: 0, end: 100 }, m.source);
     expect(coverage(steps).at(-1)![1]).toBe(100);
     expect(new Set(steps.flatMap((s) => s.items.map(m.source.versionOf))).size).toBe(7);

@@ -60,7 +60,7 @@ class Provider {
       .sort((a, b) => a.stamp - b.stamp || tie.get(a.id)! - tie.get(b.id)!);
   }
 
-  source(res: number | undefined, maxResweeps: number): SweepSource {
+  source(res: number | undefined, maxResweeps: number, oldestFirst = false): SweepSource {
     const page = (all: Rec[], offset: number): SweepPage => ({
       items: all.slice(offset, offset + this.pageSize).map((r): Item => ({ id: r.id, stamp: r.stamp })),
       more: offset + this.pageSize < all.length,
@@ -81,13 +81,14 @@ class Provider {
       pageSize: this.pageSize,
       resolutionUs: res,
       maxResweeps,
+      oldestFirst,
     };
   }
 }
 
 type Outcome = { violations: string[]; requests: number; unsettled: number; covered: number };
 
-async function runSweep(seed: number, opts: { res: number | undefined; unstableTies: boolean; pageSize: number; maxResweeps: number; heavy?: boolean }): Promise<Outcome> {
+async function runSweep(seed: number, opts: { res: number | undefined; unstableTies: boolean; pageSize: number; maxResweeps: number; heavy?: boolean; oldestFirst?: boolean }): Promise<Outcome> {
   const random = rng(seed);
   const T0 = 1_000_000_000 * MS;
   const span = 2000 * MS;
@@ -125,7 +126,7 @@ async function runSweep(seed: number, opts: { res: number | undefined; unstableT
   let partStartClock = p.clock;
   let unsettled = 0;
   let covered = 0;
-  for await (const step of sweepWindow(window, p.source(opts.res, opts.maxResweeps))) {
+  for await (const step of sweepWindow(window, p.source(opts.res, opts.maxResweeps, opts.oldestFirst))) {
     for (const item of step.items) yielded.add(`${(item as Item).id}@${(item as Item).stamp}`);
     if (step.unsettled) unsettled++;
     if (step.covered !== undefined) {
@@ -151,6 +152,7 @@ describe('sweepWindow against an adversarial in-memory provider', () => {
     { name: 'ms resolution, tie order changing between requests', res: MS, unstableTies: true },
     { name: '1 s resolution, tie order changing between requests', res: 1000 * MS, unstableTies: true },
     { name: 'no end date (whole window), tie order changing between requests', res: undefined, unstableTies: true },
+    { name: 'no end date, oldest first (keyset), tie order changing between requests', res: undefined, unstableTies: true, oldestFirst: true },
   ];
   for (const c of cases) {
     it(`${c.name}: every covered claim holds, requests stay bounded (300 seeds)`, async () => {
@@ -158,7 +160,7 @@ describe('sweepWindow against an adversarial in-memory provider', () => {
       let maxRequests = 0;
       let unsettled = 0;
       for (let seed = 1; seed <= 300; seed++) {
-        const out = await runSweep(seed, { res: c.res, unstableTies: c.unstableTies, pageSize: 4, maxResweeps: 3 });
+        const out = await runSweep(seed, { res: c.res, unstableTies: c.unstableTies, pageSize: 4, maxResweeps: 3, oldestFirst: c.oldestFirst });
         violations.push(...out.violations);
         maxRequests = Math.max(maxRequests, out.requests);
         unsettled += out.unsettled;

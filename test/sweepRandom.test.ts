@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
 import type { InstanceConfig } from '../src/config/types.js';
-import { pollStream, type PollSummary } from '../src/daemon/pollStream.js';
+import { pollStream, type PollSummary, type Skew } from '../src/daemon/pollStream.js';
 import { createAuthenticator } from '../src/poll/auth.js';
 import { createGetText, createHttpClient } from '../src/poll/httpClient.js';
 import { ConcurSim, DEFAULT_SIM_CREDENTIALS } from '../src/sim/concurSim.js';
@@ -134,7 +134,7 @@ async function runSeed(seed: number, harsh: boolean, store: Store, template: Ins
     );
     const deps = {
       store, getText, auth, log, fetchPolicy: FAST_FETCH, newId: newNotificationId, onQueued: () => {},
-      maxPages: 1000, maxResweeps: 3, skew: { ms: undefined as number | undefined },
+      maxPages: 1000, maxResweeps: 3, skew: { ms: undefined } as Skew,
     };
     for (let i = 0; i < 3 + Math.floor(random() * 8); i++) mutate(w, random, nextId);
     const mustAnnounce = new Set<string>();

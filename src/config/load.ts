@@ -299,6 +299,7 @@ function readResource(r: ObjectReader, name: string, elementKey: string, instanc
     pollDelaySec: r.number('pollDelay', 0, { min: 0, max: 86_400, unit: 'seconds' }),
     itemsPath: r.string('pollbridge.items') ?? (elementKey === 'concur' ? 'Items' : ''),
     nextPagePath: r.string('pollbridge.nextPage') ?? (elementKey === 'concur' ? 'NextPage' : ''),
+    oldestFirst: r.boolean('pollbridge.oldestFirst', false),
   };
   const resource: ResourceConfig | undefined =
     url && urlTemplate && parseUpdatedDate && parseCreatedDate

@@ -28,6 +28,11 @@ export type ResourceConfig = {
   itemsPath: string;
   /** Dot path of the next page's URL in a response (generic elements). */
   nextPagePath: string;
+  /**
+   * The API returns records oldest first by the updated date (generic elements, whose URLs have no
+   * end date): read by keyset paging. Only the operator can say so: no page proves it.
+   */
+  oldestFirst: boolean;
 };
 
 export type DeliveryConfig = {

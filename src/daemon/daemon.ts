@@ -15,7 +15,7 @@ import { abortableSleep } from '../util/abortableSleep.js';
 import { Semaphore } from '../util/semaphore.js';
 import { type Health, startHttpServer } from './httpServer.js';
 import { Metrics, statusClass } from './metrics.js';
-import { pollStream, type PollSummary, retentionHorizon } from './pollStream.js';
+import { pollStream, type PollSummary, retentionHorizon, type Skew } from './pollStream.js';
 import { createScheduler, type Scheduler } from './schedule.js';
 
 export type DaemonOptions = {
@@ -43,7 +43,7 @@ type StreamRuntime = {
   stream: Stream;
   auth: Authenticator;
   scheduler: Scheduler;
-  skew: { ms: number | undefined };
+  skew: Skew;
   /** When a poll last completed (or, before the first, when this stream started), ms. */
   lastCompletedAt: number;
   lastPrunedAt: number;
@@ -370,7 +370,7 @@ export class Daemon {
           return undefined;
         }
         this.metrics.polls.inc({ ...labels, result: 'failed' });
-        log.error('poll failed; the cursor stays, the window is read again next time', { error: message, durationMs: Date.now() - started });
+        log.error('poll failed; the next poll goes on from its last committed part', { error: message, durationMs: Date.now() - started });
         await this.store!.failPoll(s.stream.id, message, Date.now()).catch((err: unknown) => {
           log.error('could not record the failed poll', { error: (err as Error).message });
         });

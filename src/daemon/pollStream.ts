@@ -1,6 +1,6 @@
 import type { InstanceConfig, ResourceConfig } from '../config/types.js';
 import { detectChanges } from '../detect/changes.js';
-import { type PollPlan, type PollWindow, pollPlan, SKEW_RESOLUTION_MS } from '../detect/window.js';
+import { type PollPlan, type PollWindow, pollPlan } from '../detect/window.js';
 import { pageCommit } from '../deliver/notification.js';
 import type { Logger } from '../log.js';
 import type { Authenticator } from '../poll/auth.js';
@@ -23,12 +23,18 @@ export type PollDeps = {
   /** Called after a page queued notifications, so delivery starts without waiting for the poll. */
   onQueued: () => void;
   maxPages: number;
-  /** Extra sweeps of a window whose records changed while it was read, before giving up for now. */
+  /** Extra sweeps of a part read page by page whose records changed meanwhile, before it is left for the next poll. */
   maxResweeps: number;
   /** Last measured offset of the provider's clock from ours, ms (server − local); updated here. */
-  skew: { ms: number | undefined };
+  skew: Skew;
   onRateLimited?: () => void;
 };
+
+/**
+ * The provider's clock against ours. `mark`: its `Date` at the last read and our monotonic clock
+ * then, so that a step of the provider's clock is told apart from a step of ours.
+ */
+export type Skew = { ms: number | undefined; mark?: { serverMs: number; monoMs: number } };
 
 export type PollSummary = {
   pages: number; records: number; fresh: number; duplicates: number; rejected: number; history: number;
@@ -42,6 +48,13 @@ export type PollSummary = {
 /** A sweep longer than this many pages logs its progress at info: at once, then every few seconds. */
 const QUIET_PAGES = 10;
 const PROGRESS_EVERY_MS = 5000;
+/**
+ * How far the provider's clock must go back between two reads before the cursor follows it: two
+ * `Date`s rounded to the second, and the time each answer took, blur a smaller step.
+ */
+const STEP_BACK_MIN_MS = 2000;
+/** A skew this large is worth a warning: one of the two clocks is not kept by NTP. */
+const SKEW_WARNING_MS = 10_000;
 /** Pages whose commit may still be running while later pages are read. */
 const COMMITS_IN_FLIGHT = 4;
 
@@ -68,7 +81,7 @@ export async function pollStream(instance: InstanceConfig, resource: ResourceCon
   await deps.auth.headers(signal);
   const apiBase = (instance.elementKey === 'concur' ? deps.auth.apiBase() : undefined) ?? instance.baseUrl;
   const summary: PollSummary = { pages: 0, records: 0, fresh: 0, duplicates: 0, rejected: 0, history: 0, notifications: 0, requests: 0, settled: true };
-  const ctx: SweepContext = { instance, resource, stream, deps, log, apiBase, signal };
+  const ctx: SweepContext = { instance, resource, stream, deps, log };
   const source = sweepSource({
     resource,
     elementKey: instance.elementKey,
@@ -84,7 +97,7 @@ export async function pollStream(instance: InstanceConfig, resource: ResourceCon
     onPage: (page) => measureSkew(ctx, page),
   });
   const commits = new CommitQueue(deps.newId());
-  const reach: Reach = { cursor: stream.cursor, recheckAtPlan: stream.recheck, recheck: stream.recheck, providerNow: plan.providerNow, planSkewMs: deps.skew.ms };
+  const reach: Reach = { cursor: stream.cursor, recheckAtPlan: stream.recheck, recheck: stream.recheck, providerNow: plan.providerNow, planSkewMs: deps.skew.ms, planMark: deps.skew.mark };
   try {
     for (const [pass, window] of passes(plan, source)) {
       log.debug('sweep started', { pass, windowStart: isoFromInstant(window.start), windowEnd: isoFromInstant(window.end) });
@@ -111,12 +124,15 @@ type Pass = 'fresh' | 'recheck' | 'both';
  * commits), and the provider's now by the plan.
  */
 type Reach = {
-  /** The cursor and recheck when the poll was planned. */
+  /** The cursor and the recheck when the poll was planned. */
   cursor: Instant;
   recheckAtPlan: Instant;
+  /** The recheck as this poll's commits will leave it. */
   recheck: Instant;
   providerNow: Instant;
+  /** The skew and its mark when the poll was planned. */
   planSkewMs: number | undefined;
+  planMark: Skew['mark'];
 };
 
 /**
@@ -130,7 +146,7 @@ function passes(plan: PollPlan, source: SweepSource): [Pass, PollWindow][] {
 }
 
 /**
- * Store commits in flight, awaited in order; a failure surfaces once, at `drain`. They form one
+ * Store commits in flight, awaited in order; a failure surfaces once, at `push` or `drain`. They form one
  * chain: after a commit fails, the store refuses the rest, so no later progress steps over it.
  */
 class CommitQueue {
@@ -166,8 +182,6 @@ type SweepContext = {
   stream: Stream;
   deps: PollDeps;
   log: Logger;
-  apiBase: string;
-  signal: AbortSignal | undefined;
 };
 
 /**
@@ -200,9 +214,9 @@ function measureSkew(ctx: SweepContext, page: Page): void {
   const skewMs = server + 1000 - Date.now();
   const previous = ctx.deps.skew.ms;
   ctx.deps.skew.ms = skewMs;
-  const limitMs = (ctx.instance.overlapSec * 1000) / 2;
-  if (Math.abs(skewMs) > limitMs && (previous === undefined || Math.abs(previous) <= limitMs)) {
-    ctx.log.warn('provider clock is far from ours; windows are read in its time', { skewMs, overlapSeconds: ctx.instance.overlapSec });
+  ctx.deps.skew.mark = { serverMs: server, monoMs: performance.now() };
+  if (Math.abs(skewMs) > SKEW_WARNING_MS && (previous === undefined || Math.abs(previous) <= SKEW_WARNING_MS)) {
+    ctx.log.warn('provider clock is far from ours; windows are read in its time', { skewMs });
   }
 }
 
@@ -236,7 +250,7 @@ async function readWindow(ctx: SweepContext, pass: Pass, window: PollWindow, sou
       if (result.notificationIds.length > 0) deps.onQueued();
       // Only what is committed counts as progress, in memory as in the database.
       if (progress?.cursor !== undefined) stream.cursor = progress.cursor;
-      if (progress?.recheck !== undefined) stream.recheck = Math.max(stream.recheck, progress.recheck);
+      if (progress?.recheck !== undefined) stream.recheck = progress.recheck;
     }));
     if (step.items.length > 0) {
       pages++;
@@ -267,10 +281,14 @@ function progressOf(ctx: SweepContext, pass: Pass, step: SweepStep, reach: Reach
   const readAt = step.serverDateMs === undefined ? reach.providerNow : instantFromMs(step.serverDateMs);
   const agedTo = Math.min(covered, readAt - instance.overlapSec * US_PER_SECOND);
   const skewMs = deps.skew.ms;
-  // The provider's clock went back by more than the Date's resolution since the plan: what it
-  // stamps now lies before the cursor, by as much.
-  const drop = reach.planSkewMs === undefined || skewMs === undefined ? 0 : reach.planSkewMs - skewMs;
-  const stepBack = drop > SKEW_RESOLUTION_MS ? Math.round(drop * 1000) : 0;
+  // The provider's clock went back since the plan: what it stamps now lies before the cursor, by
+  // as much. Timed by our monotonic clock, so that a step of ours does not count; after a restart
+  // only the skew kept in the database is there to compare (a step of ours then costs a re-read).
+  const mark = deps.skew.mark;
+  const drop = reach.planMark !== undefined && mark !== undefined
+    ? mark.monoMs - reach.planMark.monoMs - (mark.serverMs - reach.planMark.serverMs)
+    : reach.planSkewMs !== undefined && skewMs !== undefined ? reach.planSkewMs - skewMs : 0;
+  const stepBack = drop > STEP_BACK_MIN_MS ? Math.round(drop * 1000) : 0;
   // A part before the cursor (pollDelay reaches back) does not move it back; the provider's clock does.
   let cursor = Math.min(Math.max(reach.cursor, covered), readAt);
   let recheck = reach.recheck;
@@ -280,6 +298,8 @@ function progressOf(ctx: SweepContext, pass: Pass, step: SweepStep, reach: Reach
     cursor = Math.min(cursor, reach.cursor - stepBack);
     recheck = Math.min(recheck, reach.recheckAtPlan - stepBack);
   }
+  // What is rechecked has been read: the recheck never stands past the cursor.
+  if (pass !== 'recheck') recheck = Math.min(recheck, cursor);
   reach.recheck = recheck;
   return pass === 'recheck' ? { recheck, skewMs } : { cursor, recheck, skewMs };
 }

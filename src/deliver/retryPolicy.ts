@@ -19,13 +19,6 @@ export type RetryPolicy = {
 
 export const DEFAULT_MAX_RETRY_AFTER_SEC = 3600;
 
-export function parseRetryAfter(value: string | undefined, nowMs: number): number | undefined {
-  if (!value) return undefined;
-  if (/^\d+$/.test(value.trim())) return Number(value.trim());
-  const at = Date.parse(value);
-  return Number.isNaN(at) ? undefined : Math.max(0, Math.ceil((at - nowMs) / 1000));
-}
-
 /**
  * `retriesDone` counts the failed attempts of this round, this one included. 2xx delivers; 410
  * Gone dead-letters at once (the receiver says it will never want this); anything else retries

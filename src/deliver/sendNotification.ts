@@ -1,6 +1,7 @@
 import type { Got } from 'got';
 import { describeNetworkError } from '../poll/httpClient.js';
-import { type AttemptResult, parseRetryAfter } from './retryPolicy.js';
+import { parseRetryAfter } from '../util/retryAfter.js';
+import type { AttemptResult } from './retryPolicy.js';
 import { signatureHeaders, type SigningKeys } from './sign.js';
 
 export type SendResult = AttemptResult & { durationMs: number; responseExcerpt: string | undefined };

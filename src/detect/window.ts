@@ -6,12 +6,12 @@ import { type Instant, US_PER_SECOND } from '../time/instant.js';
  * is rounded to the nearest second instead. Changes that become visible later than this are
  * caught by the recheck.
  */
-export const SKEW_MARGIN_SEC = 1;
+const SKEW_MARGIN_SEC = 1;
 /**
  * A measured skew smaller than this is no skew: one-second `Date` headers cannot tell it apart
  * from zero, and taking it at face value would end windows up to half a second short of now.
  */
-export const SKEW_RESOLUTION_MS = 1000;
+const SKEW_RESOLUTION_MS = 1000;
 
 export type PlanInput = {
   /** In the provider's time: every change stamped before it was read at least once. */

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Got } from 'got';
 import { AbortError } from 'p-retry';
 import type { AuthConfig } from '../config/types.js';
-import { parseRetryAfter } from '../deliver/retryPolicy.js';
+import { parseRetryAfter } from '../util/retryAfter.js';
 import type { Logger } from '../log.js';
 import type { AuthState, Store } from '../store/types.js';
 import { describeNetworkError } from './httpClient.js';
@@ -35,12 +35,17 @@ export function refreshMarginMs(lifetimeMs: number): number {
   return Math.min(60_000, lifetimeMs / 10);
 }
 
-/** The origin of a `geolocation` from a token answer, if it is an http(s) URL. */
-export function geolocationOrigin(value: unknown): string | undefined {
+/**
+ * The origin of a `geolocation` from a token answer, if it is an https URL, or an http one while
+ * the configured token URL is http too (a local setup): refreshes there carry the client secret
+ * and the refresh token, and pages the access token, so an answer never downgrades them to http.
+ */
+export function geolocationOrigin(value: unknown, tokenUrl: string): string | undefined {
   if (typeof value !== 'string') return undefined;
   try {
     const url = new URL(value);
-    return url.protocol === 'https:' || url.protocol === 'http:' ? url.origin : undefined;
+    if (url.protocol === 'https:') return url.origin;
+    return url.protocol === 'http:' && new URL(tokenUrl).protocol === 'http:' ? url.origin : undefined;
   } catch {
     return undefined;
   }
@@ -208,7 +213,7 @@ class RefreshTokenAuth implements Authenticator {
   private async restore(): Promise<void> {
     const saved = await this.deps.store.loadAuthState(this.deps.instance);
     if (!saved || saved.seedHash !== this.seedHash) return;
-    this.geolocation ??= geolocationOrigin(saved.geolocation);
+    this.geolocation ??= geolocationOrigin(saved.geolocation, this.config.tokenUrl);
     this.deps.onSecret(saved.refreshToken);
     this.refreshToken = saved.refreshToken;
     if (saved.accessToken === undefined || saved.accessExpiresAt === undefined || Date.now() >= saved.accessExpiresAt) return;
@@ -271,7 +276,7 @@ class RefreshTokenAuth implements Authenticator {
     const lifetimeMs = (Number.isFinite(stated) && stated >= 0 ? stated : 3600) * 1000;
     this.accessToken = body.access_token;
     this.expiresAt = Date.now() + lifetimeMs - refreshMarginMs(lifetimeMs);
-    this.geolocation = geolocationOrigin(body.geolocation) ?? this.geolocation;
+    this.geolocation = geolocationOrigin(body.geolocation, this.config.tokenUrl) ?? this.geolocation;
     if (typeof body.refresh_token === 'string' && body.refresh_token !== '') {
       this.deps.onSecret(body.refresh_token);
       this.refreshToken = body.refresh_token;

@@ -1,5 +1,5 @@
 import { AbortError } from 'p-retry';
-import { parseRetryAfter } from '../deliver/retryPolicy.js';
+import { parseRetryAfter } from '../util/retryAfter.js';
 import { AuthError, type Authenticator } from './auth.js';
 import { describeNetworkError, type GetText, type TextResponse } from './httpClient.js';
 import { type FetchPolicy, retryTransient, type Transient } from './retry.js';

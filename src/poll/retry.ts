@@ -1,4 +1,5 @@
 import pRetry from 'p-retry';
+import { abortableSleep } from '../util/abortableSleep.js';
 
 export type FetchPolicy = {
   /** Retries of one request within a poll (5xx, 429, network); the poll fails after them. */
@@ -12,12 +13,6 @@ export const DEFAULT_FETCH_POLICY: FetchPolicy = { retries: 3, minTimeoutMs: 100
 
 /** A failure worth another attempt; `retryAfterSec` is the provider's `Retry-After`, when it sent one. */
 export type Transient = Error & { retryAfterSec?: number };
-
-const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
-  });
 
 /**
  * Runs `attempt` until it succeeds, throws p-retry's `AbortError`, or the policy's retries are
@@ -34,7 +29,8 @@ export function retryTransient<T>(attempt: () => Promise<T>, policy: FetchPolicy
     signal,
     onFailedAttempt: async ({ error }) => {
       const retryAfterSec = (error as Transient).retryAfterSec;
-      if (retryAfterSec) await sleep(Math.min(retryAfterSec, policy.maxRetryAfterSec) * 1000, signal);
+      // The listener goes with the wait: the poll loop's signal lives as long as the daemon.
+      if (retryAfterSec) await abortableSleep(Math.min(retryAfterSec, policy.maxRetryAfterSec) * 1000, signal ?? new AbortController().signal);
     },
   });
 }

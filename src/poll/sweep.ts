@@ -24,6 +24,8 @@ export type SweepSource = {
   resolutionUs: number | undefined;
   /** Sweeps of one part, beyond the first, before it is left unsettled for the next poll. */
   maxResweeps: number;
+  /** Records come oldest first by stamp, as the operator says (windows without an end date). */
+  oldestFirst: boolean;
 };
 
 /**
@@ -65,7 +67,8 @@ const MAX_GROWTH = 8;
 export async function* sweepWindow(window: { start: Instant; end: Instant }, source: SweepSource): AsyncGenerator<SweepStep> {
   const res = source.resolutionUs;
   if (res === undefined) {
-    yield* sweepOpenWindow(window, source);
+    if (source.oldestFirst) yield* sweepOpenWindow(window, source);
+    else yield* sweepUntilStable(window.start, undefined, window.end, source);
     return;
   }
   let lo = alignDown(window.start, res);
@@ -92,12 +95,14 @@ export async function* sweepWindow(window: { start: Instant; end: Instant }, sou
 }
 
 /**
- * A window whose requests cannot be closed at an end date (a generic API's `since`). A provider
- * that returns the oldest records first answers a request from `lo` with the oldest records from
- * `lo` on, so everything stamped before the last record on that one page is on it: the next
- * request starts there (keyset paging, each step one request that cannot shift). Whether the
- * provider sorts so is read off every page (stamps that never decrease); a page that is not
- * sorted, or that holds one stamp only, sends the rest of the window to the page-by-page sweep.
+ * A window whose requests cannot be closed at an end date (a generic API's `since`), from a
+ * provider that returns the oldest records first: a request from `lo` answers with the oldest
+ * records from `lo` on, so everything stamped before the last record on that one page is on it,
+ * and the next request starts there (keyset paging, each step one request that cannot shift).
+ * The order is the operator's word (`pollbridge.oldestFirst`): a page that happens to be sorted
+ * proves nothing of the next (an API ordered by id can hold an old record changed late). A page
+ * whose stamps do decrease, or that holds one stamp only, sends the rest of the window to the
+ * page-by-page sweep.
  */
 async function* sweepOpenWindow(window: { start: Instant; end: Instant }, source: SweepSource): AsyncGenerator<SweepStep> {
   let lo = window.start;
@@ -137,7 +142,7 @@ function lastStampIfSorted(items: readonly unknown[], source: SweepSource): Inst
  */
 async function* sweepUntilStable(start: Instant, end: Instant | undefined, coverTo: Instant, source: SweepSource): AsyncGenerator<SweepStep> {
   let previous: SweepRead | undefined;
-  for (let sweep = 0; sweep <= source.maxResweeps + 1; sweep++) {
+  for (let sweep = 0; sweep <= source.maxResweeps; sweep++) {
     const read: SweepRead = { versions: new Set(), repeated: false, pages: 0, firstDateMs: undefined };
     for await (const page of source.pages(start, end)) {
       read.pages++;

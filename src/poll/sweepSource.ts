@@ -65,5 +65,6 @@ export function sweepSource(deps: SweepSourceDeps): SweepSource {
     pageSize: resource.pageSize,
     resolutionUs: windowResolutionUs(resource, elementKey, apiBase),
     maxResweeps: deps.maxResweeps,
+    oldestFirst: resource.oldestFirst,
   };
 }

@@ -32,7 +32,7 @@ function summary(row: NotificationRow): NotificationSummary {
 export type SqliteStoreOptions = { readonly?: boolean };
 
 /** A commit whose chain is broken: the one before it in its poll did not commit. */
-export class BrokenChainError extends Error {}
+class BrokenChainError extends Error {}
 
 /** The embedded store: one SQLite file in WAL mode, fsync on every commit (synchronous=FULL). */
 export class SqliteStore implements Store {

@@ -39,9 +39,10 @@ export function withResource(base: SimConfig, fields: Record<string, unknown>) {
 
 /**
  * The sim config pointed at the simulator's generic route (bearer token, records under
- * `data.items`, a relative `links.next`), with `url` and any `configuration` keys given.
+ * `data.items`, a relative `links.next`), with `url`, and any `configuration` keys and resource
+ * fields given.
  */
-export function asGenericApi(base: SimConfig, url: string, configuration: Record<string, unknown> = {}) {
+export function asGenericApi(base: SimConfig, url: string, configuration: Record<string, unknown> = {}, resourceFields: Record<string, unknown> = {}) {
   const concur = base.instances[0]!;
   return {
     ...base,
@@ -53,7 +54,7 @@ export function asGenericApi(base: SimConfig, url: string, configuration: Record
         ...concur.configuration,
         ...configuration,
         'event.poller.configuration': {
-          reports: { url, idField: 'id', 'pollbridge.items': 'data.items', 'pollbridge.nextPage': 'links.next', datesConfiguration: { updatedDateField: 'updated_at' } },
+          reports: { url, idField: 'id', 'pollbridge.items': 'data.items', 'pollbridge.nextPage': 'links.next', datesConfiguration: { updatedDateField: 'updated_at' }, ...resourceFields },
         },
       },
     }],
