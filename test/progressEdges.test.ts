@@ -179,3 +179,45 @@ describe('the provider\'s clock', () => {
     expect(Math.floor(h.sim.now() / 1000) - Math.floor(stampMs / 1000)).toBeLessThanOrEqual(5 + 3);
   });
 });
+
+describe('the recheck after a clock step', () => {
+  it('a provider clock back 30 s (overlap 5 s): cursor and recheck step back, and a change stamped after the step that becomes visible late is announced', async () => {
+    const h = await harness({ 'pollbridge.poller.overlapSeconds': '5' });
+    const first = h.daemon({ since: instantFromMs(Date.now() - 5 * MIN) });
+    await first.daemon.runOnce();
+    await simSecondsPast(h, h.sim.now(), 1);
+    await h.daemon().daemon.runOnce();
+    const before = streamRow(first.config.database);
+    h.sim.faults.clockOffsetMs = -30_000;
+    await h.daemon().daemon.runOnce();
+    const after = streamRow(first.config.database);
+    expect(after.recheck! - before.recheck!).toBeLessThan(-20e6);
+    expect(after.recheck!).toBeLessThanOrEqual(after.cursor);
+    const late = h.sim.createReport({}, { modifiedMs: h.sim.now() - 4000 });
+    for (let polls = 0; polls < 10 && !h.events().some((e) => e.objectId === late.ID); polls++) {
+      await simSecondsPast(h, h.sim.now(), 1);
+      await h.daemon().daemon.runOnce();
+    }
+    expect(h.events().map((e) => e.objectId)).toEqual([late.ID]);
+  }, 30_000);
+
+  it('cursor and recheck left 5 min ahead by our clock: the recheck comes back with the cursor, and a change that becomes visible late after it is announced', async () => {
+    const h = await harness({ 'pollbridge.poller.overlapSeconds': '5' });
+    const first = h.daemon();
+    await first.daemon.runOnce();
+    const db = new Database(first.config.database);
+    db.prepare('UPDATE streams SET cursor_us = ?, recheck_us = ?, skew_ms = NULL').run(instantFromMs(Date.now() + 5 * MIN), instantFromMs(Date.now() + 5 * MIN));
+    db.close();
+    await h.daemon().daemon.runOnce();
+    const pulled = streamRow(first.config.database);
+    expect(pulled.recheck!).toBeLessThanOrEqual(pulled.cursor);
+    await simSecondsPast(h, h.sim.now(), 4);
+    await h.daemon().daemon.runOnce();
+    const late = h.sim.createReport({}, { modifiedMs: h.sim.now() - 2500 });
+    for (let polls = 0; polls < 10 && !h.events().some((e) => e.objectId === late.ID); polls++) {
+      await simSecondsPast(h, h.sim.now(), 1);
+      await h.daemon().daemon.runOnce();
+    }
+    expect(h.events().map((e) => e.objectId)).toEqual([late.ID]);
+  }, 30_000);
+});

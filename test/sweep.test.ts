@@ -137,6 +137,37 @@ describe('sweeping a window by parts', () => {
   });
 });
 
+describe('a generic API not said to return the oldest first', () => {
+  it('is swept whole even when its first page happens to look sorted: ordered by id, an old record changed late does not hide the next', async () => {
+    // Ordered by id; stamps 5, 6, 20 on the first page look sorted, and 13 (stamp 8) follows.
+    const records = [{ id: 10, s: 5 }, { id: 11, s: 6 }, { id: 12, s: 20 }, { id: 13, s: 8 }, { id: 14, s: 21 }];
+    const select = (start: number) => records.filter((r) => r.s >= start).sort((a, b) => a.id - b.id);
+    const page = (start: number, offset: number): SweepPage => {
+      const all = select(start);
+      return { items: all.slice(offset, offset + 3), more: offset + 3 < all.length, serverDateMs: undefined };
+    };
+    const source: SweepSource = {
+      firstPage: async (start) => page(start, 0),
+      async *pages(start) {
+        for (let offset = 0; ; offset += 3) {
+          const p = page(start, offset);
+          yield p;
+          if (!p.more) return;
+        }
+      },
+      stampOf: (item) => (item as { s: number }).s,
+      versionOf: (item) => `${(item as { id: number }).id}`,
+      pageSize: 3,
+      resolutionUs: undefined,
+      maxResweeps: 3,
+      oldestFirst: false,
+    };
+    const steps = await sweepAll({ start: 0, end: 30 }, source);
+    expect(new Set(steps.flatMap((s) => s.items.map((i) => (i as { id: number }).id)))).toEqual(new Set([10, 11, 12, 13, 14]));
+    expect(coverage(steps).at(-1)![1]).toBe(30);
+  });
+});
+
 function resource(url: string, elementKey = 'concur') {
   const file = writeJson(tempDir(), 'c.json', instance({
     'event.poller.configuration': {
