@@ -186,12 +186,14 @@ type SweepContext = {
 
 /**
  * "Changed after we started" must be judged by the clock that stamped the records: a provider
- * 30 s behind stamps a change made just after our first start 30 s before it. The `Date` header
- * has one-second resolution, hence the margin.
+ * 30 s behind stamps a change made just after our first start 30 s before it. The origin only
+ * ever moves earlier: the skew now is not the skew of when a record was stamped (the provider's
+ * clock may have stepped forward since), and a little history announced is better than a change
+ * taken for history. The `Date` header has one-second resolution, hence the margin.
  */
 function originInProviderTime(ctx: SweepContext): Instant {
   const skewMs = ctx.deps.skew.ms;
-  const origin = skewMs === undefined ? ctx.stream.origin : ctx.stream.origin + Math.round((skewMs - 2000) * 1000);
+  const origin = skewMs === undefined ? ctx.stream.origin : ctx.stream.origin + Math.min(0, Math.round((skewMs - 2000) * 1000));
   // Changes older than the retention of seen rows, or than any seen row already pruned, can no
   // longer be told apart from announced ones: raising the retention does not bring them back.
   return Math.max(origin, retentionHorizon(ctx.instance, ctx.stream.cursor), ctx.stream.forgotten ?? -Infinity);
