@@ -147,6 +147,18 @@ describe('the provider\'s clock', () => {
     expect(h.events().map((e) => e.objectId)).toEqual([report.ID]);
   });
 
+  it('a provider clock stepped forward soon after the first start: a change stamped before the step is not taken for history', async () => {
+    const h = await harness();
+    await h.daemon().daemon.runOnce();
+    const report = h.sim.createReport();
+    // The origin (first start) judged in the provider's time must not move later with the new skew.
+    h.sim.faults.clockOffsetMs = 5000;
+    const second = h.daemon();
+    await second.daemon.runOnce();
+    expect(second.logs.messages('poll finished')[0]).toMatchObject({ history: 0 });
+    expect(h.events().map((e) => e.objectId)).toEqual([report.ID]);
+  });
+
   it('a provider clock stepped forward: the changes after the step are announced once', async () => {
     const h = await harness({ 'pollbridge.poller.overlapSeconds': '5' });
     await h.daemon({ since: instantFromMs(Date.now() - 5 * MIN) }).daemon.runOnce();
