@@ -2,11 +2,10 @@ import { createHash } from 'node:crypto';
 import type { Got } from 'got';
 import { AbortError } from 'p-retry';
 import type { AuthConfig } from '../config/types.js';
-import { parseRetryAfter } from '../util/retryAfter.js';
 import type { Logger } from '../log.js';
 import type { AuthState, Store } from '../store/types.js';
 import { describeNetworkError } from './httpClient.js';
-import { type FetchPolicy, retryTransient, type Transient } from './retry.js';
+import { type FetchPolicy, isTransientStatus, retryTransient, transient } from './retry.js';
 
 export class AuthError extends Error {}
 
@@ -251,11 +250,7 @@ class RefreshTokenAuth implements Authenticator {
       throw new AuthError(`token request to ${url} failed: ${describeNetworkError(err)}`, { cause: err });
     }
     const status = response.statusCode;
-    if (status === 429 || status >= 500) {
-      const error: Transient = new AuthError(`token endpoint ${url} answered ${status}`);
-      error.retryAfterSec = parseRetryAfter(response.headers['retry-after'], Date.now());
-      throw error;
-    }
+    if (isTransientStatus(status)) throw transient(new AuthError(`token endpoint ${url} answered ${status}`), response.headers['retry-after']);
     let body: TokenResponse;
     try {
       body = JSON.parse(response.body) as TokenResponse;

@@ -1,8 +1,7 @@
 import { AbortError } from 'p-retry';
-import { parseRetryAfter } from '../util/retryAfter.js';
 import { AuthError, type Authenticator } from './auth.js';
 import { describeNetworkError, type GetText, type TextResponse } from './httpClient.js';
-import { type FetchPolicy, retryTransient, type Transient } from './retry.js';
+import { type FetchPolicy, isTransientStatus, retryTransient, transient } from './retry.js';
 
 export { DEFAULT_FETCH_POLICY, type FetchPolicy } from './retry.js';
 
@@ -55,11 +54,7 @@ export async function fetchJson(
     }
     const status = response.statusCode;
     onStatus?.(status);
-    if (status === 429 || status === 503 || status >= 500) {
-      const error: Transient = new UpstreamError(`GET ${url} answered ${status}: ${excerpt(response.body)}`, status);
-      error.retryAfterSec = parseRetryAfter(response.headers['retry-after'], Date.now());
-      throw error;
-    }
+    if (isTransientStatus(status)) throw transient(new UpstreamError(`GET ${url} answered ${status}: ${excerpt(response.body)}`, status), response.headers['retry-after']);
     if (status < 200 || status >= 300) {
       throw new AbortError(new UpstreamError(`GET ${url} answered ${status}: ${excerpt(response.body)}`, status));
     }

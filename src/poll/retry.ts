@@ -1,5 +1,6 @@
 import pRetry from 'p-retry';
 import { abortableSleep } from '../util/abortableSleep.js';
+import { parseRetryAfter } from '../util/retryAfter.js';
 
 export type FetchPolicy = {
   /** Retries of one request within a poll (5xx, 429, network); the poll fails after them. */
@@ -13,6 +14,18 @@ export const DEFAULT_FETCH_POLICY: FetchPolicy = { retries: 3, minTimeoutMs: 100
 
 /** A failure worth another attempt; `retryAfterSec` is the provider's `Retry-After`, when it sent one. */
 export type Transient = Error & { retryAfterSec?: number };
+
+/** An answer worth another attempt: rate limited, or the provider failing. */
+export function isTransientStatus(status: number): boolean {
+  return status === 429 || status >= 500;
+}
+
+/** `error`, carrying the answer's `Retry-After` for `retryTransient` to wait out. */
+export function transient(error: Error, retryAfter: string | string[] | undefined): Transient {
+  const marked: Transient = error;
+  marked.retryAfterSec = parseRetryAfter(typeof retryAfter === 'string' ? retryAfter : undefined, Date.now());
+  return marked;
+}
 
 /**
  * Runs `attempt` until it succeeds, throws p-retry's `AbortError`, or the policy's retries are
