@@ -34,8 +34,9 @@ async function daemonHealth(http: HttpConfig | undefined): Promise<DaemonHealth 
 
 export async function statusCommand(opts: { db?: string; config?: string; json?: boolean }): Promise<void> {
   // With --db there may be no config to read (another machine's copy of the database).
-  const health = opts.db ? undefined : await daemonHealth(loadConfig(configPath(opts.config)).http);
-  await withCliStore(opts, { readonly: true }, async (store) => {
+  const config = opts.db ? undefined : loadConfig(configPath(opts.config));
+  const health = await daemonHealth(config?.http);
+  await withCliStore({ db: opts.db ?? config!.database }, { readonly: true }, async (store) => {
     const streams = await store.streams();
     const counts = await store.notificationCounts();
     if (opts.json) {

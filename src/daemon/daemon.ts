@@ -5,7 +5,7 @@ import { Deliverer, type DeliveryTarget } from '../deliver/deliverer.js';
 import { DEFAULT_MAX_RETRY_AFTER_SEC } from '../deliver/retryPolicy.js';
 import type { Logger } from '../log.js';
 import { type Authenticator, createAuthenticator, TOKEN_REQUEST_TIMEOUT_MS } from '../poll/auth.js';
-import { DEFAULT_FETCH_POLICY, type FetchPolicy } from '../poll/fetchJson.js';
+import { DEFAULT_FETCH_POLICY, type FetchPolicy } from '../poll/retry.js';
 import { createGetText, createHttpClient, type GetText } from '../poll/httpClient.js';
 import { acquireDaemonLock } from '../store/lock.js';
 import { ThreadedStore } from '../store/threadedStore.js';

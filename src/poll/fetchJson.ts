@@ -3,8 +3,6 @@ import { AuthError, type Authenticator } from './auth.js';
 import { describeNetworkError, type GetText, type TextResponse } from './httpClient.js';
 import { type FetchPolicy, isTransientStatus, retryTransient, transient } from './retry.js';
 
-export { DEFAULT_FETCH_POLICY, type FetchPolicy } from './retry.js';
-
 export class UpstreamError extends Error {
   constructor(message: string, readonly statusCode?: number, options?: ErrorOptions) {
     super(message, options);
