@@ -5,6 +5,7 @@ import { StoreOpenError } from '../store/lock.js';
 import { MigrationError } from '../store/migrate.js';
 import { demoCommand } from './demoCommand.js';
 import { eventsListCommand, eventsShowCommand, replayCommand } from './eventsCommand.js';
+import { releaseSignals } from './heldSignals.js';
 import { runCommand } from './runCommand.js';
 import { simCommand } from './simCommand.js';
 import { statusCommand } from './statusCommand.js';
@@ -17,7 +18,11 @@ const collect = (value: string, previous: string[] = []): string[] => [...previo
 export function buildProgram(): Command {
   const program = new Command('pollbridge')
     .description('Poll SAP Concur (or any REST list API) for changed records and deliver signed events.')
-    .showHelpAfterError();
+    .showHelpAfterError()
+    // Only the daemon handles signals; every other command gets their default action back.
+    .hook('preAction', (_program, command) => {
+      if (command.name() !== 'run') releaseSignals();
+    });
   const configOption = (): Option => new Option('-c, --config <file>', 'config file (default: $POLLBRIDGE_CONFIG or ./poller.config.json)');
   const dbOption = (): Option => new Option('--db <file>', 'SQLite database (default: the one the config names)');
 

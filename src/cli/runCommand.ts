@@ -3,20 +3,23 @@ import { loadConfig, readConfig } from '../config/load.js';
 import { Daemon } from '../daemon/daemon.js';
 import { createLogger } from '../log.js';
 import { instantFromMs } from '../time/instant.js';
+import { releaseSignals } from './heldSignals.js';
 import { configPath, logLevel, parseIsoOption } from './options.js';
 
 export type RunOptions = { config?: string; db?: string; once?: boolean; since?: string; logLevel?: string; graceMs?: string };
 
 /**
  * The daemon. The first SIGTERM/SIGINT stops it gracefully (exit 0), even one that arrives while
- * it is still starting; a second one exits at once; SIGHUP reloads the config (the database is safe either way: every
- * commit is durable before it is acknowledged).
+ * it is still starting; a second one exits at once. SIGHUP reloads the config; reloads and the
+ * stop are applied one after another, in the order they came, and a burst of SIGHUPs reads the
+ * file once more, not once each. `--once` reads its config once: SIGHUP is ignored there. The
+ * database is safe either way: every commit is durable before it is acknowledged.
  */
 export async function runCommand(opts: RunOptions): Promise<void> {
   let signals = 0;
   let requestStop: (() => void) | undefined;
   const stopRequested = new Promise<void>((resolve) => { requestStop = resolve; });
-  const onSignal = (signal: NodeJS.Signals): void => {
+  const onStopSignal = (signal: NodeJS.Signals): void => {
     signals++;
     if (signals > 1) {
       process.stderr.write(`pollbridge: second ${signal}: exiting now\n`);
@@ -24,8 +27,13 @@ export async function runCommand(opts: RunOptions): Promise<void> {
     }
     requestStop?.();
   };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
+  // Until the daemon can reload, a SIGHUP is remembered and applied once it has started.
+  let hangups = 0;
+  let onHangup = (): void => { hangups++; };
+  process.on('SIGTERM', onStopSignal);
+  process.on('SIGINT', onStopSignal);
+  process.on('SIGHUP', () => onHangup());
+  releaseSignals((signal) => (signal === 'SIGHUP' ? onHangup() : onStopSignal(signal)));
 
   const level = logLevel(opts.logLevel);
   const since = parseIsoOption('--since', opts.since);
@@ -38,8 +46,14 @@ export async function runCommand(opts: RunOptions): Promise<void> {
     since: since === undefined ? undefined : instantFromMs(since),
     graceMs: opts.graceMs === undefined ? undefined : Number(opts.graceMs),
   });
+  const failed = daemon.failed.then((err) => {
+    process.stderr.write(`pollbridge: ${err.message}; exiting\n`);
+    process.exitCode = 1;
+  });
   if (opts.once) {
-    void stopRequested.then(() => {
+    onHangup = () => log.warn('SIGHUP ignored: run --once reads its config once');
+    if (hangups > 0) onHangup();
+    void Promise.race([stopRequested, failed]).then(() => {
       log.info('stopping');
       return daemon.stop();
     });
@@ -49,20 +63,26 @@ export async function runCommand(opts: RunOptions): Promise<void> {
     if (failedPolls > 0) process.exitCode = 1;
     return;
   }
-  // SIGHUP: re-read and check the file; apply it only if it is valid, else keep the running one.
-  process.on('SIGHUP', () => {
-    const result = readConfig(file, { databaseOverride: opts.db });
-    if (!result.config) {
-      log.error('config reload refused: the running config stays', { problems: result.issues.map(formatIssue) });
-      return;
-    }
-    daemon.reload(result.config).then(
-      () => log.info('config reloaded', { instances: result.config.instances.map((i) => i.name) }),
+  const started = daemon.start();
+  let reloadWaiting = false;
+  onHangup = () => {
+    // A reload that has not begun yet will read the file as it is then: one is enough.
+    if (reloadWaiting) return;
+    reloadWaiting = true;
+    const reading = () => {
+      reloadWaiting = false;
+      const result = readConfig(file, { databaseOverride: opts.db });
+      if (!result.config) log.error('config reload refused: the running config stays', { problems: result.issues.map(formatIssue) });
+      return result.config;
+    };
+    daemon.reload(reading).then(
+      (applied) => { if (applied) log.info('config reloaded', { instances: daemon.config.instances.map((i) => i.name) }); },
       (err: unknown) => log.error('config reload refused: the running config stays', { error: (err as Error).message }),
     );
-  });
-  await daemon.start();
-  await stopRequested;
+  };
+  if (hangups > 0) onHangup();
+  await started;
+  await Promise.race([stopRequested, failed]);
   log.info('stopping');
   await daemon.stop();
 }

@@ -37,6 +37,15 @@ export type DaemonOptions = {
   openStore?: (path: string) => Promise<Store>;
 };
 
+type PlannedStream = {
+  instance: InstanceConfig;
+  resource: ResourceConfig;
+  auth: Authenticator;
+  /** A new authenticator, not one kept from the running config. */
+  fresh: boolean;
+  opened: Stream;
+};
+
 type StreamRuntime = {
   instance: InstanceConfig;
   resource: ResourceConfig;
@@ -46,6 +55,8 @@ type StreamRuntime = {
   skew: Skew;
   /** When a poll last completed (or, before the first, when this stream started), ms. */
   lastCompletedAt: number;
+  /** /healthz reports a stall from then: STALL_POLLS polls have been due since lastCompletedAt. */
+  stallAt: number;
   lastPrunedAt: number;
 };
 
@@ -57,8 +68,11 @@ export class ReloadError extends Error {}
 /** The daemon cannot start for a reason the operator must fix (a port in use). */
 export class StartError extends Error {}
 
-/** Polls that have not completed for this many intervals make /healthz answer 503. */
-const STALL_INTERVALS = 3;
+/**
+ * /healthz answers 503 when this many scheduled polls have come and gone (each had until the
+ * next was due) since the last completed one.
+ */
+const STALL_POLLS = 3;
 
 /** How long a stop or reload waits for token refreshes in flight: one request, then its save. */
 const AUTH_CLOSE_LIMIT_MS = TOKEN_REQUEST_TIMEOUT_MS + 5_000;
@@ -84,10 +98,20 @@ export class Daemon {
   private starting: Promise<void> | undefined;
   private opening: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
+  /** The lifecycle steps (start, reload, stop), chained: each runs after the one before ends. */
+  private steps: Promise<void> = Promise.resolve();
+  private storeDied: ((err: Error) => void) | undefined;
+  /**
+   * Settles with the error if the database stops under the running daemon (its thread died):
+   * every store call fails from then on, so the process must end, non-zero, for systemd to
+   * restart it.
+   */
+  readonly failed: Promise<Error>;
   readonly metrics: Metrics;
 
   constructor(private options: DaemonOptions) {
     this.semaphore = new Semaphore(options.maxConcurrentPolls ?? 4);
+    this.failed = new Promise((resolve) => { this.storeDied = resolve; });
     this.metrics = new Metrics(
       () => this.streams.map((s) => ({
         instance: s.instance.name,
@@ -114,26 +138,50 @@ export class Daemon {
 
   /** Opens the database (refusing one held by another daemon) and starts polling and delivery. */
   start(): Promise<void> {
-    this.starting ??= (async () => {
-      await this.open();
-      if (this.config.http) {
-        const { host, port } = this.config.http;
-        try {
-          this.httpServer = await startHttpServer(this.config.http, () => this.health(), this.metrics);
-        } catch (err) {
-          await this.stop();
-          throw new StartError(`cannot listen on ${host}:${port} (http.listen): ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-        }
-        this.log.info('health and metrics listening', { url: this.httpServer.url });
-      }
-      this.startLoops();
-      void this.deliverer!.start();
-      this.log.info('pollbridge started', {
-        database: this.config.database,
-        streams: this.streams.map((s) => `${s.instance.name}/${s.resource.name}`),
-      });
-    })();
+    this.starting ??= this.step(() => this.startNow());
     return this.starting;
+  }
+
+  /**
+   * Start, reload and stop are steps of one queue: a reload or stop asked while another step is
+   * running is applied after it, never beside it (two loops on one stream, a stop that returns
+   * while a reload starts new loops).
+   */
+  private step(run: () => Promise<void>): Promise<void> {
+    const result = this.steps.then(run);
+    this.steps = result.catch(() => {});
+    return result;
+  }
+
+  private async startNow(): Promise<void> {
+    await this.open();
+    if (this.stopped) return;
+    if (this.config.http) {
+      try {
+        this.httpServer = await this.listen(this.config);
+      } catch (err) {
+        void this.stop();
+        throw err;
+      }
+    }
+    this.startLoops();
+    void this.deliverer!.start();
+    this.log.info('pollbridge started', {
+      database: this.config.database,
+      streams: this.streams.map((s) => `${s.instance.name}/${s.resource.name}`),
+    });
+  }
+
+  private async listen(config: PollbridgeConfig): Promise<{ url: string; close(): Promise<void> }> {
+    const { host, port } = config.http!;
+    let server;
+    try {
+      server = await startHttpServer(config.http!, () => this.health(), this.metrics);
+    } catch (err) {
+      throw new StartError(`cannot listen on ${host}:${port} (http.listen): ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    this.log.info('health and metrics listening', { url: server.url });
+    return server;
   }
 
   /**
@@ -151,45 +199,83 @@ export class Daemon {
     return { failedPolls: interrupted ? 0 : results.filter((r) => r === undefined).length, pending, interrupted };
   }
 
+  /**
+   * Polls in progress are told to end at once (they go on from their last committed part next
+   * time); the rest of the stop waits for the lifecycle step in progress, if any.
+   */
   stop(): Promise<void> {
-    this.stopping ??= (async () => {
+    this.stopping ??= (() => {
       this.stopped = true;
-      // A stop while the database is still opening closes it once it is open.
-      await this.opening?.catch(() => {});
-      await this.stopLoops();
-      for (const s of this.streams) s.scheduler.dispose();
-      await this.httpServer?.close();
-      // A refresh in flight must be answered and saved before the database closes: Concur has
-      // rotated the refresh token by then.
-      await Promise.all([this.deliverer?.stop(this.options.graceMs ?? 10_000), this.closeAuths(this.streams.map((s) => s.auth))]);
-      await this.store?.close();
-      this.lock?.release();
-      this.log.info('pollbridge stopped');
+      this.loopController.abort();
+      return this.step(() => this.stopNow());
     })();
     return this.stopping;
+  }
+
+  private async stopNow(): Promise<void> {
+    // A stop while the database is still opening closes it once it is open.
+    await this.opening?.catch(() => {});
+    await this.stopLoops();
+    for (const s of this.streams) s.scheduler.dispose();
+    await this.httpServer?.close();
+    // A refresh in flight must be answered and saved before the database closes: Concur has
+    // rotated the refresh token by then.
+    await Promise.all([this.deliverer?.stop(this.options.graceMs ?? 10_000), this.closeAuths(this.streams.map((s) => s.auth))]);
+    await this.store?.close();
+    this.lock?.release();
+    this.log.info('pollbridge stopped');
   }
 
   /**
    * Applies a new, already validated configuration: polling restarts on the new streams (a poll
    * in progress is interrupted; the next goes on from its last committed part), deliveries go to
-   * the new targets, and the outbox is kept. The database cannot change while running.
+   * the new targets, and the outbox is kept. Everything that can fail (the database path, new
+   * streams' rows, a new listen address) is done before the running config is touched: a
+   * refused reload leaves it running as it was. The database cannot change while running.
    */
-  async reload(config: PollbridgeConfig): Promise<void> {
-    await this.starting;
-    if (this.stopped) return;
+  reload(next: () => PollbridgeConfig | undefined): Promise<boolean> {
+    let applied = false;
+    return this.step(async () => {
+      // Before a start, or after a failed one or a stop, there is nothing running to reload.
+      if (this.stopped || !this.deliverer) return;
+      // Read when its turn comes, not when asked: reloads asked while one runs see the latest file.
+      const config = next();
+      if (!config) return;
+      await this.reloadNow(config);
+      applied = true;
+    }).then(() => applied);
+  }
+
+  private async reloadNow(config: PollbridgeConfig): Promise<void> {
     if (config.database !== this.config.database) {
       throw new ReloadError(`the database cannot change on reload (${this.config.database} → ${config.database}); restart instead`);
     }
+    this.options.log.addSecrets?.(config.secrets);
+    const planned = await this.planStreams(config);
+    const listenChanged = JSON.stringify(config.http) !== JSON.stringify(this.config.http);
+    let server = this.httpServer;
+    if (listenChanged && config.http) {
+      try {
+        server = await this.listen(config);
+      } catch (err) {
+        await this.closeAuths(planned.filter((p) => p.fresh).map((p) => p.auth));
+        throw new ReloadError((err as Error).message);
+      }
+    }
+    // Nothing below fails: the new config takes over.
     await this.stopLoops();
     for (const s of this.streams) s.scheduler.dispose();
-    this.options = { ...this.options, config };
-    this.options.log.addSecrets?.(config.secrets);
     const before = this.streams.map((s) => s.auth);
-    await this.buildStreams();
-    const kept = new Set(this.streams.map((s) => s.auth));
-    await this.closeAuths(before.filter((a) => !kept.has(a)));
+    this.options = { ...this.options, config };
+    this.install(planned);
+    if (listenChanged) {
+      await this.httpServer?.close();
+      this.httpServer = config.http ? server : undefined;
+    }
     if (!this.stopped) this.startLoops();
     this.deliverer?.wake();
+    const kept = new Set(this.streams.map((s) => s.auth));
+    await this.closeAuths(before.filter((a) => !kept.has(a)));
   }
 
   /**
@@ -202,10 +288,8 @@ export class Daemon {
     const authProblems = new Map(this.streams.map((s) => [s.instance.name, s.auth.problem()]));
     for (const [instance, problem] of authProblems) if (problem) reasons.push(`${instance}: ${problem}`);
     for (const s of this.streams) {
-      const limitMs = STALL_INTERVALS * s.scheduler.nominalIntervalMs();
-      const sinceMs = now - s.lastCompletedAt;
-      if (sinceMs > limitMs) {
-        reasons.push(`${s.instance.name}/${s.resource.name}: no completed poll for ${Math.round(sinceMs / 1000)} s (limit: ${STALL_INTERVALS} intervals, ${Math.round(limitMs / 1000)} s)`);
+      if (now > s.stallAt) {
+        reasons.push(`${s.instance.name}/${s.resource.name}: no completed poll for ${Math.round((now - s.lastCompletedAt) / 1000)} s, while ${STALL_POLLS} scheduled polls came and went`);
       }
     }
     try {
@@ -235,7 +319,8 @@ export class Daemon {
     const timeoutMs = Math.max(...this.config.instances.map((i) => i.delivery.timeoutMs), 15_000);
     this.http = createHttpClient({ timeoutMs });
     this.getText = createGetText({ timeoutMs });
-    await this.buildStreams();
+    this.install(await this.planStreams(this.config));
+    this.watchStore(store);
     this.deliverer = new Deliverer({
       store,
       http: this.http,
@@ -249,46 +334,79 @@ export class Daemon {
     });
   }
 
-  private async buildStreams(): Promise<void> {
+  private watchStore(store: Store): void {
+    void store.died?.then((err) => {
+      if (this.stopped) return;
+      this.log.error('the database stopped under the running daemon; exiting so that the service manager restarts pollbridge', { error: err.message });
+      this.storeDied?.(err);
+    });
+  }
+
+  /**
+   * Opens (or creates) the rows of a config's streams and the authenticators they need, without
+   * touching the running ones: a failure here leaves the running config as it was.
+   */
+  private async planStreams(config: PollbridgeConfig): Promise<PlannedStream[]> {
     const store = this.store!;
     const now = instantFromMs(Date.now());
-    const streams: StreamRuntime[] = [];
-    for (const instance of this.config.instances) {
-      if (!instance.enabled) {
-        this.log.info('instance disabled (event.notification.enabled is not true): not polled', { instance: instance.name });
-        continue;
+    const planned: PlannedStream[] = [];
+    const auths = new Map<string, { auth: Authenticator; fresh: boolean }>();
+    try {
+      for (const instance of config.instances) {
+        if (!instance.enabled) continue;
+        // Kept across a reload while its credentials are unchanged: it may hold a rotated refresh
+        // token that could not be saved yet, which a fresh one would not know.
+        const same = this.streams.find((s) => s.instance.name === instance.name && JSON.stringify(s.instance.auth) === JSON.stringify(instance.auth));
+        const { auth, fresh } = auths.get(instance.name) ?? { auth: same?.auth ?? this.authenticator(instance, store), fresh: !same };
+        auths.set(instance.name, { auth, fresh });
+        for (const resource of instance.resources) {
+          const initial = this.options.since ?? instance.backfillFrom ?? now;
+          planned.push({ instance, resource, auth, fresh, opened: await store.openStream(instance.name, resource.name, initial) });
+        }
       }
-      // Kept across a reload while its credentials are unchanged: it may hold a rotated refresh
-      // token that could not be saved yet, which a fresh one would not know.
-      const same = this.streams.find((s) => s.instance.name === instance.name && JSON.stringify(s.instance.auth) === JSON.stringify(instance.auth));
-      const auth = same?.auth ?? createAuthenticator(instance.auth, {
-        http: this.http!,
-        store,
-        instance: instance.name,
-        log: this.log.child({ instance: instance.name }),
-        policy: this.options.fetchPolicy ?? DEFAULT_FETCH_POLICY,
-        onSecret: (v) => this.options.log.addSecrets?.([v]),
-      });
-      for (const resource of instance.resources) {
-        const initial = this.options.since ?? instance.backfillFrom ?? now;
-        const opened = await store.openStream(instance.name, resource.name, initial);
-        const previous = this.streams.find((s) => s.stream.id === opened.id);
-        // Progress is committed as polls go; the running stream knows the latest of it.
-        const stream = previous?.stream ?? opened;
-        streams.push({
-          instance, resource, stream, auth,
-          scheduler: createScheduler(instance.schedule),
-          // The last measured skew survives a restart: the first windows are read in the provider's time too.
-          skew: previous?.skew ?? { ms: stream.skewMs },
-          lastCompletedAt: previous?.lastCompletedAt ?? Date.now(),
-          lastPrunedAt: previous?.lastPrunedAt ?? 0,
-        });
-      }
+    } catch (err) {
+      await this.closeAuths([...auths.values()].filter((a) => a.fresh).map((a) => a.auth));
+      throw err;
     }
-    this.streams = streams;
+    return planned;
+  }
+
+  private authenticator(instance: InstanceConfig, store: Store): Authenticator {
+    return createAuthenticator(instance.auth, {
+      http: this.http!,
+      store,
+      instance: instance.name,
+      log: this.log.child({ instance: instance.name }),
+      policy: this.options.fetchPolicy ?? DEFAULT_FETCH_POLICY,
+      onSecret: (v) => this.options.log.addSecrets?.([v]),
+    });
+  }
+
+  /** Makes planned streams the running ones; a stream that was running keeps its state. */
+  private install(planned: PlannedStream[]): void {
+    for (const instance of this.config.instances) {
+      if (!instance.enabled) this.log.info('instance disabled (event.notification.enabled is not true): not polled', { instance: instance.name });
+    }
+    this.streams = planned.map(({ instance, resource, auth, opened }) => {
+      const previous = this.streams.find((s) => s.stream.id === opened.id);
+      // Progress is committed as polls go; the running stream knows the latest of it.
+      const stream = previous?.stream ?? opened;
+      const scheduler = createScheduler(instance.schedule);
+      return {
+        instance, resource, stream, auth, scheduler,
+        // The last measured skew survives a restart: the first windows are read in the provider's time too.
+        skew: previous?.skew ?? { ms: stream.skewMs },
+        lastCompletedAt: previous?.lastCompletedAt ?? Date.now(),
+        // A changed schedule counts its own polls from now.
+        stallAt: previous && sameSchedule(previous.instance, instance) ? previous.stallAt : scheduler.nthNextRun(STALL_POLLS + 1),
+        lastPrunedAt: previous?.lastPrunedAt ?? 0,
+      };
+    });
     this.targets = new Map(this.config.instances.map((i) => [i.name, deliveryTarget(i)]));
-    const orphaned = (await store.instancesWithPending()).filter((name) => !this.targets.has(name));
-    if (orphaned.length > 0) this.log.warn('pending notifications kept for instances no longer in the config', { instances: orphaned });
+    void this.store!.instancesWithPending().then((names) => {
+      const orphaned = names.filter((name) => !this.targets.has(name));
+      if (orphaned.length > 0) this.log.warn('pending notifications kept for instances no longer in the config', { instances: orphaned });
+    }, () => {});
   }
 
   /** Lets token refreshes in flight finish and be saved, for at most AUTH_CLOSE_LIMIT_MS. */
@@ -349,6 +467,7 @@ export class Daemon {
         const settled = summary.settled;
         if (settled) {
           s.lastCompletedAt = Date.now();
+          s.stallAt = s.scheduler.nthNextRun(STALL_POLLS + 1);
           if (Date.now() - s.lastPrunedAt > PRUNE_EVERY_MS) {
             s.lastPrunedAt = Date.now();
             const pruned = await this.store!.pruneSeen(s.stream.id, retentionHorizon(s.instance, s.stream.cursor));
@@ -380,6 +499,10 @@ export class Daemon {
       }
     });
   }
+}
+
+function sameSchedule(a: InstanceConfig, b: InstanceConfig): boolean {
+  return JSON.stringify(a.schedule) === JSON.stringify(b.schedule);
 }
 
 function deliveryTarget(instance: InstanceConfig): DeliveryTarget {

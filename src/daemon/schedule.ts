@@ -14,8 +14,12 @@ export function nextIntervalRun(lastStartMs: number | undefined, nowMs: number, 
 
 export type Scheduler = {
   msUntilNext(lastStartMs: number | undefined, nowMs: number): number;
-  /** The usual gap between polls, for health checks ("no poll within 3 intervals"). */
-  nominalIntervalMs(): number;
+  /**
+   * When the n-th run from now is due, ms since the epoch: health checks ask "have n polls been
+   * due since the last completed one?", which a fixed interval cannot answer for a cron schedule
+   * with irregular gaps (09:00 and 17:00 on weekdays).
+   */
+  nthNextRun(n: number): number;
   dispose(): void;
 };
 
@@ -24,7 +28,7 @@ export function createScheduler(schedule: Schedule): Scheduler {
   if (schedule.kind === 'interval') {
     return {
       msUntilNext: (last, now) => nextIntervalRun(last, now, schedule.intervalMs) - now,
-      nominalIntervalMs: () => schedule.intervalMs,
+      nthNextRun: (n) => Date.now() + n * schedule.intervalMs,
       dispose: () => {},
     };
   }
@@ -36,10 +40,7 @@ export function createScheduler(schedule: Schedule): Scheduler {
       const next = task.getNextRuns(1)[0];
       return next ? Math.max(0, next.getTime() - now) : 60_000;
     },
-    nominalIntervalMs: () => {
-      const [a, b] = task.getNextRuns(2);
-      return a && b ? b.getTime() - a.getTime() : 60_000;
-    },
+    nthNextRun: (n) => task.getNextRuns(n)[n - 1]?.getTime() ?? Date.now() + n * 60_000,
     dispose: () => void task.destroy(),
   };
 }

@@ -12,8 +12,8 @@ export class StoreError extends Error {
   }
 }
 
-type Method = Exclude<keyof Store, 'close'>;
-export type StoreRequest = { id: number; method: keyof Store; args: unknown[] };
+type Method = Exclude<keyof Store, 'close' | 'died'>;
+export type StoreRequest = { id: number; method: Method | 'close'; args: unknown[] };
 export type StoreReply = { id: number; result?: unknown; error?: { name: string; message: string; code: string | undefined } };
 
 const METHODS = [
@@ -38,6 +38,9 @@ export class ThreadedStore {
   private nextId = 1;
   private readonly pending = new Map<number, { resolve(value: unknown): void; reject(err: Error): void }>();
   private stopped: Error | undefined;
+  private closing = false;
+  private onDeath: ((err: Error) => void) | undefined;
+  readonly died = new Promise<Error>((resolve) => { this.onDeath = resolve; });
 
   private constructor(private readonly worker: Worker, readonly path: string) {
     worker.on('message', (reply: StoreReply) => {
@@ -76,7 +79,7 @@ export class ThreadedStore {
     });
   }
 
-  private call(method: keyof Store, args: unknown[]): Promise<unknown> {
+  private call(method: Method | 'close', args: unknown[]): Promise<unknown> {
     if (this.stopped) return Promise.reject(this.stopped);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
@@ -86,6 +89,7 @@ export class ThreadedStore {
   }
 
   private fail(err: Error): void {
+    if (!this.stopped && !this.closing) this.onDeath?.(err);
     this.stopped ??= err;
     for (const call of this.pending.values()) call.reject(err);
     this.pending.clear();
@@ -94,6 +98,7 @@ export class ThreadedStore {
   /** Waits for the calls already made, closes the database, and ends the thread. */
   async close(): Promise<void> {
     if (this.stopped) return;
+    this.closing = true;
     await this.call('close', []);
     this.stopped = new StoreError('the store is closed');
     await this.worker.terminate();

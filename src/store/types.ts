@@ -48,6 +48,11 @@ export interface Store {
   replayDead(since: number | undefined, now: number): Promise<string[]>;
 
   close(): Promise<void>;
+  /**
+   * Settles if the store stops working on its own, not by close() (the database thread died):
+   * every call fails from then on.
+   */
+  readonly died?: Promise<Error>;
 }
 
 export type Stream = {
