@@ -24,9 +24,9 @@ afterEach(() => {
   if (leaked.length > 0) throw new Error(`${leaked.length} pollbridge process(es) left running by the test`);
 });
 
-/** Runs the built CLI as a child process, collecting its lines. */
-export function startCli(args: string[], env: NodeJS.ProcessEnv = {}, input?: string): CliProcess {
-  const child = spawn(process.execPath, [CLI, ...args], {
+/** Runs the built CLI as a child process, collecting its lines; `nodeArgs` go to node itself. */
+export function startCli(args: string[], env: NodeJS.ProcessEnv = {}, input?: string, nodeArgs: string[] = []): CliProcess {
+  const child = spawn(process.execPath, [...nodeArgs, CLI, ...args], {
     env: { PATH: process.env.PATH, ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
