@@ -77,7 +77,7 @@ afterEach(async () => {
 });
 
 describe('key rotation, end to end', () => {
-  it('the daemon rotates by config and SIGHUP; library and by-hand receivers on either key keep working, and a one-key receiver that swaps late loses nothing', { timeout: 60_000 }, async () => {
+  it('the daemon rotates by config and SIGHUP; library and by-hand receivers on either key keep working, and a one-key receiver that swaps early or late loses nothing', { timeout: 60_000 }, async () => {
     // The old key is an AMPLIFY-era plain string, the new one a whsec_ key: both kinds in one rotation.
     const oldKey = 'amplify-era key ' + randomBytes(8).toString('hex');
     const newKey = 'whsec_' + randomBytes(24).toString('base64');
@@ -118,7 +118,8 @@ describe('key rotation, end to end', () => {
     const simUrl = await sim.start();
     cleanups.push(() => sim.stop());
 
-    const config = simConfig(simUrl, receiver.url, '${env:OLD_SIGNATURE_KEY}');
+    // Room for the retries that the one-key receivers below need: up to 6, 2 s apart.
+    const config = simConfig(simUrl, receiver.url, '${env:OLD_SIGNATURE_KEY}', { 'pollbridge.delivery.retrySchedule': [2, 2, 2, 2, 2, 2] });
     const configFile = writeJson(dir, 'poller.config.json', config);
     const setKeys = (current: string, previous: string[]) => {
       const c = config.instances[0]!.configuration as Record<string, unknown>;
@@ -160,20 +161,28 @@ describe('key rotation, end to end', () => {
       const during = await announce('during the rotation');
       expect(during.attempts()[0]).toMatchObject({ status: 204, signatures: 2, verdicts: verdicts(false, true, false) });
 
-      // 3. The rotation ends. A by-hand receiver holding one key, still the old one, refuses with
-      // 401; it swaps to the new key, and the retry (signed again) gets through under the same id.
+      // 3. A by-hand receiver holding one key swaps to the new one too early and refuses with 401;
+      // the rotation ends, and the retry, signed with the keys running by then, gets through.
+      receiver.live((v) => v['by hand, new key']!);
+      const early = await announce('a receiver that swapped early');
+      expect(early.attempts()[0]).toMatchObject({ status: 401, verdicts: verdicts(false, true, false) });
       setKeys('${env:NEW_SIGNATURE_KEY}', []);
       p.child.kill('SIGHUP');
       await p.waitForLog('config reloaded', 2);
+      await waitFor('the retry after the rotation ended', () => early.attempts().some((a) => a.status === 204), 20_000);
+      expect(early.attempts().at(-1)).toMatchObject({ status: 204, signatures: 1, verdicts: verdicts(false, false, true) });
+      expect(new Set(early.attempts().map((a) => a.id)).size).toBe(1);
+
+      // 4. After the rotation, a by-hand receiver still on the old key refuses with 401; it swaps
+      // as the README says, and the retry gets through under the same id.
       receiver.live((v) => v['by hand, old key']!);
-      const after = await announce('after the rotation');
-      expect(after.attempts()[0]).toMatchObject({ status: 401, signatures: 1, verdicts: verdicts(false, false, true) });
+      const late = await announce('a receiver that swaps after the end');
+      expect(late.attempts()[0]).toMatchObject({ status: 401, signatures: 1, verdicts: verdicts(false, false, true) });
       receiver.live((v) => v['by hand, new key']!);
-      await waitFor('the retry accepted by the receiver on the new key', () => after.attempts().some((a) => a.status === 204), 20_000);
-      const ids = new Set(after.attempts().map((a) => a.id));
-      expect(ids.size).toBe(1);
-      expect(after.attempts().at(-1)).toMatchObject({ status: 204, verdicts: verdicts(false, false, true) });
-      expect([...ids][0]).not.toBe(during.attempts()[0]!.id);
+      await waitFor('the retry accepted by the receiver on the new key', () => late.attempts().some((a) => a.status === 204), 20_000);
+      expect(late.attempts().at(-1)).toMatchObject({ status: 204, verdicts: verdicts(false, false, true) });
+      expect(new Set(late.attempts().map((a) => a.id)).size).toBe(1);
+      expect(late.attempts()[0]!.id).not.toBe(early.attempts()[0]!.id);
     } finally {
       p.child.kill('SIGTERM');
       expect((await p.exited).code).toBe(0);
