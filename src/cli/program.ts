@@ -72,10 +72,11 @@ export function buildProgram(): Command {
 
   program.command('verify')
     .description('verify a received notification: body on stdin, headers as options')
-    .option('--key <key>', 'signature key (default: $POLLBRIDGE_SIGNATURE_KEY)')
+    .option('--key <key>', 'signature key; repeat it for each key accepted during a rotation (default: $POLLBRIDGE_SIGNATURE_KEY)', collect)
     .option('-H, --header <line>', 'a received header, "Name: value" (repeatable)', collect)
     .option('--headers-file <file>', 'a file of received headers, one "Name: value" per line')
-    .option('--tolerance-sec <s>', 'allowed webhook-timestamp age, seconds', '300')
+    .option('--tolerance-sec <s>', 'allowed webhook-timestamp age, whole seconds', '300')
+    .option('--amplify-only', 'check Elements-Webhook-Signature alone (no timestamp, so no replay protection)')
     .action(verifyCommand);
 
   program.command('sim')
