@@ -5,7 +5,7 @@ import { createLogger } from '../log.js';
 import { instantFromMs } from '../time/instant.js';
 import { configPath, logLevel, parseIsoOption } from './options.js';
 
-export type RunOptions = { config?: string; db?: string; once?: boolean; since?: string; logLevel?: string; graceMs?: string };
+export type RunOptions = { config?: string; db?: string; once?: boolean; since?: string; logLevel?: string; graceMs?: number };
 
 /**
  * The daemon. The first SIGTERM/SIGINT stops it gracefully (exit 0), even one that arrives while
@@ -36,7 +36,7 @@ export async function runCommand(opts: RunOptions): Promise<void> {
     config,
     log,
     since: since === undefined ? undefined : instantFromMs(since),
-    graceMs: opts.graceMs === undefined ? undefined : Number(opts.graceMs),
+    graceMs: opts.graceMs,
   });
   if (opts.once) {
     void stopRequested.then(() => {
