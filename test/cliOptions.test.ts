@@ -27,7 +27,7 @@ describe('numeric options are read strictly', () => {
       expect((thrown as Error).message).toBe(`--grace-ms must be a whole number of milliseconds from 0 to 600000, got ${JSON.stringify(value)}`);
     });
 
-  it('refuses a fraction where a decimal is allowed only in its plain spelling, and an unsafe integer', () => {
+  it('refuses ".5" (a number starts with a digit) and a whole number past 2^53, which would not be exact', () => {
     expect(() => parseNumberOption('--rate', '.5', { min: 0 })).toThrow('--rate must be a number of at least 0, got ".5"');
     expect(() => parseNumberOption('--limit', '9007199254740993', { min: 1, integer: true })).toThrow(UserError);
   });
