@@ -16,6 +16,13 @@ const SAMPLE_ENV = {
   POLLBRIDGE_SIGNATURE_KEY: 'signature-key-value',
 };
 
+/** The sample instance with its one resource extended. */
+function resourceWith(extra: Record<string, unknown>) {
+  const base = instance();
+  const reports = base.configuration['event.poller.configuration'].reports;
+  return instance({ 'event.poller.configuration': { reports: { ...reports, ...extra } } });
+}
+
 function problems(value: unknown, env: NodeJS.ProcessEnv = {}): string[] {
   const dir = tempDir();
   const file = writeJson(dir, 'c.json', value);
@@ -53,6 +60,45 @@ describe('config: AMPLIFY spellings', () => {
     expect(result.issues).toEqual([]);
     expect(result.config!.instances[0]!.resources[0]!.name).toBe('reports');
     expect(result.config!.instances[0]!.schedule).toEqual({ kind: 'interval', intervalMs: 30_000 });
+  });
+
+  it('accepts whsec_ keys in base64, current and previous, and a resource\'s own pollbridge keys', () => {
+    const file = writeJson(tempDir(), 'c.json', {
+      ...resourceWith({ 'pollbridge.items': 'data', 'pollbridge.nextPage': 'next', 'pollbridge.oldestFirst': 'true' }),
+      element: { key: 'generic' },
+      configuration: {
+        ...resourceWith({ 'pollbridge.items': 'data', 'pollbridge.nextPage': 'next', 'pollbridge.oldestFirst': 'true' }).configuration,
+        'event.notification.signature.key': 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw',
+        'pollbridge.notification.previousSignatureKeys': ['whsec_dGhyZWU=', 'whsec_dHdvIGI=', 'whsec_b25lIGJ5', 'a plain key'],
+      },
+    });
+    const result = readConfig(file, { env: {} });
+    expect(result.issues).toEqual([]);
+    expect(result.config!.instances[0]!.resources[0]).toMatchObject({ itemsPath: 'data', nextPagePath: 'next', oldestFirst: true });
+  });
+
+  it('`pollbridge validate` refuses a poller configuration encoded twice, which it used to call OK and then poll nothing', async () => {
+    const doubled = instance({ 'event.poller.configuration': JSON.stringify(JSON.stringify(instance().configuration['event.poller.configuration'])) });
+    const result = await runCli(['validate', '-c', writeJson(tempDir(), 'c.json', doubled)]);
+    expect(result.code).toBe(1);
+    expect(result.stdout).toBe('');
+    expect(result.stderr).toContain('c.json: configuration["event.poller.configuration"]: is a JSON string holding another JSON string (encoded twice)');
+  });
+
+  it('`pollbridge validate` refuses a config with no enabled instance, and an unknown pollbridge key in a resource', async () => {
+    const file = writeJson(tempDir(), 'c.json', {
+      instances: [
+        instance({ 'event.notification.enabled': 'false' }),
+        { ...resourceWith({ 'pollbridge.nextpage': 'next' }), name: 'Other', configuration: { ...resourceWith({ 'pollbridge.nextpage': 'next' }).configuration, 'event.notification.enabled': 'false' } },
+      ],
+    });
+    const result = await runCli(['validate', '-c', file]);
+    expect(result.code).toBe(1);
+    expect(result.stderr.split('\n')).toEqual([
+      `${file}: instances[1].configuration["event.poller.configuration"].reports["pollbridge.nextpage"]: unknown pollbridge key (known here: pollbridge.items, pollbridge.nextPage, pollbridge.oldestFirst)`,
+      `${file}: instances: no instance is enabled, so pollbridge would poll nothing: set "event.notification.enabled": "true" on the instance(s) to poll`,
+      `2 problem(s) in ${file}`,
+    ]);
   });
 
   it('loads a disabled instance without polling it, and a multi-instance file', () => {
@@ -102,6 +148,28 @@ describe('config: each bad input has its own clear message naming file and path'
       'datesConfiguration.updatedDateFormat: \'Y\' is Java\'s week year'],
     ['unknown URL macro', instance({ 'event.poller.configuration': { reports: { url: '/x?d=${today}' } } }), 'reports.url: unknown macro ${today}'],
     ['unknown pollbridge key', instance({ 'pollbridge.poller.crn': '* * * * *' }), 'configuration["pollbridge.poller.crn"]: unknown pollbridge key'],
+    ['unknown pollbridge key in a resource', resourceWith({ 'pollbridge.itmes': 'data' }),
+      'configuration["event.poller.configuration"].reports["pollbridge.itmes"]: unknown pollbridge key (known here: pollbridge.items, pollbridge.nextPage, pollbridge.oldestFirst)'],
+    ['unknown pollbridge key in a resource given as a JSON string', instance({ 'event.poller.configuration': JSON.stringify(resourceWith({ 'pollbridge.oldestfirst': true }).configuration['event.poller.configuration']) }),
+      'configuration["event.poller.configuration"].reports["pollbridge.oldestfirst"]: unknown pollbridge key'],
+    ['instance setting inside a resource', resourceWith({ 'pollbridge.poller.cron': '* * * * *' }),
+      'reports["pollbridge.poller.cron"]: is an instance setting: it belongs in "configuration"'],
+    ['resource setting on the instance', instance({ 'pollbridge.items': 'data' }), 'configuration["pollbridge.items"]: is a resource setting'],
+    ['pollbridge key in datesConfiguration', resourceWith({ datesConfiguration: { updatedDateField: 'LastModifiedDate', 'pollbridge.zone': 'UTC' } }),
+      'reports.datesConfiguration["pollbridge.zone"]: unknown pollbridge key (none belongs here)'],
+    ['pollbridge key in provider', instance({}, { provider: { baseUrl: 'http://127.0.0.1:1', 'pollbridge.timeoutMs': 5 } }), 'provider["pollbridge.timeoutMs"]: unknown pollbridge key'],
+    ['pollbridge key at the root of a multi-instance file', { 'pollbridge.database': 'x.db', instances: [instance()] }, 'c.json: ["pollbridge.database"]: unknown pollbridge key'],
+    ['poller configuration encoded twice', instance({ 'event.poller.configuration': JSON.stringify(JSON.stringify(instance().configuration['event.poller.configuration'])) }),
+      'configuration["event.poller.configuration"]: is a JSON string holding another JSON string (encoded twice)'],
+    ['whsec_ key that is not base64', instance({ 'event.notification.signature.key': 'whsec_not-base64!' }),
+      'configuration["event.notification.signature.key"]: is a "whsec_" key but the rest is not base64'],
+    ['whsec_ key with base64 unpadded', instance({ 'event.notification.signature.key': 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaS' }), 'is a "whsec_" key but the rest is not base64'],
+    ['previous whsec_ key that is not base64', instance({ 'pollbridge.notification.previousSignatureKeys': 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw,whsec_%%%%' }),
+      'configuration["pollbridge.notification.previousSignatureKeys"][1]: is a "whsec_" key but the rest is not base64'],
+    ['the only instance disabled', instance({ 'event.notification.enabled': 'false' }),
+      'configuration["event.notification.enabled"]: no instance is enabled, so pollbridge would poll nothing'],
+    ['every instance disabled', { instances: [instance({ 'event.notification.enabled': 'false' }), { ...instance({ 'event.notification.enabled': false }), name: 'Other' }] },
+      'c.json: instances: no instance is enabled, so pollbridge would poll nothing'],
     ['bad cron', instance({ 'pollbridge.poller.cron': 'every minute' }), 'is not a valid cron expression: "every minute"'],
     ['unknown time zone', instance({ 'pollbridge.poller.timezone': 'Mars/Olympus' }), 'unknown time zone "Mars/Olympus"'],
     ['unknown auth type', instance({}, { provider: { baseUrl: 'http://127.0.0.1:1', auth: { type: 'oauth1' } } }), 'provider.auth.type: must be oauth2_refresh_token, bearer, basic or none, got "oauth1"'],
@@ -118,13 +186,24 @@ describe('config: each bad input has its own clear message naming file and path'
     expect(found[0]).toContain(message);
   });
 
-  it('reports every problem at once, and never a secret value', () => {
-    const found = problems(
-      instance({ 'event.vendor.type': 'webhook', 'event.poller.refresh_interval': '-1', 'event.notification.signature.key': '${env:KEY}' },
-        { provider: { baseUrl: 'nope', auth: { type: 'bearer', token: 'super-secret-token' } } }),
-    );
-    expect(found).toHaveLength(4);
-    expect(found.join('\n')).not.toContain('super-secret-token');
+  it('reports every problem at once, and never a secret value, even where a message quotes the value', async () => {
+    // Each secret sits where a message would quote it: a token of the wrong type, old keys in a
+    // list of the wrong shape, an environment value that makes a bad URL.
+    const hook = 'hooks.example.com/hook-secret-7f3a';
+    const file = writeJson(tempDir(), 'c.json', instance({
+      'event.vendor.type': 'webhook',
+      'event.poller.refresh_interval': '-1',
+      'event.notification.signature.key': '${env:KEY}',
+      'event.notification.callback.url': '${env:HOOK}',
+      'pollbridge.notification.previousSignatureKeys': ['old-signing-key-1', { key: 'old-signing-key-2' }],
+    }, { provider: { baseUrl: 'nope', auth: { type: 'bearer', token: 918273645 } } }));
+    const result = await runCli(['validate', '-c', file], { HOOK: hook });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/7 problem\(s\)/);
+    for (const secret of [hook, 'hook-secret', '918273645', 'old-signing-key-1', 'old-signing-key-2']) expect(result.stderr).not.toContain(secret);
+    expect(result.stderr).toContain('configuration["event.notification.callback.url"]: must be an absolute http(s) URL, got "${env:HOOK}"');
+    expect(result.stderr).toContain('provider.auth.token: must be a string, got a number');
+    expect(result.stderr).toContain('configuration["pollbridge.notification.previousSignatureKeys"]: must be a list (array or comma-separated string) of strings');
   });
 
   it('reports the other problems of a resource whose url is bad too', () => {

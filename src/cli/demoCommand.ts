@@ -8,8 +8,7 @@ import { startVerifyingReceiver } from '../demo/verifyingReceiver.js';
 import { createLogger } from '../log.js';
 import { ConcurSim, DEFAULT_SIM_CREDENTIALS } from '../sim/concurSim.js';
 import { logLevel } from './options.js';
-import { parseRate, startChangeStream } from './simCommand.js';
-import { UserError } from './userError.js';
+import { startChangeStream } from './simCommand.js';
 
 /** The config the demo runs: the sample's shape, pointed at the simulator and the local receiver. */
 export function demoConfig(simUrl: string, callbackUrl: string, key: string) {
@@ -53,11 +52,9 @@ export function demoConfig(simUrl: string, callbackUrl: string, key: string) {
  * second, and a receiver that verifies both signatures of every notification and prints its
  * events. Stops on Ctrl-C, or after `--events N` / `--seconds N`.
  */
-export async function demoCommand(opts: { events?: string; seconds?: string; rate?: string; logLevel?: string; keep?: boolean }): Promise<void> {
-  const maxEvents = opts.events === undefined ? Infinity : Number(opts.events);
-  const seconds = opts.seconds === undefined ? Infinity : Number(opts.seconds);
-  if (!(maxEvents > 0) || !(seconds > 0)) throw new UserError('--events and --seconds must be positive numbers');
-  const rate = parseRate(opts.rate, 2);
+export async function demoCommand(opts: { events?: number; seconds?: number; rate: number; logLevel?: string; keep?: boolean }): Promise<void> {
+  const maxEvents = opts.events ?? Infinity;
+  const { seconds, rate } = opts;
   const level = logLevel(opts.logLevel ?? 'warn');
   const dir = mkdtempSync(join(tmpdir(), 'pollbridge-demo-'));
   const key = 'whsec_' + randomBytes(24).toString('base64');
@@ -83,7 +80,7 @@ export async function demoCommand(opts: { events?: string; seconds?: string; rat
   process.stdout.write('Waiting for changes (Ctrl-C to stop)…\n');
   await daemon.start();
   const stopChanges = startChangeStream(sim, rate);
-  const timer = Number.isFinite(seconds) ? setTimeout(() => finish?.(), seconds * 1000) : undefined;
+  const timer = seconds === undefined ? undefined : setTimeout(() => finish?.(), seconds * 1000);
   process.once('SIGINT', () => finish?.());
   process.once('SIGTERM', () => finish?.());
   await finished;

@@ -8,12 +8,10 @@ type StoreOpts = { db?: string; config?: string };
 
 const STATUSES = ['pending', 'delivered', 'dead'];
 
-export async function eventsListCommand(opts: StoreOpts & { status?: string; json?: boolean; limit?: string }): Promise<void> {
+export async function eventsListCommand(opts: StoreOpts & { status?: string; json?: boolean; limit: number }): Promise<void> {
   if (opts.status && !STATUSES.includes(opts.status)) throw new UserError(`--status must be one of ${STATUSES.join(', ')}, got "${opts.status}"`);
-  const limit = Number(opts.limit ?? '50');
-  if (!Number.isInteger(limit) || limit < 1) throw new UserError(`--limit must be a positive whole number, got "${opts.limit}"`);
   await withCliStore(opts, { readonly: true }, async (store) => {
-    const rows = await store.listNotifications({ status: opts.status as NotificationStatus | undefined, limit });
+    const rows = await store.listNotifications({ status: opts.status as NotificationStatus | undefined, limit: opts.limit });
     if (opts.json) {
       process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
       return;

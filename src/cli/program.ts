@@ -9,11 +9,13 @@ import { releaseSignals } from './heldSignals.js';
 import { runCommand } from './runCommand.js';
 import { simCommand } from './simCommand.js';
 import { statusCommand } from './statusCommand.js';
+import { numberOption } from './options.js';
 import { UserError } from './userError.js';
 import { validateCommand } from './validateCommand.js';
 import { verifyCommand } from './verifyCommand.js';
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
+const rateOption = numberOption('--rate', { min: 0, max: 1000, unit: 'changes per second' });
 
 export function buildProgram(): Command {
   const program = new Command('pollbridge')
@@ -33,7 +35,8 @@ export function buildProgram(): Command {
     .option('--once', 'poll every resource once, deliver what can be delivered now, exit')
     .option('--since <iso>', 'on first start, announce changes since this time (backfill)')
     .option('--log-level <level>', 'error, warn, info or debug (default: $POLLBRIDGE_LOG_LEVEL or info)')
-    .option('--grace-ms <ms>', 'on stop, how long deliveries in flight may finish')
+    // At most the longest a delivery attempt may take (pollbridge.delivery.timeoutMs): a longer grace waits for nothing.
+    .option('--grace-ms <ms>', 'on stop, how long deliveries in flight may finish', numberOption('--grace-ms', { min: 0, max: 600_000, integer: true, unit: 'milliseconds' }))
     .action(runCommand);
 
   program.command('validate')
@@ -53,7 +56,7 @@ export function buildProgram(): Command {
     .addOption(configOption())
     .addOption(dbOption())
     .option('--status <status>', 'pending, delivered or dead')
-    .option('--limit <n>', 'most rows to show', '50')
+    .option('--limit <n>', 'most rows to show', numberOption('--limit', { min: 1, integer: true }), 50)
     .option('--json', 'machine-readable output')
     .action(eventsListCommand);
   events.command('show <id>')
@@ -81,16 +84,16 @@ export function buildProgram(): Command {
 
   program.command('sim')
     .description('run a local Concur-like API (OAuth2, paging, a stream of changes)')
-    .option('--port <port>', 'port to listen on', '8080')
+    .option('--port <port>', 'port to listen on', numberOption('--port', { min: 0, max: 65535, integer: true }), 8080)
     .option('--host <host>', 'address to listen on', '127.0.0.1')
-    .option('--rate <n>', 'random changes per second', '1')
+    .option('--rate <n>', 'random changes per second', rateOption, 1)
     .action(simCommand);
 
   program.command('demo')
     .description('simulator + daemon + a verifying receiver, printing events as they arrive')
-    .option('--events <n>', 'stop after this many verified events')
-    .option('--seconds <n>', 'stop after this many seconds')
-    .option('--rate <n>', 'changes per second in the simulator', '2')
+    .option('--events <n>', 'stop after this many verified events', numberOption('--events', { min: 1, integer: true }))
+    .option('--seconds <n>', 'stop after this many seconds', numberOption('--seconds', { min: 1, max: 86_400, integer: true, unit: 'seconds' }))
+    .option('--rate <n>', 'changes per second in the simulator', rateOption, 2)
     .option('--log-level <level>', 'daemon log level, on stderr', 'warn')
     .option('--keep', 'keep the demo database and config')
     .action(demoCommand);

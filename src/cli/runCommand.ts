@@ -6,7 +6,7 @@ import { instantFromMs } from '../time/instant.js';
 import { releaseSignals } from './heldSignals.js';
 import { configPath, logLevel, parseIsoOption } from './options.js';
 
-export type RunOptions = { config?: string; db?: string; once?: boolean; since?: string; logLevel?: string; graceMs?: string };
+export type RunOptions = { config?: string; db?: string; once?: boolean; since?: string; logLevel?: string; graceMs?: number };
 
 /**
  * The daemon. The first SIGTERM/SIGINT stops it gracefully (exit 0), even one that arrives while
@@ -44,7 +44,7 @@ export async function runCommand(opts: RunOptions): Promise<void> {
     config,
     log,
     since: since === undefined ? undefined : instantFromMs(since),
-    graceMs: opts.graceMs === undefined ? undefined : Number(opts.graceMs),
+    graceMs: opts.graceMs,
   });
   const failed = daemon.failed.then((err) => {
     process.stderr.write(`pollbridge: ${err.message}; exiting\n`);

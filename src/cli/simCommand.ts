@@ -1,5 +1,4 @@
 import { ConcurSim, DEFAULT_SIM_CREDENTIALS } from '../sim/concurSim.js';
-import { UserError } from './userError.js';
 
 /** Starts a timer making `ratePerSec` random changes; returns its stopper. */
 export function startChangeStream(sim: ConcurSim, ratePerSec: number): () => void {
@@ -8,17 +7,9 @@ export function startChangeStream(sim: ConcurSim, ratePerSec: number): () => voi
   return () => clearInterval(timer);
 }
 
-export function parseRate(value: string | undefined, fallback: number): number {
-  const rate = value === undefined ? fallback : Number(value);
-  if (!Number.isFinite(rate) || rate < 0 || rate > 1000) throw new UserError(`--rate must be between 0 and 1000 changes per second, got "${value}"`);
-  return rate;
-}
-
-export async function simCommand(opts: { port?: string; host?: string; rate?: string }): Promise<void> {
-  const port = Number(opts.port ?? '8080');
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UserError(`--port must be 0-65535, got "${opts.port}"`);
-  const rate = parseRate(opts.rate, 1);
-  const sim = new ConcurSim({ port, host: opts.host ?? '127.0.0.1' });
+export async function simCommand(opts: { port: number; host: string; rate: number }): Promise<void> {
+  const { port, rate } = opts;
+  const sim = new ConcurSim({ port, host: opts.host });
   const url = await sim.start();
   const stopChanges = startChangeStream(sim, rate);
   const c = DEFAULT_SIM_CREDENTIALS;

@@ -19,11 +19,28 @@ export function childPath(path: string, key: string | number): string {
   return `${path}[${JSON.stringify(key)}]`;
 }
 
-/** Collects issues while a reader walks the file, so `validate` can report all of them at once. */
+/** Values this short are not redacted, as in the logger: they would garble the message for nothing. */
+const MIN_SECRET_LENGTH = 4;
+
+/**
+ * Collects issues while a reader walks the file, so `validate` can report all of them at once.
+ * A message that quotes a value (a bad URL, say) may quote a resolved `${env:}`/`${file:}`
+ * value: each is shown as the reference it came from, never as itself.
+ */
 export class IssueList {
   readonly items: ConfigIssue[] = [];
+  /** Resolved value → the reference that produced it, longest value first. */
+  private secrets: [string, string][] = [];
   constructor(readonly file: string) {}
+
+  secret(value: string, reference: string): void {
+    if (value.length < MIN_SECRET_LENGTH) return;
+    this.secrets.push([value, reference]);
+    this.secrets.sort((a, b) => b[0].length - a[0].length);
+  }
+
   add(path: string, message: string): void {
-    this.items.push({ file: this.file, path, message });
+    const shown = this.secrets.reduce((text, [value, reference]) => text.split(value).join(reference), message);
+    this.items.push({ file: this.file, path, message: shown });
   }
 }

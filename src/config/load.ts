@@ -6,7 +6,7 @@ import { createDateParser } from '../time/dateParser.js';
 import { instantFromMs } from '../time/instant.js';
 import { PatternError } from '../time/javaPattern.js';
 import { normalizeTimeZone } from '../time/zone.js';
-import { ConfigError, type ConfigIssue, IssueList } from './issues.js';
+import { childPath, ConfigError, type ConfigIssue, IssueList } from './issues.js';
 import { isObject, ObjectReader } from './read.js';
 import { resolveSecrets } from './secrets.js';
 import type { AuthConfig, HttpConfig, InstanceConfig, PollbridgeConfig, ResourceConfig, Schedule } from './types.js';
@@ -14,13 +14,18 @@ import type { AuthConfig, HttpConfig, InstanceConfig, PollbridgeConfig, Resource
 /** AMPLIFY's delivery schedule: 4^n seconds for n = 1..9, about three days in all. */
 export const DEFAULT_RETRY_SCHEDULE_SEC = [4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144];
 
-const KNOWN_EXTENSION_KEYS = new Set([
+const INSTANCE_EXTENSION_KEYS: ReadonlySet<string> = new Set([
   'pollbridge.poller.cron', 'pollbridge.poller.backfillFrom', 'pollbridge.poller.overlapSeconds',
   'pollbridge.poller.settleSeconds', 'pollbridge.poller.timezone', 'pollbridge.poller.seenRetentionDays',
   'pollbridge.delivery.maxEventsPerNotification', 'pollbridge.delivery.timeoutMs',
   'pollbridge.delivery.retrySchedule', 'pollbridge.delivery.concurrency', 'pollbridge.delivery.ordered',
   'pollbridge.notification.previousSignatureKeys',
 ]);
+const RESOURCE_EXTENSION_KEYS: ReadonlySet<string> = new Set(['pollbridge.items', 'pollbridge.nextPage', 'pollbridge.oldestFirst']);
+const NO_EXTENSION_KEYS: ReadonlySet<string> = new Set();
+
+/** Standard Webhooks' key encoding: canonical base64, padded, as its libraries decode it. */
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})+$|^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)$/;
 
 export type LoadOptions = { env?: NodeJS.ProcessEnv; databaseOverride?: string };
 
@@ -69,10 +74,20 @@ export function readConfig(file: string, options: LoadOptions = {}): LoadResult 
         return;
       }
       const withConfig = withParsedPollerConfiguration(inst, at, issues);
+      reportUnknownExtensionKeys(withConfig, [], at, issues);
       const secretsResolved = resolveSecrets(withConfig, at, secretCtx) as Record<string, unknown>;
       const instance = readInstance(new ObjectReader(secretsResolved, at, issues));
       if (instance) instances.push(instance);
     });
+  }
+  if (multi) reportUnknownExtensionKeys({ ...raw, instances: undefined }, [], '', issues);
+  // Only when every instance could be read and every flag was true or false: an instance that
+  // could not be read, or a flag such as "yes", may be the one meant to be enabled.
+  const enabledUnclear = issues.items.some((i) => i.path.endsWith('["event.notification.enabled"]'));
+  if (Array.isArray(root.instances) && instances.length === root.instances.length && instances.length > 0
+    && !enabledUnclear && !instances.some((i) => i.enabled)) {
+    issues.add(multi ? 'instances' : 'configuration["event.notification.enabled"]',
+      'no instance is enabled, so pollbridge would poll nothing: set "event.notification.enabled": "true" on the instance(s) to poll');
   }
   const names = new Set<string>();
   instances.forEach((inst, i) => {
@@ -104,12 +119,55 @@ function withParsedPollerConfiguration(inst: Record<string, unknown>, at: string
   if (!isObject(configuration)) return inst;
   const pollerConfig = configuration['event.poller.configuration'];
   if (typeof pollerConfig !== 'string') return inst;
+  const path = new ObjectReader(configuration, at ? `${at}.configuration` : 'configuration', issues).at('event.poller.configuration');
+  let parsed: unknown;
   try {
-    return { ...inst, configuration: { ...configuration, 'event.poller.configuration': JSON.parse(pollerConfig) } };
+    parsed = JSON.parse(pollerConfig);
   } catch (err) {
-    const path = new ObjectReader(configuration, at ? `${at}.configuration` : 'configuration', issues).at('event.poller.configuration');
     issues.add(path, `is a string but not valid JSON: ${(err as Error).message}`);
     return inst;
+  }
+  // Decoding twice would guess at what went wrong with the copy; the operator fixes it once.
+  if (typeof parsed === 'string') {
+    issues.add(path, 'is a JSON string holding another JSON string (encoded twice): write the resources as an object, or as a string encoded once');
+    return inst;
+  }
+  return { ...inst, configuration: { ...configuration, 'event.poller.configuration': parsed } };
+}
+
+/**
+ * Every `pollbridge.*` key, wherever it is, must be one that this place of the file knows: such
+ * keys are almost always typos, and a misplaced one would be ignored just the same.
+ * `keys` is where `value` sits, from the instance down.
+ */
+function reportUnknownExtensionKeys(value: unknown, keys: string[], path: string, issues: IssueList): void {
+  if (Array.isArray(value)) {
+    value.forEach((v, i) => reportUnknownExtensionKeys(v, [...keys, String(i)], childPath(path, i), issues));
+    return;
+  }
+  if (!isObject(value)) return;
+  const inPoller = keys[0] === 'configuration' && keys[1] === 'event.poller.configuration';
+  // The keys of event.poller.configuration itself are resource names, whatever they are called.
+  const known = inPoller && keys.length === 2 ? undefined
+    : inPoller && keys.length === 3 ? RESOURCE_EXTENSION_KEYS
+      : keys.length === 1 && keys[0] === 'configuration' ? INSTANCE_EXTENSION_KEYS
+        : NO_EXTENSION_KEYS;
+  for (const [key, child] of Object.entries(value)) {
+    if (known && key.startsWith('pollbridge.') && !known.has(key)) issues.add(childPath(path, key), unknownExtensionKey(key, known));
+    reportUnknownExtensionKeys(child, [...keys, key], childPath(path, key), issues);
+  }
+}
+
+function unknownExtensionKey(key: string, known: ReadonlySet<string>): string {
+  if (INSTANCE_EXTENSION_KEYS.has(key)) return 'is an instance setting: it belongs in "configuration"';
+  if (RESOURCE_EXTENSION_KEYS.has(key)) return 'is a resource setting: it belongs in a resource of "event.poller.configuration"';
+  return known.size > 0 ? `unknown pollbridge key (known here: ${[...known].join(', ')})` : 'unknown pollbridge key (none belongs here)';
+}
+
+/** A `whsec_` key is base64 by the Standard Webhooks rule; receivers' libraries refuse anything else. */
+function checkSignatureKey(issues: IssueList, path: string, key: string | undefined): void {
+  if (key?.startsWith('whsec_') && !BASE64.test(key.slice('whsec_'.length))) {
+    issues.add(path, 'is a "whsec_" key but the rest is not base64 (A-Z a-z 0-9 + /, padded with = to a multiple of 4)');
   }
 }
 
@@ -146,17 +204,15 @@ function readInstance(r: ObjectReader): InstanceConfig | undefined {
   const c = r.object('configuration', { required: true });
   if (!c) return undefined;
 
-  for (const key of Object.keys(c.obj)) {
-    if (key.startsWith('pollbridge.') && !KNOWN_EXTENSION_KEYS.has(key)) {
-      c.issues.add(c.at(key), `unknown pollbridge key (known: ${[...KNOWN_EXTENSION_KEYS].join(', ')})`);
-    }
-  }
   const vendorType = c.string('event.vendor.type', { required: true });
   if (vendorType && vendorType !== 'polling') c.issues.add(c.at('event.vendor.type'), `must be "polling", got "${vendorType}"`);
   const enabled = c.boolean('event.notification.enabled', false);
   const callbackUrl = c.string('event.notification.callback.url', { required: true });
   checkUrl(c, 'event.notification.callback.url', callbackUrl);
-  const signatureKey = c.string('event.notification.signature.key');
+  const signatureKey = c.string('event.notification.signature.key', { secret: true });
+  checkSignatureKey(c.issues, c.at('event.notification.signature.key'), signatureKey);
+  const previousSignatureKeys = c.list('pollbridge.notification.previousSignatureKeys', { secret: true });
+  previousSignatureKeys.forEach((key, i) => checkSignatureKey(c.issues, childPath(c.at('pollbridge.notification.previousSignatureKeys'), i), key));
 
   const timeZone = readZone(c, 'pollbridge.poller.timezone') ?? 'UTC';
   const schedule = readSchedule(c);
@@ -181,7 +237,7 @@ function readInstance(r: ObjectReader): InstanceConfig | undefined {
     enabled,
     callbackUrl: callbackUrl ?? '',
     signatureKey,
-    previousSignatureKeys: c.list('pollbridge.notification.previousSignatureKeys'),
+    previousSignatureKeys,
     baseUrl,
     auth,
     schedule,
@@ -207,14 +263,14 @@ function readAuth(provider: ObjectReader, baseUrl: string): AuthConfig {
         type,
         tokenUrl,
         clientId: a.string('clientId', { required: true }),
-        clientSecret: a.string('clientSecret', { required: true }),
-        refreshToken: a.string('refreshToken', { required: true }),
+        clientSecret: a.string('clientSecret', { required: true, secret: true }),
+        refreshToken: a.string('refreshToken', { required: true, secret: true }),
       };
     }
     case 'bearer':
-      return { type, token: a.string('token', { required: true }) };
+      return { type, token: a.string('token', { required: true, secret: true }) };
     case 'basic':
-      return { type, username: a.string('username', { required: true }), password: a.string('password', { required: true }) };
+      return { type, username: a.string('username', { required: true }), password: a.string('password', { required: true, secret: true }) };
     case 'none':
       return { type };
     default:

@@ -6,6 +6,12 @@ export const isObject = (v: unknown): v is Obj => typeof v === 'object' && v !==
 
 const describe = (v: unknown): string => (typeof v === 'string' ? JSON.stringify(v) : JSON.stringify(v) ?? String(v));
 
+/** What a secret's bad value is, without the value. */
+const kindOf = (v: unknown): string => (Array.isArray(v) ? 'an array' : typeof v === 'object' ? 'an object' : `a ${typeof v}`);
+
+/** `secret`: the value is a key, token or password, so a problem with it names its type, never the value. */
+type ReadOptions = { required?: boolean; secret?: boolean };
+
 /**
  * Typed reads of one object of the config. AMPLIFY writes numbers and booleans as strings
  * ("15", "true"); both spellings are accepted. A bad value is recorded and the default returned,
@@ -22,16 +28,16 @@ export class ObjectReader {
     return this.obj[key] !== undefined && this.obj[key] !== null;
   }
 
-  string(key: string, opts: { required: true }): string;
-  string(key: string, opts?: { required?: false }): string | undefined;
-  string(key: string, opts: { required?: boolean } = {}): string | undefined {
+  string(key: string, opts: ReadOptions & { required: true }): string;
+  string(key: string, opts?: ReadOptions & { required?: false }): string | undefined;
+  string(key: string, opts: ReadOptions = {}): string | undefined {
     const v = this.obj[key];
     if (v === undefined || v === null || v === '') {
       if (opts.required) this.issues.add(this.at(key), 'is required');
       return opts.required ? '' : undefined;
     }
     if (typeof v !== 'string') {
-      this.issues.add(this.at(key), `must be a string, got ${describe(v)}`);
+      this.issues.add(this.at(key), `must be a string, got ${opts.secret ? kindOf(v) : describe(v)}`);
       return opts.required ? '' : undefined;
     }
     return v;
@@ -64,12 +70,13 @@ export class ObjectReader {
   }
 
   /** A list given as a JSON array or a comma-separated string. */
-  list(key: string): string[] {
+  list(key: string, opts: { secret?: boolean } = {}): string[] {
     const v = this.obj[key];
     if (v === undefined || v === null || v === '') return [];
     if (typeof v === 'string') return v.split(',').map((s) => s.trim()).filter(Boolean);
-    if (Array.isArray(v) && v.every((x) => typeof x === 'string' || typeof x === 'number')) return v.map(String);
-    this.issues.add(this.at(key), `must be a list (array or comma-separated string), got ${describe(v)}`);
+    if (Array.isArray(v) && v.every((x) => typeof x === 'string' || (!opts.secret && typeof x === 'number'))) return v.map(String);
+    const shown = opts.secret ? (Array.isArray(v) ? 'an array holding something other than strings' : kindOf(v)) : describe(v);
+    this.issues.add(this.at(key), `must be a list (array or comma-separated string)${opts.secret ? ' of strings' : ''}, got ${shown}`);
     return [];
   }
 

@@ -50,6 +50,7 @@ export function resolveSecrets(value: unknown, path: string, ctx: SecretContext)
         return whole;
       }
       ctx.resolved.push(secret);
+      ctx.issues.secret(secret, whole);
       return secret;
     });
   }

@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { assembleNotifications } from '../deliver/notification.js';
+import { makeDatabasePrivate } from './lock.js';
 import { migrate } from './migrate.js';
 import type {
   AttemptOutcome, AttemptRecord, AuthState, NotificationDetail, NotificationStatus, NotificationSummary, OutboxEntry,
@@ -42,7 +43,10 @@ export class SqliteStore implements Store {
   private readonly chains = new Map<number, { id: string; next: number }>();
 
   constructor(readonly path: string, options: SqliteStoreOptions = {}) {
-    if (!options.readonly) mkdirSync(dirname(path), { recursive: true });
+    if (!options.readonly) {
+      mkdirSync(dirname(path), { recursive: true });
+      makeDatabasePrivate(path);
+    }
     this.db = new Database(path, { readonly: options.readonly ?? false, fileMustExist: options.readonly ?? false, timeout: 5000 });
     if (!options.readonly) {
       this.db.pragma('journal_mode = WAL');
