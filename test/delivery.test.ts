@@ -254,6 +254,14 @@ describe('delivery', () => {
     expect(logs.messages('could not bring forward the backlog of a receiver that answers again')[0]).toMatchObject({ instance: 'Docs', error: 'disk I/O error' });
   });
 
+  it('in ordered mode, a dead-lettered head no longer holds back the ones behind it', async () => {
+    const { store, receiver, deliverer, ids } = await setup(3, (_n, body) => (body.includes('"Docs-0"') ? 410 : 200), { ordered: true });
+    void deliverer.start();
+    await waitFor('the other two', () => receiver.accepted.length === 2);
+    expect(receiver.seenIds).toEqual(ids);
+    expect(await store.getNotification(ids[0]!)).toMatchObject({ status: 'dead', attempts: 1 });
+  });
+
   it('in ordered mode, waits behind a failing notification and keeps order', async () => {
     let failHead = true;
     const { receiver, deliverer, ids } = await setup(5, (_n, body) => (failHead && body.includes('"Docs-0"') ? 500 : 200), {
