@@ -1,5 +1,6 @@
 import { loadConfig } from '../config/load.js';
 import type { HttpConfig } from '../config/types.js';
+import type { StreamStatus } from '../store/types.js';
 import { instantOrDash, isoOrDash, table } from './format.js';
 import { withCliStore } from './openStore.js';
 import { configPath } from './options.js';
@@ -32,6 +33,18 @@ async function daemonHealth(http: HttpConfig | undefined): Promise<DaemonHealth 
   }
 }
 
+/**
+ * Instances with pending notifications that the config no longer names, with how many: their
+ * outbox is kept and waits, and is sent if the instance comes back under the same name.
+ */
+function unconfigured(streams: readonly StreamStatus[], configured: ReadonlySet<string>): { instance: string; pending: number }[] {
+  const pending = new Map<string, number>();
+  for (const s of streams) {
+    if (s.pending > 0 && !configured.has(s.instance)) pending.set(s.instance, (pending.get(s.instance) ?? 0) + s.pending);
+  }
+  return [...pending].map(([instance, n]) => ({ instance, pending: n }));
+}
+
 export async function statusCommand(opts: { db?: string; config?: string; json?: boolean }): Promise<void> {
   // With --db there may be no config to read (another machine's copy of the database).
   const config = opts.db ? undefined : loadConfig(configPath(opts.config));
@@ -39,8 +52,13 @@ export async function statusCommand(opts: { db?: string; config?: string; json?:
   await withCliStore({ db: opts.db ?? config!.database }, { readonly: true }, async (store) => {
     const streams = await store.streams();
     const counts = await store.notificationCounts();
+    // Without a config (--db) there is no telling which instances are still configured.
+    const waiting = config ? unconfigured(streams, new Set(config.instances.map((i) => i.name))) : [];
     if (opts.json) {
-      const status = { streams: streams.map((s) => ({ ...s, cursor: instantOrDash(s.cursor) })), notifications: counts, ...(health ? { daemon: health } : {}) };
+      const status = {
+        streams: streams.map((s) => ({ ...s, cursor: instantOrDash(s.cursor) })), notifications: counts,
+        ...(config ? { unconfigured: waiting } : {}), ...(health ? { daemon: health } : {}),
+      };
       process.stdout.write(JSON.stringify(status, null, 2) + '\n');
       return;
     }
@@ -53,6 +71,9 @@ export async function statusCommand(opts: { db?: string; config?: string; json?:
       ]),
     ));
     process.stdout.write(`notifications: ${counts.pending} pending, ${counts.delivered} delivered, ${counts.dead} dead\n`);
+    for (const { instance, pending } of waiting) {
+      process.stdout.write(`${instance}: ${pending} pending, waiting for an instance no longer configured (kept; sent if it is configured again)\n`);
+    }
     if (health) {
       process.stdout.write(`daemon (${health.url}): ${health.status}\n`);
       for (const reason of health.reasons) process.stdout.write(`  ${reason}\n`);

@@ -53,6 +53,12 @@ export class Deliverer {
   private pendingWake = false;
   private stopping = false;
   private recordFailedAt = -Infinity;
+  /**
+   * One set per read of the outbox on its way: the ids whose request ended meanwhile. The store
+   * may have answered before their attempt was written, so such a row is stale (still pending,
+   * its attempt count behind): starting it would send it again, with its backoff skipped.
+   */
+  private readonly openReads = new Set<Set<string>>();
   /** Due notifications of unordered instances, read before a slot was free for them. */
   private readAhead: OutboxEntry[] = [];
   private flushing = false;
@@ -132,17 +138,29 @@ export class Deliverer {
       const unordered = free.instances.filter((name) => !targets.get(name)!.ordered);
       const now = Date.now();
       const exclude = new Set([...this.inFlight.keys(), ...this.readAhead.map((e) => e.id)]);
-      // Ordered instances offer only their oldest pending notification, and only once it is due.
-      const heads = ordered.length > 0 ? await this.deps.store.dueHeads(now, ordered) : [];
-      const due = unordered.length > 0 ? await this.deps.store.dueNotifications(now, free.slots + READ_AHEAD, exclude, unordered) : [];
-      started += heads.filter((entry) => this.tryStart(entry, targets.get(entry.instance))).length;
+      const ended = new Set<string>();
+      this.openReads.add(ended);
+      let heads: OutboxEntry[];
+      let due: OutboxEntry[];
+      try {
+        [heads, due] = await Promise.all([
+          // Ordered instances offer only their oldest pending notification, and only once it is due.
+          ordered.length > 0 ? this.deps.store.dueHeads(now, ordered) : [],
+          unordered.length > 0 ? this.deps.store.dueNotifications(now, free.slots + READ_AHEAD, exclude, unordered) : [],
+        ]);
+      } finally {
+        this.openReads.delete(ended);
+      }
+      // A row whose request ended during the read is left for the next look, read afresh.
+      for (const entry of heads) if (!ended.has(entry.id) && this.tryStart(entry, targets.get(entry.instance))) started++;
       for (const entry of due) {
+        if (ended.has(entry.id)) continue;
         if (this.tryStart(entry, targets.get(entry.instance))) started++;
         else if (!this.inFlight.has(entry.id)) this.readAhead.push(entry);
       }
     }
     if (untilIdle && started === 0 && this.inFlight.size === 0 && this.readAhead.length === 0) return true;
-    await this.sleep(await this.idleDelay());
+    await this.sleep(await this.idleDelay(targets));
     return false;
   }
 
@@ -176,11 +194,20 @@ export class Deliverer {
     return { instances, slots: [...slotsByUrl.values()].reduce((a, b) => a + b, 0) };
   }
 
-  private async idleDelay(): Promise<number> {
+  /**
+   * How long to sleep: until the next notification that could start falls due. Only those count:
+   * a due notification behind an ordered head that is backing off, or of an instance no longer in
+   * the config, would otherwise make this 0 and the loop spin on the store.
+   */
+  private async idleDelay(targets: ReadonlyMap<string, DeliveryTarget>): Promise<number> {
     const cap = this.deps.idleCheckMs ?? 1000;
     // A request in flight wakes the loop when it ends: no need to ask when the next is due.
     if (this.inFlight.size > 0) return cap;
-    const next = await this.deps.store.nextDueAt();
+    const startable = [...targets].filter(([, target]) => !this.givenUp.has(target.url));
+    const ordered = startable.filter(([, target]) => target.ordered).map(([name]) => name);
+    const unordered = startable.filter(([, target]) => !target.ordered).map(([name]) => name);
+    if (ordered.length === 0 && unordered.length === 0) return cap;
+    const next = await this.deps.store.nextDueAt(unordered, ordered);
     return next === undefined ? cap : Math.max(0, Math.min(cap, next - Date.now()));
   }
 
@@ -215,6 +242,7 @@ export class Deliverer {
     };
     const task = this.deliver(entry, target, releaseSlot).finally(() => {
       releaseSlot();
+      for (const read of this.openReads) read.add(entry.id);
       this.inFlight.delete(entry.id);
       this.wake();
     });
@@ -289,8 +317,15 @@ export class Deliverer {
     if (decision.status === 'delivered' && (!this.checkedSinceStart.has(entry.instance) || this.mayHaveBacklog.has(entry.instance))) {
       this.checkedSinceStart.add(entry.instance);
       this.mayHaveBacklog.delete(entry.instance);
-      const expedited = await this.deps.store.expediteRetries(entry.instance, Date.now());
-      if (expedited > 0) this.deps.log.info('receiver is answering again: sending its backlog now', { instance: entry.instance, notifications: expedited });
+      try {
+        const expedited = await this.deps.store.expediteRetries(entry.instance, Date.now());
+        if (expedited > 0) this.deps.log.info('receiver is answering again: sending its backlog now', { instance: entry.instance, notifications: expedited });
+      } catch (err) {
+        // The delivery is recorded; only the shortcut failed. The backlog keeps its retry times,
+        // and the next success tries again.
+        this.mayHaveBacklog.add(entry.instance);
+        this.deps.log.error('could not bring forward the backlog of a receiver that answers again', { instance: entry.instance, error: (err as Error).message });
+      }
     }
     const fields = { instance: entry.instance, eventId: entry.id, attempt, durationMs: result.durationMs, statusCode: result.statusCode };
     if (decision.status === 'delivered') this.deps.log.info('notification delivered', fields);

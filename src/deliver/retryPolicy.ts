@@ -11,7 +11,7 @@ export type Decision = { status: 'delivered' } | { status: 'retry'; delayMs: num
 export type RetryPolicy = {
   /** Delay before each retry, seconds; its length is the number of retries. */
   scheduleSec: readonly number[];
-  /** Longest `Retry-After` honoured, seconds. */
+  /** Longest `Retry-After` honoured, seconds (a longer one waits this long). */
   maxRetryAfterSec: number;
   /** Spread of each delay, as a fraction (0.2 = ±20 %), so that a fleet of retries does not stampede. */
   jitter: number;
@@ -22,7 +22,9 @@ export const DEFAULT_MAX_RETRY_AFTER_SEC = 3600;
 /**
  * `retriesDone` counts the failed attempts of this round, this one included. 2xx delivers; 410
  * Gone dead-letters at once (the receiver says it will never want this); anything else retries
- * on the schedule, `Retry-After` winning on 429 and 503, until the schedule is used up.
+ * on the schedule until it is used up. A `Retry-After` on 429 and 503 may lengthen a wait, never
+ * shorten it: every attempt counts against the schedule, so a receiver answering "0" through a
+ * maintenance would otherwise have its notifications dead-lettered in seconds instead of days.
  */
 export function decide(result: AttemptResult, retriesDone: number, policy: RetryPolicy, random: () => number = Math.random): Decision {
   const code = result.statusCode;
@@ -30,9 +32,9 @@ export function decide(result: AttemptResult, retriesDone: number, policy: Retry
   if (code === 410) return { status: 'dead', reason: 'receiver answered 410 Gone' };
   const next = policy.scheduleSec[retriesDone - 1];
   if (next === undefined) return { status: 'dead', reason: `no retries left after ${retriesDone} attempt(s)` };
-  const jittered = next * (1 + policy.jitter * (2 * random() - 1));
-  const honoured = (code === 429 || code === 503) && result.retryAfterSec !== undefined
+  const scheduled = next * (1 + policy.jitter * (2 * random() - 1));
+  const asked = (code === 429 || code === 503) && result.retryAfterSec !== undefined
     ? Math.min(result.retryAfterSec, policy.maxRetryAfterSec)
-    : undefined;
-  return { status: 'retry', delayMs: Math.round((honoured ?? jittered) * 1000) };
+    : 0;
+  return { status: 'retry', delayMs: Math.round(Math.max(scheduled, asked) * 1000) };
 }

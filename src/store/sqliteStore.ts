@@ -79,8 +79,14 @@ export class SqliteStore implements Store {
       due: db.prepare(`SELECT ${OUTBOX_COLUMNS} FROM notifications INDEXED BY notifications_due
         WHERE status = 'pending' AND next_attempt_at <= ? AND instance IN (SELECT value FROM json_each(?))
         ORDER BY next_attempt_at, seq LIMIT ?`),
-      nextDue: db.prepare(`SELECT next_attempt_at AS at FROM notifications INDEXED BY notifications_due
-        WHERE status = 'pending' ORDER BY next_attempt_at LIMIT 1`),
+      nextDue: db.prepare(`SELECT min(at) AS at FROM (
+          SELECT (SELECT next_attempt_at FROM notifications INDEXED BY notifications_due
+            WHERE status = 'pending' AND instance IN (SELECT value FROM json_each(:unordered))
+            ORDER BY next_attempt_at LIMIT 1) AS at
+          UNION ALL
+          SELECT next_attempt_at FROM notifications WHERE seq IN (
+            SELECT min(seq) FROM notifications INDEXED BY notifications_status
+            WHERE status = 'pending' AND instance IN (SELECT value FROM json_each(:ordered)) GROUP BY instance))`),
       insertAttempt: db.prepare(`INSERT OR REPLACE INTO attempts (notification_id, attempt, started_at, duration_ms, status_code, error, response_excerpt)
         VALUES (?, ?, ?, ?, ?, ?, ?)`),
       markDelivered: db.prepare(`UPDATE notifications SET status = 'delivered', attempts = ?, delivered_at = ?, last_status = ?, last_error = NULL WHERE id = ?`),
@@ -166,9 +172,9 @@ export class SqliteStore implements Store {
     return rows.filter((r) => !exclude.has(r.id)).slice(0, limit);
   }
 
-  async nextDueAt(): Promise<number | undefined> {
-    const row = this.stmts.nextDue.get() as { at: number } | undefined;
-    return row?.at;
+  async nextDueAt(unordered: readonly string[], ordered: readonly string[]): Promise<number | undefined> {
+    const row = this.stmts.nextDue.get({ unordered: JSON.stringify(unordered), ordered: JSON.stringify(ordered) }) as { at: number | null };
+    return orUndefined(row.at);
   }
 
   async recordAttempts(attempts: readonly { attempt: AttemptRecord; outcome: AttemptOutcome }[]): Promise<void> {

@@ -23,8 +23,12 @@ export interface Store {
 
   /** Pending notifications of `instances` due at `now`, oldest first, skipping ids in `exclude`. */
   dueNotifications(now: number, limit: number, exclude: ReadonlySet<string>, instances: readonly string[]): Promise<OutboxEntry[]>;
-  /** When the next pending notification falls due (ms), if any. */
-  nextDueAt(): Promise<number | undefined>;
+  /**
+   * When the next notification that could be sent falls due (ms), if any: the earliest pending
+   * one of `unordered` instances, and the oldest pending one of each of `ordered` (those wait
+   * behind it). Other instances' notifications (no longer in the config) do not count.
+   */
+  nextDueAt(unordered: readonly string[], ordered: readonly string[]): Promise<number | undefined>;
   /** Several finished attempts in one transaction (group commit: one fsync for all). */
   recordAttempts(attempts: readonly { attempt: AttemptRecord; outcome: AttemptOutcome }[]): Promise<void>;
   /** For strictly ordered delivery: the oldest pending notification of each of `instances`, if it is due. */
