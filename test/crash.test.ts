@@ -9,9 +9,11 @@ import { SIM_ENV, simConfig } from './helpers/simConfig.js';
 import { tempDir, waitFor, writeJson } from './helpers/tmp.js';
 
 /**
- * Crash safety, with the real CLI killed by SIGKILL. After every scenario: every change is
- * delivered, and no change is ever announced under two different notification ids (the same id
- * twice is the documented at-least-once redelivery).
+ * Crash safety, with the real CLI killed by SIGKILL. No kill is timed by a sleep: each waits for
+ * a moment it names, seen in the database or at the receiver, and what the database holds after
+ * the kill proves the kill landed there. After every scenario: every change is delivered, and no
+ * change is ever announced under two different notification ids (the same id twice is the
+ * documented at-least-once redelivery).
  */
 
 const cleanups: (() => Promise<void>)[] = [];
