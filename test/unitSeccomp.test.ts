@@ -10,7 +10,7 @@ import { tempDir } from './helpers/tmp.js';
 
 const UNIT = fileURLToPath(new URL('../deploy/pollbridge.service', import.meta.url));
 const SECCOMP_EXEC = fileURLToPath(new URL('./fixtures/seccompExec.py', import.meta.url));
-/** Debian's python3 with python3-seccomp, both installed by `.ci/setup`. */
+/** Debian's python3 with python3-seccomp, both installed by `.ci/setup-test-tools`. */
 const PYTHON = '/usr/bin/python3';
 /** The unprivileged user a test run as root becomes, as the unit's DynamicUser= would. */
 const NOBODY = 65534;
@@ -63,9 +63,9 @@ describe('the systemd unit, run under its own system call filter', () => {
   it('the built daemon, with the unit\'s node flags, completes run --once under a seccomp filter made of the unit\'s SystemCallFilter= lines', { timeout: 120_000 }, async (ctx) => {
     const missing = missingTools();
     if (missing) {
-      // CI installs both (.ci/setup): there a missing tool is a failure, not a reason to skip.
-      if (process.env.CI) throw new Error(`${missing}: run .ci/setup first`);
-      ctx.skip(`${missing}; .ci/setup installs it`);
+      // CI installs both (.ci/setup-test-tools): there a missing tool is a failure, not a reason to skip.
+      if (process.env.CI) throw new Error(`${missing}: run .ci/setup-test-tools first`);
+      ctx.skip(`${missing}; .ci/setup-test-tools installs it`);
       return;
     }
     const unit = readFileSync(UNIT, 'utf8');
@@ -96,8 +96,8 @@ describe('the systemd unit, run under its own system call filter', () => {
   it('the filter is real: node dies with SIGSYS when a system call it needs at start is left out', (ctx) => {
     const missing = missingTools();
     if (missing) {
-      if (process.env.CI) throw new Error(`${missing}: run .ci/setup first`);
-      ctx.skip(`${missing}; .ci/setup installs it`);
+      if (process.env.CI) throw new Error(`${missing}: run .ci/setup-test-tools first`);
+      ctx.skip(`${missing}; .ci/setup-test-tools installs it`);
       return;
     }
     const allowed = allowedSyscalls(readFileSync(UNIT, 'utf8'));
