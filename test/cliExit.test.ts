@@ -60,6 +60,6 @@ describe('exit codes (README, Command line)', () => {
   it('expected failures are not bugs: a bad option is exit 1 with one line, no stack', async () => {
     const result = await runCli(['events', 'list', '--db', '/nonexistent/p.db', '--limit', '0']);
     expect(result.code).toBe(1);
-    expect(result.stderr).toBe('pollbridge: --limit must be a positive whole number, got "0"');
+    expect(result.stderr).toBe('pollbridge: --limit must be a whole number of at least 1, got "0"');
   });
 });
