@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { readConfig } from '../src/config/load.js';
-import { runCli, startCli } from './helpers/cli.js';
+import { CLI, runCli, startCli } from './helpers/cli.js';
 import { harness } from './helpers/harness.js';
 import { SIM_ENV } from './helpers/simConfig.js';
 import { tempDir, waitFor } from './helpers/tmp.js';
@@ -37,14 +37,17 @@ describe('systemd', () => {
       return;
     }
     const dir = tempDir();
-    // verify checks that ExecStart's program exists: point it at this machine's node.
+    // verify checks that ExecStart's program exists: point it at an executable of this checkout.
     const unit = join(dir, 'pollbridge.service');
-    writeFileSync(unit, readFileSync(UNIT, 'utf8').replace('/usr/bin/node', process.execPath));
+    const bin = join(dir, 'pollbridge');
+    writeFileSync(bin, `#!/bin/sh\nexec ${process.execPath} ${CLI} "$@"\n`, { mode: 0o755 });
+    const text = readFileSync(UNIT, 'utf8');
+    expect(text).toMatch(/^ExecStart=pollbridge run /m);
+    writeFileSync(unit, text.replace('ExecStart=pollbridge ', `ExecStart=${bin} `));
     const result = spawnSync(analyze, ['verify', unit], { encoding: 'utf8' });
     expect(result.stderr.split('\n').filter((l) => l.includes('pollbridge.service'))).toEqual([]);
     expect(result.status).toBe(0);
-    const text = readFileSync(UNIT, 'utf8');
-    for (const line of ['Type=exec', 'StateDirectory=pollbridge', 'ConfigurationDirectory=pollbridge', 'Restart=on-failure', 'NoNewPrivileges=yes', 'ProtectSystem=strict', 'SystemCallFilter=@system-service', 'TimeoutStopSec=20s']) {
+    for (const line of ['Type=exec', 'StateDirectory=pollbridge', 'ConfigurationDirectory=pollbridge', 'Restart=on-failure', 'NoNewPrivileges=yes', 'ProtectSystem=strict', 'SystemCallFilter=@system-service @pkey', 'RestartPreventExitStatus=2', 'TimeoutStopSec=20s']) {
       expect(text).toContain(line);
     }
   });

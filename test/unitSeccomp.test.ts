@@ -73,10 +73,11 @@ describe('the systemd unit, run under its own system call filter', () => {
     const dir = tempDir();
     const allowedFile = join(dir, 'allowed-syscalls');
     writeFileSync(allowedFile, [...allowed].join('\n'));
-    // ExecStart=/usr/bin/node FLAGS… SCRIPT run …: the flags node runs with under systemd.
-    const exec = /^ExecStart=(\S+) (.*?) (\S+\/cli\.js) run/m.exec(unit);
-    expect(exec, 'ExecStart runs node with flags, then dist/cli.js run').not.toBeNull();
-    const nodeFlags = exec![2]!.split(/\s+/);
+    // ExecStart=pollbridge run …: the installed command, whose first line gives node its flags.
+    expect(unit).toMatch(/^ExecStart=pollbridge run /m);
+    const shebang = /^#!\/usr\/bin\/env -S node (.*)$/m.exec(readFileSync(CLI, 'utf8').split('\n')[0]!);
+    expect(shebang, 'dist/cli.js starts with #!/usr/bin/env -S node FLAGS').not.toBeNull();
+    const nodeFlags = shebang![1]!.split(/\s+/);
     expect(nodeFlags).toContain('--max-old-space-size=128');
 
     const h = await harness();
