@@ -3,6 +3,7 @@ import { ConfigError } from '../config/issues.js';
 import { StartError } from '../daemon/daemon.js';
 import { StoreOpenError } from '../store/lock.js';
 import { MigrationError } from '../store/migrate.js';
+import { pollbridgeVersion } from '../version.js';
 import { demoCommand } from './demoCommand.js';
 import { eventsListCommand, eventsShowCommand, replayCommand } from './eventsCommand.js';
 import { releaseSignals } from './heldSignals.js';
@@ -18,6 +19,7 @@ const collect = (value: string, previous: string[] = []): string[] => [...previo
 export function buildProgram(): Command {
   const program = new Command('pollbridge')
     .description('Poll SAP Concur (or any REST list API) for changed records and deliver signed events.')
+    .version(pollbridgeVersion())
     .showHelpAfterError()
     // Only the daemon handles signals; every other command gets their default action back.
     .hook('preAction', (_program, command) => {
