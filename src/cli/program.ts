@@ -35,6 +35,7 @@ export function buildProgram(): Command {
     .option('--once', 'poll every resource once, deliver what can be delivered now, exit')
     .option('--since <iso>', 'on first start, announce changes since this time (backfill)')
     .option('--log-level <level>', 'error, warn, info or debug (default: $POLLBRIDGE_LOG_LEVEL or info)')
+    .option('--log-format <format>', 'auto (text on a terminal, JSON otherwise), json or text (default: $POLLBRIDGE_LOG_FORMAT or auto)')
     .option('--grace-ms <ms>', 'on stop, how long deliveries in flight may finish')
     .action(runCommand);
 
