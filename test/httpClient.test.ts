@@ -3,6 +3,7 @@ import zlib from 'node:zlib';
 import type { AddressInfo, Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createGetText, describeNetworkError } from '../src/poll/httpClient.js';
+import { pollbridgeVersion } from '../src/version.js';
 
 const servers: http.Server[] = [];
 afterEach(async () => {
@@ -30,7 +31,7 @@ describe('page reads (createGetText)', () => {
     const getText = createGetText({ timeoutMs: 2000 });
     const first = await getText(`${url}/page`, { authorization: 'Bearer t' });
     expect(first).toMatchObject({ statusCode: 200, headers: { date: 'Sun, 22 Nov 2026 10:00:00 GMT' } });
-    expect(JSON.parse(first.body)).toEqual({ auth: 'Bearer t', ua: 'pollbridge' });
+    expect(JSON.parse(first.body)).toEqual({ auth: 'Bearer t', ua: `pollbridge/${pollbridgeVersion()} (+node ${process.versions.node})` });
     expect(await getText(`${url}/moved`, {})).toMatchObject({ statusCode: 302, body: 'gone' });
     expect(sockets.size).toBe(1);
   });

@@ -3,6 +3,7 @@ import { ConfigError } from '../config/issues.js';
 import { StartError } from '../daemon/daemon.js';
 import { StoreOpenError } from '../store/lock.js';
 import { MigrationError } from '../store/migrate.js';
+import { pollbridgeVersion } from '../version.js';
 import { demoCommand } from './demoCommand.js';
 import { eventsListCommand, eventsShowCommand, replayCommand } from './eventsCommand.js';
 import { releaseSignals } from './heldSignals.js';
@@ -20,6 +21,7 @@ const rateOption = numberOption('--rate', { min: 0, max: 1000, unit: 'changes pe
 export function buildProgram(): Command {
   const program = new Command('pollbridge')
     .description('Poll SAP Concur (or any REST list API) for changed records and deliver signed events.')
+    .version(pollbridgeVersion())
     .showHelpAfterError()
     // Only the daemon handles signals; every other command gets their default action back.
     .hook('preAction', (_program, command) => {
@@ -35,6 +37,7 @@ export function buildProgram(): Command {
     .option('--once', 'poll every resource once, deliver what can be delivered now, exit')
     .option('--since <iso>', 'on first start, announce changes since this time (backfill)')
     .option('--log-level <level>', 'error, warn, info or debug (default: $POLLBRIDGE_LOG_LEVEL or info)')
+    .option('--log-format <format>', 'auto (text on a terminal, JSON otherwise), json or text (default: $POLLBRIDGE_LOG_FORMAT or auto)')
     // At most the longest a delivery attempt may take (pollbridge.delivery.timeoutMs): a longer grace waits for nothing.
     .option('--grace-ms <ms>', 'on stop, how long deliveries in flight may finish', numberOption('--grace-ms', { min: 0, max: 600_000, integer: true, unit: 'milliseconds' }))
     .action(runCommand);

@@ -4,9 +4,10 @@ import { Daemon } from '../daemon/daemon.js';
 import { createLogger } from '../log.js';
 import { instantFromMs } from '../time/instant.js';
 import { releaseSignals } from './heldSignals.js';
+import { stdoutLogOutput } from './logOutput.js';
 import { configPath, logLevel, parseIsoOption } from './options.js';
 
-export type RunOptions = { config?: string; db?: string; once?: boolean; since?: string; logLevel?: string; graceMs?: number };
+export type RunOptions = { config?: string; db?: string; once?: boolean; since?: string; logLevel?: string; logFormat?: string; graceMs?: number };
 
 /**
  * The daemon. The first SIGTERM/SIGINT stops it gracefully (exit 0), even one that arrives while
@@ -36,10 +37,11 @@ export async function runCommand(opts: RunOptions): Promise<void> {
   releaseSignals((signal) => (signal === 'SIGHUP' ? onHangup() : onStopSignal(signal)));
 
   const level = logLevel(opts.logLevel);
+  const output = stdoutLogOutput(opts.logFormat);
   const since = parseIsoOption('--since', opts.since);
   const file = configPath(opts.config);
   const config = loadConfig(file, { databaseOverride: opts.db });
-  const log = createLogger({ level, secrets: config.secrets });
+  const log = createLogger({ level, secrets: config.secrets, ...output });
   const daemon = new Daemon({
     config,
     log,

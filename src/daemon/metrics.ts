@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { pollbridgeVersion } from '../version.js';
 
 export type StreamGaugeSource = () => { instance: string; resource: string; cursorLagSec: number; skewSec: number | undefined }[];
 export type OutboxGaugeSource = () => Promise<{ pending: number; dead: number }>;
@@ -43,6 +44,9 @@ export class Metrics {
       name: 'pollbridge_delivery_latency_seconds', help: 'From queued to delivered, retries included.', labelNames: ['instance'], registers,
       buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30, 300, 3600, 86400],
     });
+    // The usual build_info: the running version as labels, for joins and for spotting a fleet half upgraded.
+    new Gauge({ name: 'pollbridge_build_info', help: 'Always 1; the running pollbridge and node versions as labels.', labelNames: ['version', 'node'], registers })
+      .set({ version: pollbridgeVersion(), node: process.versions.node }, 1);
     new Gauge({
       name: 'pollbridge_cursor_lag_seconds', help: 'How far each cursor is behind now.', labelNames: streamLabels, registers,
       collect() {

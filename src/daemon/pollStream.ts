@@ -93,7 +93,7 @@ export async function pollStream(instance: InstanceConfig, resource: ResourceCon
       summary.requests++;
       return fetchJson(deps.getText, deps.auth, u, deps.fetchPolicy, signal, (status) => {
         if (status === 429) deps.onRateLimited?.();
-      });
+      }, (notice) => log.warn('page request failed; retrying', notice));
     },
     onPage: (page) => measureSkew(ctx, page),
   });

@@ -227,7 +227,7 @@ class RefreshTokenAuth implements Authenticator {
     try {
       await retryTransient(async () => {
         answer = await this.requestToken(url);
-      }, this.deps.policy, this.closing.signal);
+      }, this.deps.policy, this.closing.signal, (notice) => this.deps.log.warn('token request failed; retrying', notice));
     } catch (err) {
       // p-retry throws on an aborted signal even after an attempt succeeded: an answer already
       // received carries the rotated refresh token, and is used and saved all the same.
@@ -247,10 +247,11 @@ class RefreshTokenAuth implements Authenticator {
         timeout: { request: TOKEN_REQUEST_TIMEOUT_MS },
       });
     } catch (err) {
-      throw new AuthError(`token request to ${url} failed: ${describeNetworkError(err)}`, { cause: err });
+      const reason = describeNetworkError(err);
+      throw transient(new AuthError(`token request to ${url} failed: ${reason}`, { cause: err }), reason);
     }
     const status = response.statusCode;
-    if (isTransientStatus(status)) throw transient(new AuthError(`token endpoint ${url} answered ${status}`), response.headers['retry-after']);
+    if (isTransientStatus(status)) throw transient(new AuthError(`token endpoint ${url} answered ${status}`), `answered ${status}`, response.headers['retry-after']);
     let body: TokenResponse;
     try {
       body = JSON.parse(response.body) as TokenResponse;

@@ -1,7 +1,7 @@
 import { AbortError } from 'p-retry';
 import { AuthError, type Authenticator } from './auth.js';
 import { describeNetworkError, type GetText, type TextResponse } from './httpClient.js';
-import { type FetchPolicy, isTransientStatus, retryTransient, transient } from './retry.js';
+import { type FetchPolicy, isTransientStatus, type RetryNotice, retryTransient, transient } from './retry.js';
 
 export class UpstreamError extends Error {
   constructor(message: string, readonly statusCode?: number, options?: ErrorOptions) {
@@ -17,7 +17,8 @@ const excerpt = (text: string): string => text.replace(/\s+/g, ' ').trim().slice
 /**
  * GET one JSON document. Transient failures (network, 5xx, 429) are retried with exponential
  * backoff and jitter, waiting out `Retry-After` on 429/503; a 401 refreshes the token once;
- * anything else fails at once with the status and a short excerpt of what came back.
+ * anything else fails at once with the status and a short excerpt of what came back. `onRetry`
+ * hears of each retry before its wait.
  */
 export async function fetchJson(
   getText: GetText,
@@ -26,6 +27,7 @@ export async function fetchJson(
   policy: FetchPolicy,
   signal?: AbortSignal,
   onStatus?: (statusCode: number) => void,
+  onRetry?: (notice: RetryNotice) => void,
 ): Promise<FetchResult> {
   let reauthenticated = false;
   const attempt = async (): Promise<FetchResult> => {
@@ -44,7 +46,8 @@ export async function fetchJson(
         response = await getText(url, headers, signal);
       } catch (err) {
         if (signal?.aborted) throw new AbortError(new UpstreamError(`GET ${url} aborted`));
-        throw new UpstreamError(`GET ${url} failed: ${describeNetworkError(err)}`, undefined, { cause: err });
+        const reason = describeNetworkError(err);
+        throw transient(new UpstreamError(`GET ${url} failed: ${reason}`, undefined, { cause: err }), reason);
       }
       if (response.statusCode !== 401 || reauthenticated) break;
       reauthenticated = true;
@@ -52,7 +55,7 @@ export async function fetchJson(
     }
     const status = response.statusCode;
     onStatus?.(status);
-    if (isTransientStatus(status)) throw transient(new UpstreamError(`GET ${url} answered ${status}: ${excerpt(response.body)}`, status), response.headers['retry-after']);
+    if (isTransientStatus(status)) throw transient(new UpstreamError(`GET ${url} answered ${status}: ${excerpt(response.body)}`, status), `answered ${status}`, response.headers['retry-after']);
     if (status < 200 || status >= 300) {
       throw new AbortError(new UpstreamError(`GET ${url} answered ${status}: ${excerpt(response.body)}`, status));
     }
@@ -63,5 +66,5 @@ export async function fetchJson(
       throw new AbortError(new UpstreamError(`GET ${url} answered ${status} with invalid JSON (${type}): ${excerpt(response.body)}`, status));
     }
   };
-  return retryTransient(attempt, policy, signal);
+  return retryTransient(attempt, policy, signal, onRetry);
 }

@@ -2,7 +2,9 @@ import http, { type IncomingHttpHeaders } from 'node:http';
 import https from 'node:https';
 import zlib from 'node:zlib';
 import got, { type Got } from 'got';
+import { userAgent } from '../version.js';
 
+/** `userAgent` defaults to pollbridge's own, with its version and node's. */
 export type HttpClientOptions = { timeoutMs: number; userAgent?: string };
 
 const keepAliveAgents = () => ({
@@ -24,7 +26,7 @@ export function createHttpClient(options: HttpClientOptions): Got {
     followRedirect: false,
     throwHttpErrors: false,
     retry: { limit: 0 },
-    headers: { 'user-agent': options.userAgent ?? 'pollbridge' },
+    headers: { 'user-agent': options.userAgent ?? userAgent() },
   });
 }
 
@@ -41,7 +43,7 @@ export type GetText = (url: string, headers: Record<string, string>, signal?: Ab
  */
 export function createGetText(options: HttpClientOptions): GetText {
   const agents = keepAliveAgents();
-  const userAgent = options.userAgent ?? 'pollbridge';
+  const agentName = options.userAgent ?? userAgent();
   return (url, headers, signal) => new Promise((resolve, reject) => {
     const target = new URL(url);
     const client = target.protocol === 'https:' ? https : http;
@@ -50,7 +52,7 @@ export function createGetText(options: HttpClientOptions): GetText {
       reject(new Error(`unsupported protocol ${target.protocol}`));
       return;
     }
-    const req = client.get(target, { agent, headers: { 'user-agent': userAgent, 'accept-encoding': 'gzip, deflate', ...headers }, signal }, (res) => {
+    const req = client.get(target, { agent, headers: { 'user-agent': agentName, 'accept-encoding': 'gzip, deflate', ...headers }, signal }, (res) => {
       const encoding = res.headers['content-encoding'];
       const decoded = encoding === 'gzip' ? res.pipe(zlib.createGunzip()) : encoding === 'deflate' ? res.pipe(zlib.createInflate()) : res;
       decoded.setEncoding('utf8');

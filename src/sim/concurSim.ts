@@ -154,6 +154,8 @@ export class ConcurSim {
   /** Every list request's query, in order, for tests to inspect what was asked. */
   readonly listQueries: URLSearchParams[] = [];
   requestCount = 0;
+  /** Each distinct User-Agent that came (empty: none): one entry means every request sent it. */
+  readonly userAgents = new Set<string>();
   tokenRequestCount = 0;
   /** The base URL each token request arrived at, in order. */
   readonly tokenRequestBases: string[] = [];
@@ -305,6 +307,7 @@ export class ConcurSim {
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse, base: string): Promise<void> {
     this.requestCount++;
+    this.userAgents.add(req.headers['user-agent'] ?? '');
     const url = new URL(req.url ?? '/', base);
     const body = await readBody(req);
     /** A string payload is JSON text already. */
