@@ -5,13 +5,16 @@ import type { Metrics } from './metrics.js';
 
 export type Health = { ok: boolean; reasons: string[] };
 
-/** `GET /healthz` (200, or 503 with the reasons) and `GET /metrics` (Prometheus text). */
+/**
+ * `GET /healthz` (200, or 503 with the reasons) and `GET /metrics` (Prometheus text). `HEAD`
+ * answers as `GET` without the body: load balancers and `curl -I` probe with it.
+ */
 export async function startHttpServer(listen: HttpConfig, health: () => Promise<Health>, metrics: Metrics): Promise<{ url: string; close(): Promise<void> }> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     const reply = async (): Promise<void> => {
-      if (req.method !== 'GET') {
-        res.writeHead(405, { allow: 'GET' }).end();
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.writeHead(405, { allow: 'GET, HEAD' }).end();
       } else if (path === '/healthz') {
         const h = await health();
         res.writeHead(h.ok ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({ status: h.ok ? 'ok' : 'unhealthy', reasons: h.reasons }));
