@@ -109,6 +109,6 @@ describe('pollbridge verify', () => {
   it('fails with the reason for a changed body, and takes the key from the environment', async () => {
     const result = await runCli(['verify', ...flags], { POLLBRIDGE_SIGNATURE_KEY: key }, body.replace('01J', '02J'));
     expect(result.code).toBe(1);
-    expect(result.stderr).toBe('pollbridge: NOT verified: no webhook-signature matches the body');
+    expect(result.stderr).toBe('pollbridge: NOT verified: no webhook-signature matches the given keys (a wrong key, or a body or webhook headers changed since they were signed)');
   });
 });

@@ -30,7 +30,7 @@ describe.each([
 
   it('fail on a changed byte, for the library and for our verifier', () => {
     expect(() => receiverKey.verify(flip(body), headers)).toThrow();
-    expect(() => verifyNotification(flip(body), headers, key)).toThrow(/no webhook-signature matches the body/);
+    expect(() => verifyNotification(flip(body), headers, key)).toThrow(/no webhook-signature matches the given keys/);
     expect(() => verifyNotification(flip(body), headers, key, { amplifyOnly: true })).toThrow(/Elements-Webhook-Signature does not match/);
     const otherKey = key.startsWith('whsec_') ? 'whsec_' + randomBytes(24).toString('base64') : key + 'x';
     expect(() => verifyNotification(body, headers, otherKey)).toThrow(/no webhook-signature matches/);
