@@ -3,7 +3,9 @@ import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { dirname } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import type { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
+import { buildProgram } from '../src/cli/program.js';
 import { refuseTerminalStdin, verificationHint } from '../src/cli/verifyCommand.js';
 import { startHttpServer } from '../src/daemon/httpServer.js';
 import { Metrics } from '../src/daemon/metrics.js';
@@ -175,5 +177,37 @@ describe('demo | head -2', () => {
     const { code } = await demo.exited;
     expect(code).toBe(0);
     expect(existsSync(dirname(config))).toBe(false);
+  });
+});
+
+describe('--help', () => {
+  /** Every command, with its path: `events list` as well as `run`. */
+  const commands = (command: Command, path: string[] = []): [string, Command][] =>
+    command.commands.filter((c) => c.name() !== 'help').flatMap((c) => [[[...path, c.name()].join(' '), c] as [string, Command], ...commands(c, [...path, c.name()])]);
+  const helpOf = (command: Command): string => {
+    let text = '';
+    command.configureOutput({ writeOut: (s) => { text += s; } });
+    command.outputHelp();
+    return text;
+  };
+
+  it('describes every command, and shows examples for each one that runs', () => {
+    const all = commands(buildProgram());
+    expect(all.map(([name]) => name)).toEqual(expect.arrayContaining(['run', 'events list', 'events show', 'replay', 'verify', 'sim', 'demo']));
+    for (const [name, command] of all) {
+      expect(command.description(), name).not.toBe('');
+      // A group (events) only lists its subcommands; each of those has its own examples.
+      if (command.commands.length > 0) continue;
+      expect(helpOf(command), name).toMatch(new RegExp(`\\nExamples:\\n  pollbridge ${name}[ \\n]`));
+    }
+  });
+
+  it('lists the commands with descriptions and examples from the built CLI', async () => {
+    const result = await runCli(['--help']);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/\n {2}replay \[options\] \[ids\.\.\.\] +queue notifications to be sent again/);
+    expect(result.stdout).toContain('\nExamples:\n  pollbridge demo ');
+    const events = await runCli(['events', '--help']);
+    expect(events.stdout).toMatch(/\n {2}list \[options\] +list notifications, newest first\n/);
   });
 });
