@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { dirname } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -209,5 +209,28 @@ describe('--help', () => {
     expect(result.stdout).toContain('\nExamples:\n  pollbridge demo ');
     const events = await runCli(['events', '--help']);
     expect(events.stdout).toMatch(/\n {2}list \[options\] +list notifications, newest first\n/);
+  });
+});
+
+describe('README', () => {
+  const root = new URL('..', import.meta.url);
+  const section = (text: string, heading: string): string => {
+    const start = text.indexOf(`\n## ${heading}\n`);
+    return text.slice(start, text.indexOf('\n## ', start + 1));
+  };
+
+  it('keeps the Performance table and links the write-up, which lives in docs/performance.md', () => {
+    const performance = section(readFileSync(new URL('README.md', root), 'utf8'), 'Performance');
+    expect(performance).toContain('| metric ');
+    expect(performance).toContain('](docs/performance.md)');
+    // The table and a paragraph: the write-up itself is not here any more.
+    expect(performance.split('\n').filter((l) => l.trim() !== '' && !l.startsWith('|')).length).toBeLessThanOrEqual(10);
+    expect(readFileSync(new URL('docs/performance.md', root), 'utf8')).toContain('Steady change under a slow, faulty API');
+  });
+
+  it('says that replay queues, not sends', () => {
+    const text = readFileSync(new URL('README.md', root), 'utf8');
+    expect(text).not.toMatch(/replay[^.|]*\bsends\b/);
+    expect(text).toMatch(/`pollbridge replay` queues them again/);
   });
 });
