@@ -65,7 +65,7 @@ describe('events, replay and status on the command line', () => {
     expect(shown.stdout).toContain(r1.ID);
 
     const table = await runCli(['status', '--db', db]);
-    expect(table.stdout).toMatch(/ConcurTest +reports +\S+ +\S+ +ok +0 +1 +0/);
+    expect(table.stdout).toMatch(/ConcurTest +reports +\S+ +\d+ s ago +ok +0 +1 +0/);
     expect(table.stdout).toContain('notifications: 0 pending, 0 delivered, 1 dead');
 
     const missing = await runCli(['replay', 'NOPE', '--db', db]);
@@ -73,7 +73,7 @@ describe('events, replay and status on the command line', () => {
     expect(missing.stderr).toBe('pollbridge: no notification NOPE');
 
     const replay = await runCli(['replay', '--dead', '--db', db]);
-    expect(replay.stdout).toBe('1 notification(s) queued for delivery again');
+    expect(replay.stdout).toBe('1 notification(s) queued for delivery again; no daemon is running on this database: they are sent when `pollbridge run` (or `run --once`) starts');
     receiverUp = true;
     const once = await runCli(['run', '-c', h.configFile, '--once'], SIM_ENV);
     expect(once.code).toBe(0);
