@@ -65,7 +65,7 @@ describe('events, replay and status on the command line', () => {
     expect(shown.stdout).toContain(r1.ID);
 
     const table = await runCli(['status', '--db', db]);
-    expect(table.stdout).toMatch(/ConcurTest +reports +\S+ +\S+ +ok +0 +1 +0/);
+    expect(table.stdout).toMatch(/ConcurTest +reports +\S+ +\d+ s ago +ok +0 +1 +0/);
     expect(table.stdout).toContain('notifications: 0 pending, 0 delivered, 1 dead');
 
     const missing = await runCli(['replay', 'NOPE', '--db', db]);
@@ -73,7 +73,7 @@ describe('events, replay and status on the command line', () => {
     expect(missing.stderr).toBe('pollbridge: no notification NOPE');
 
     const replay = await runCli(['replay', '--dead', '--db', db]);
-    expect(replay.stdout).toBe('1 notification(s) queued for delivery again');
+    expect(replay.stdout).toBe('1 notification(s) queued for delivery again; no daemon is running on this database: they are sent when `pollbridge run` (or `run --once`) starts');
     receiverUp = true;
     const once = await runCli(['run', '-c', h.configFile, '--once'], SIM_ENV);
     expect(once.code).toBe(0);
@@ -109,6 +109,6 @@ describe('pollbridge verify', () => {
   it('fails with the reason for a changed body, and takes the key from the environment', async () => {
     const result = await runCli(['verify', ...flags], { POLLBRIDGE_SIGNATURE_KEY: key }, body.replace('01J', '02J'));
     expect(result.code).toBe(1);
-    expect(result.stderr).toBe('pollbridge: NOT verified: no webhook-signature matches the body');
+    expect(result.stderr).toBe('pollbridge: NOT verified: no webhook-signature matches the given keys (a wrong key, or a body or webhook headers changed since they were signed)');
   });
 });

@@ -30,11 +30,11 @@ describe.each([
 
   it('fail on a changed byte, for the library and for our verifier', () => {
     expect(() => receiverKey.verify(flip(body), headers)).toThrow();
-    expect(() => verifyNotification(flip(body), headers, key)).toThrow(/no webhook-signature matches the body/);
-    expect(() => verifyNotification(flip(body), headers, key, { amplifyOnly: true })).toThrow(/Elements-Webhook-Signature does not match/);
+    expect(() => verifyNotification(flip(body), headers, key)).toThrow(/no webhook-signature matches the given keys/);
+    expect(() => verifyNotification(flip(body), headers, key, { amplifyOnly: true })).toThrow(/Elements-Webhook-Signature matches none of the given keys/);
     const otherKey = key.startsWith('whsec_') ? 'whsec_' + randomBytes(24).toString('base64') : key + 'x';
     expect(() => verifyNotification(body, headers, otherKey)).toThrow(/no webhook-signature matches/);
-    expect(() => verifyNotification(body, headers, otherKey, { amplifyOnly: true })).toThrow(/does not match/);
+    expect(() => verifyNotification(body, headers, otherKey, { amplifyOnly: true })).toThrow(/Elements-Webhook-Signature matches none of the given keys/);
     expect(() => verifyNotification(body, headers, key)).not.toThrow();
     expect(() => verifyNotification(body, headers, key, { amplifyOnly: true })).not.toThrow();
   });
@@ -99,13 +99,13 @@ describe('key rotation', () => {
     expect(() => verifyNotification(body, during, [oldKey], { amplifyOnly: true })).not.toThrow();
     expect(() => verifyNotification(body, during, [oldKey, newKey], { amplifyOnly: true })).not.toThrow();
     // AMPLIFY's header is on the old key until the end: documented, and why step 2 accepts both.
-    expect(() => verifyNotification(body, during, [newKey], { amplifyOnly: true })).toThrow(/does not match/);
+    expect(() => verifyNotification(body, during, [newKey], { amplifyOnly: true })).toThrow(/Elements-Webhook-Signature matches none of the given keys/);
 
     const after = signatureHeaders('id1', body, { current: newKey, previous: [] }, now());
     expect(() => verifyNotification(body, after, [oldKey, newKey])).not.toThrow();
     expect(() => verifyNotification(body, after, [oldKey, newKey], { amplifyOnly: true })).not.toThrow();
     expect(() => verifyNotification(body, after, oldKey)).toThrow(/no webhook-signature matches/);
-    expect(() => verifyNotification(body, after, oldKey, { amplifyOnly: true })).toThrow(/does not match/);
+    expect(() => verifyNotification(body, after, oldKey, { amplifyOnly: true })).toThrow(/Elements-Webhook-Signature matches none of the given keys/);
   });
 
   it('refuses no key, or an empty one (an unset variable), instead of verifying against it', () => {

@@ -55,7 +55,7 @@ describe('pollbridge verify', () => {
       expect(result.stdout, keys.join(' + ')).toBe('verified');
     }
     const newOnly = await runCli(['verify', '--key', newKey, '--amplify-only', ...during], {}, body);
-    expect(newOnly.stderr).toBe('pollbridge: NOT verified: Elements-Webhook-Signature does not match the body');
+    expect(newOnly.stderr).toBe('pollbridge: NOT verified: Elements-Webhook-Signature matches none of the given keys (a wrong key, or a body changed since it was signed)');
     const both = await runCli(['verify', '--key', oldKey, '--key', newKey, '--amplify-only', ...during], {}, body);
     expect(both.stdout).toBe('verified');
   });

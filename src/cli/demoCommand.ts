@@ -57,6 +57,9 @@ export async function demoCommand(opts: { events?: number; seconds?: number; rat
   const { seconds, rate } = opts;
   const level = logLevel(opts.logLevel ?? 'warn');
   const dir = mkdtempSync(join(tmpdir(), 'pollbridge-demo-'));
+  const removeDir = (): void => rmSync(dir, { recursive: true, force: true });
+  // `demo | head -2` ends the process from the closed pipe's handler, never reaching the end below.
+  if (!opts.keep) process.once('exit', removeDir);
   const key = 'whsec_' + randomBytes(24).toString('base64');
   const sim = new ConcurSim();
   const simUrl = await sim.start();
@@ -90,5 +93,8 @@ export async function demoCommand(opts: { events?: number; seconds?: number; rat
   await receiver.close();
   await sim.stop();
   process.stdout.write(`${received} event(s) received and verified\n`);
-  if (!opts.keep) rmSync(dir, { recursive: true, force: true });
+  if (!opts.keep) {
+    process.off('exit', removeDir);
+    removeDir();
+  }
 }

@@ -1,3 +1,4 @@
+import { isDaemonLockHeld } from '../store/lock.js';
 import type { NotificationStatus } from '../store/types.js';
 import { isoOrDash, table } from './format.js';
 import { withCliStore } from './openStore.js';
@@ -5,6 +6,12 @@ import { parseIsoOption } from './options.js';
 import { UserError } from './userError.js';
 
 type StoreOpts = { db?: string; config?: string };
+
+/**
+ * Notification ids are ULIDs, written in upper case; Crockford's base 32 reads either case the
+ * same, and an id copied from a lower-casing log viewer or typed by hand must still be found.
+ */
+export const canonicalId = (id: string): string => id.toUpperCase();
 
 const STATUSES = ['pending', 'delivered', 'dead'];
 
@@ -26,7 +33,7 @@ export async function eventsListCommand(opts: StoreOpts & { status?: string; jso
 
 export async function eventsShowCommand(id: string, opts: StoreOpts & { json?: boolean }): Promise<void> {
   await withCliStore(opts, { readonly: true }, async (store) => {
-    const n = await store.getNotification(id);
+    const n = await store.getNotification(canonicalId(id));
     if (!n) throw new UserError(`no notification ${id}`);
     if (opts.json) {
       process.stdout.write(JSON.stringify({ ...n, body: JSON.parse(n.body) as unknown }, null, 2) + '\n');
@@ -43,14 +50,21 @@ export async function eventsShowCommand(id: string, opts: StoreOpts & { json?: b
   });
 }
 
+/** Replay only queues: the daemon on the database sends, and the operator must know if there is none. */
+export function whoSends(daemonRunning: boolean | undefined): string {
+  if (daemonRunning === true) return 'the daemon running on this database sends them within seconds';
+  if (daemonRunning === false) return 'no daemon is running on this database: they are sent when `pollbridge run` (or `run --once`) starts';
+  return 'they are sent by the daemon on this database, when it runs (whether one runs now could not be told: its lock file is not readable)';
+}
+
 export async function replayCommand(ids: string[], opts: StoreOpts & { dead?: boolean; since?: string }): Promise<void> {
   if (!opts.dead && ids.length === 0) throw new UserError('name notification ids to replay, or --dead');
   const since = parseIsoOption('--since', opts.since);
-  await withCliStore(opts, { readonly: false }, async (store) => {
+  await withCliStore(opts, { readonly: false }, async (store, path) => {
     const now = Date.now();
-    const replayed = opts.dead ? await store.replayDead(since, now) : await store.replay(ids, now);
-    const missing = ids.filter((id) => !replayed.includes(id));
-    process.stdout.write(`${replayed.length} notification(s) queued for delivery again\n`);
+    const replayed = opts.dead ? await store.replayDead(since, now) : await store.replay(ids.map(canonicalId), now);
+    const missing = ids.filter((id) => !replayed.includes(canonicalId(id)));
+    process.stdout.write(`${replayed.length} notification(s) queued for delivery again; ${whoSends(isDaemonLockHeld(path))}\n`);
     if (!opts.dead && missing.length > 0) throw new UserError(`no notification ${missing.join(', ')}`);
   });
 }

@@ -16,6 +16,8 @@ import { validateCommand } from './validateCommand.js';
 import { verifyCommand } from './verifyCommand.js';
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
+/** Shown after a command's options: the lines a new operator would otherwise have to work out. */
+const examples = (...lines: string[]): string => `\nExamples:\n${lines.map((l) => `  ${l}`).join('\n')}\n`;
 const rateOption = numberOption('--rate', { min: 0, max: 1000, unit: 'changes per second' });
 
 export function buildProgram(): Command {
@@ -23,6 +25,13 @@ export function buildProgram(): Command {
     .description('Poll SAP Concur (or any REST list API) for changed records and deliver signed events.')
     .version(pollbridgeVersion())
     .showHelpAfterError()
+    .addHelpText('after', examples(
+      'pollbridge demo                        # everything on this machine, in one command',
+      'pollbridge validate -c poller.config.json',
+      'pollbridge run -c poller.config.json',
+      'pollbridge status -c poller.config.json',
+      'pollbridge <command> --help            # each command\'s options and examples',
+    ))
     // Only the daemon handles signals; every other command gets their default action back.
     .hook('preAction', (_program, command) => {
       if (command.name() !== 'run') releaseSignals();
@@ -40,11 +49,17 @@ export function buildProgram(): Command {
     .option('--log-format <format>', 'auto (text on a terminal, JSON otherwise), json or text (default: $POLLBRIDGE_LOG_FORMAT or auto)')
     // At most the longest a delivery attempt may take (pollbridge.delivery.timeoutMs): a longer grace waits for nothing.
     .option('--grace-ms <ms>', 'on stop, how long deliveries in flight may finish', numberOption('--grace-ms', { min: 0, max: 600_000, integer: true, unit: 'milliseconds' }))
+    .addHelpText('after', examples(
+      'pollbridge run -c /etc/pollbridge/poller.config.json',
+      'pollbridge run -c poller.config.json --once                       # one poll of each resource, deliver, exit',
+      'pollbridge run -c poller.config.json --since 2024-05-01T00:00:00Z  # first start: announce changes since then',
+    ))
     .action(runCommand);
 
   program.command('validate')
     .description('check a config file and list every problem')
     .addOption(configOption())
+    .addHelpText('after', examples('pollbridge validate -c poller.config.json'))
     .action(validateCommand);
 
   program.command('status')
@@ -52,28 +67,43 @@ export function buildProgram(): Command {
     .addOption(configOption())
     .addOption(dbOption())
     .option('--json', 'machine-readable output')
+    .addHelpText('after', examples(
+      'pollbridge status -c poller.config.json         # with the config: next polls, and the running daemon\'s view',
+      'pollbridge status --db /var/lib/pollbridge/pollbridge.db --json',
+    ))
     .action(statusCommand);
 
   const events = program.command('events').description('inspect notifications');
   events.command('list')
+    .description('list notifications, newest first')
     .addOption(configOption())
     .addOption(dbOption())
     .option('--status <status>', 'pending, delivered or dead')
     .option('--limit <n>', 'most rows to show', numberOption('--limit', { min: 1, integer: true }), 50)
     .option('--json', 'machine-readable output')
+    .addHelpText('after', examples(
+      'pollbridge events list -c poller.config.json --status dead',
+      'pollbridge events list --db pollbridge.db --limit 10 --json',
+    ))
     .action(eventsListCommand);
   events.command('show <id>')
+    .description('one notification: its attempts and its body')
     .addOption(configOption())
     .addOption(dbOption())
     .option('--json', 'machine-readable output')
+    .addHelpText('after', examples('pollbridge events show -c poller.config.json 01J0Z8X3K7Q9V2M4N6P8R0T2W4'))
     .action(eventsShowCommand);
 
   program.command('replay [ids...]')
-    .description('send notifications again (by id, or every dead one)')
+    .description('queue notifications to be sent again (by id, or every dead one); the daemon sends them')
     .addOption(configOption())
     .addOption(dbOption())
     .option('--dead', 'replay every dead-lettered notification')
     .option('--since <iso>', 'with --dead: only those created since this time')
+    .addHelpText('after', examples(
+      'pollbridge replay -c poller.config.json 01J0Z8X3K7Q9V2M4N6P8R0T2W4',
+      'pollbridge replay -c poller.config.json --dead --since 2024-05-01T00:00:00Z',
+    ))
     .action(replayCommand);
 
   program.command('verify')
@@ -83,6 +113,11 @@ export function buildProgram(): Command {
     .option('--headers-file <file>', 'a file of received headers, one "Name: value" per line')
     .option('--tolerance-sec <s>', 'allowed webhook-timestamp age, whole seconds', '300')
     .option('--amplify-only', 'check Elements-Webhook-Signature alone (no timestamp, so no replay protection)')
+    .addHelpText('after', examples(
+      'pollbridge verify --key "$KEY" --headers-file headers.txt < body.json',
+      'pollbridge verify --key "$OLD_KEY" --key "$NEW_KEY" -H "webhook-id: 01J…" -H "webhook-timestamp: 1717000000" -H "webhook-signature: v1,…" < body.json',
+      'pollbridge verify --key "$KEY" --headers-file headers.txt --tolerance-sec 86400 < captured-yesterday.json',
+    ))
     .action(verifyCommand);
 
   program.command('sim')
@@ -90,6 +125,7 @@ export function buildProgram(): Command {
     .option('--port <port>', 'port to listen on', numberOption('--port', { min: 0, max: 65535, integer: true }), 8080)
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--rate <n>', 'random changes per second', rateOption, 1)
+    .addHelpText('after', examples('pollbridge sim --port 8080 --rate 5', 'pollbridge sim --port 0 --rate 0   # any free port, changes only through /_sim'))
     .action(simCommand);
 
   program.command('demo')
@@ -99,6 +135,7 @@ export function buildProgram(): Command {
     .option('--rate <n>', 'changes per second in the simulator', rateOption, 2)
     .option('--log-level <level>', 'daemon log level, on stderr', 'warn')
     .option('--keep', 'keep the demo database and config')
+    .addHelpText('after', examples('pollbridge demo', 'pollbridge demo --events 5 --rate 10', 'pollbridge demo --seconds 30 --log-level info --keep'))
     .action(demoCommand);
 
   return program;

@@ -58,6 +58,11 @@ type StreamRuntime = {
   /** /healthz reports a stall from then: STALL_POLLS polls have been due since lastCompletedAt. */
   stallAt: number;
   lastPrunedAt: number;
+  /**
+   * The poll running now, for /healthz (and so `status`): kept in memory, as it means nothing
+   * once the process is gone, and a row written per page and retry would cost a write each.
+   */
+  polling?: { since: number; page: number; retry: number };
 };
 
 /** Old seen rows are pruned at most this often per stream. */
@@ -297,7 +302,10 @@ export class Daemon {
     } catch (err) {
       reasons.push(`database cannot be written: ${(err as Error).message}`);
     }
-    return { ok: reasons.length === 0, reasons };
+    const polls = this.streams.flatMap((s) => (s.polling ? [{
+      instance: s.instance.name, resource: s.resource.name, since: new Date(s.polling.since).toISOString(), page: s.polling.page, retry: s.polling.retry,
+    }] : []));
+    return { ok: reasons.length === 0, reasons, polls };
   }
 
   private open(): Promise<void> {
@@ -450,6 +458,7 @@ export class Daemon {
     const log = this.log.child(labels);
     return this.semaphore.use(async () => {
       const started = Date.now();
+      s.polling = { since: started, page: 0, retry: 0 };
       try {
         const summary = await pollStream(s.instance, s.resource, s.stream, {
           store: this.store!,
@@ -463,6 +472,7 @@ export class Daemon {
           maxResweeps: 3,
           skew: s.skew,
           onRateLimited: () => this.metrics.upstreamRateLimited.inc(labels),
+          onAttempt: (page, retry) => { s.polling = { since: started, page, retry }; },
         }, signal);
         const settled = summary.settled;
         if (settled) {
@@ -495,6 +505,7 @@ export class Daemon {
         });
         return undefined;
       } finally {
+        s.polling = undefined;
         this.metrics.pollDuration.observe(labels, (Date.now() - started) / 1000);
       }
     });

@@ -3,18 +3,24 @@ import type { AddressInfo } from 'node:net';
 import type { HttpConfig } from '../config/types.js';
 import type { Metrics } from './metrics.js';
 
-export type Health = { ok: boolean; reasons: string[] };
+/** A poll running now: since when (ISO-8601 UTC), the page it asks for (0: none yet, a token first) and which retry of it. */
+export type PollInProgress = { instance: string; resource: string; since: string; page: number; retry: number };
 
-/** `GET /healthz` (200, or 503 with the reasons) and `GET /metrics` (Prometheus text). */
+export type Health = { ok: boolean; reasons: string[]; polls?: PollInProgress[] };
+
+/**
+ * `GET /healthz` (200, or 503 with the reasons; the polls in progress either way) and `GET /metrics` (Prometheus text). `HEAD`
+ * answers as `GET` without the body: load balancers and `curl -I` probe with it.
+ */
 export async function startHttpServer(listen: HttpConfig, health: () => Promise<Health>, metrics: Metrics): Promise<{ url: string; close(): Promise<void> }> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     const reply = async (): Promise<void> => {
-      if (req.method !== 'GET') {
-        res.writeHead(405, { allow: 'GET' }).end();
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.writeHead(405, { allow: 'GET, HEAD' }).end();
       } else if (path === '/healthz') {
         const h = await health();
-        res.writeHead(h.ok ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({ status: h.ok ? 'ok' : 'unhealthy', reasons: h.reasons }));
+        res.writeHead(h.ok ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({ status: h.ok ? 'ok' : 'unhealthy', reasons: h.reasons, polls: h.polls ?? [] }));
       } else if (path === '/metrics') {
         const text = await metrics.registry.metrics();
         res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text);

@@ -29,6 +29,11 @@ export type PollDeps = {
   /** Last measured offset of the provider's clock from ours, ms (server − local); updated here. */
   skew: Skew;
   onRateLimited?: () => void;
+  /**
+   * Called as each try of a request for records starts: the request's number in this poll (the
+   * n-th page asked for) and the try's (0: the first), so that a poll in progress can be shown.
+   */
+  onAttempt?: (page: number, retry: number) => void;
 };
 
 /**
@@ -90,8 +95,14 @@ export async function pollStream(instance: InstanceConfig, resource: ResourceCon
     maxPages: deps.maxPages,
     maxResweeps: deps.maxResweeps,
     fetch: (u) => {
-      summary.requests++;
-      return fetchJson(deps.getText, deps.auth, u, deps.fetchPolicy, signal, (status) => {
+      const page = ++summary.requests;
+      let tries = 0;
+      // Every try goes through getText, a retry after a timeout as much as after an answer.
+      const getText: GetText = (...request) => {
+        deps.onAttempt?.(page, tries++);
+        return deps.getText(...request);
+      };
+      return fetchJson(getText, deps.auth, u, deps.fetchPolicy, signal, (status) => {
         if (status === 429) deps.onRateLimited?.();
       }, (notice) => log.warn('page request failed; retrying', notice));
     },

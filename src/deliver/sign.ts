@@ -104,7 +104,8 @@ export function verifyNotification(
     const amplify = header(headers, 'Elements-Webhook-Signature');
     if (!amplify) throw new VerificationError('no Elements-Webhook-Signature header');
     if (!accepted.some((k) => safeEqual(amplify, amplifySignature(k, body)))) {
-      throw new VerificationError('Elements-Webhook-Signature does not match the body');
+      // A wrong key and a changed body look the same here: the message must not blame one of them.
+      throw new VerificationError('Elements-Webhook-Signature matches none of the given keys (a wrong key, or a body changed since it was signed)');
     }
     return;
   }
@@ -129,6 +130,6 @@ export function verifyNotification(
   const candidates = standard.split(' ');
   const expected = accepted.map((k) => standardSignature(k, id, Number(timestamp), body));
   if (!candidates.some((candidate) => expected.some((e) => safeEqual(candidate, e)))) {
-    throw new VerificationError('no webhook-signature matches the body');
+    throw new VerificationError('no webhook-signature matches the given keys (a wrong key, or a body or webhook headers changed since they were signed)');
   }
 }

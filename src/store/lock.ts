@@ -1,4 +1,4 @@
-import { chmodSync, closeSync, constants, fchmodSync, mkdirSync, openSync, readlinkSync, realpathSync, statSync } from 'node:fs';
+import { chmodSync, closeSync, constants, existsSync, fchmodSync, mkdirSync, openSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 
@@ -108,4 +108,30 @@ export function acquireDaemonLock(databasePath: string): { release(): void } {
     throw err;
   }
   return { release: () => lock.close() };
+}
+
+/**
+ * Whether a daemon holds the lock of `databasePath` now, without waiting and without taking it:
+ * for commands that change the outbox and must say who sends what they queued. The holder's
+ * exclusive lock refuses even a read; `undefined` when the lock file cannot be read at all
+ * (another user's service, for one).
+ */
+export function isDaemonLockHeld(databasePath: string): boolean | undefined {
+  const lockPath = `${realDatabasePath(databasePath)}.lock`;
+  // A database no daemon ever ran on has no lock file, and a read-only probe must not make one.
+  if (!existsSync(lockPath)) return false;
+  let probe: Database.Database;
+  try {
+    probe = new Database(lockPath, { readonly: true, fileMustExist: true, timeout: 0 });
+  } catch {
+    return undefined;
+  }
+  try {
+    probe.prepare('SELECT count(*) FROM holder').get();
+    return false;
+  } catch (err) {
+    return (err as { code?: string }).code === 'SQLITE_BUSY' ? true : undefined;
+  } finally {
+    probe.close();
+  }
 }
