@@ -14,7 +14,7 @@ describe('the npm package', () => {
     const work = tempDir();
     const copy = join(work, 'src-copy');
     mkdirSync(copy);
-    for (const entry of ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json', 'src', 'migrations', 'deploy', 'poller.config.json', 'README.md']) {
+    for (const entry of ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json', 'src', 'migrations', 'deploy', 'docs', 'poller.config.json', 'README.md']) {
       cpSync(join(ROOT, entry), join(copy, entry), { recursive: true });
     }
     // A leftover of an old build must not ship.
@@ -23,7 +23,7 @@ describe('the npm package', () => {
     symlinkSync(join(ROOT, 'node_modules'), join(copy, 'node_modules'));
     const packed = JSON.parse(execFileSync(NPM, ['pack', '--json', '--pack-destination', work], { cwd: copy, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })) as { filename: string; files: { path: string }[] }[];
     const files = packed[0]!.files.map((f) => f.path);
-    for (const needed of ['dist/cli.js', 'dist/store/storeThread.js', 'deploy/pollbridge.service', 'poller.config.json', ...readdirSync(join(ROOT, 'migrations')).map((m) => `migrations/${m}`)]) {
+    for (const needed of ['dist/cli.js', 'dist/store/storeThread.js', 'deploy/pollbridge.service', 'docs/performance.md', 'poller.config.json', ...readdirSync(join(ROOT, 'migrations')).map((m) => `migrations/${m}`)]) {
       expect(files).toContain(needed);
     }
     expect(files.filter((f) => f.startsWith('test/') || f.startsWith('src/') || f === 'dist/stale.js')).toEqual([]);
