@@ -1,0 +1,74 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config/load.js';
+import type { PollbridgeConfig } from '../src/config/types.js';
+import { harness } from './helpers/harness.js';
+import { SIM_ENV } from './helpers/simConfig.js';
+import { waitFor } from './helpers/tmp.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+type ConfigJson = { database: string; http?: { listen: string }; instances: { name: string; configuration: Record<string, unknown> }[] };
+
+function rewrite(file: string, edit: (c: ConfigJson) => void): PollbridgeConfig {
+  const json = JSON.parse(readFileSync(file, 'utf8')) as ConfigJson;
+  edit(json);
+  writeFileSync(file, JSON.stringify(json, null, 2));
+  return loadConfig(file, { env: SIM_ENV });
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+const servers: Server[] = [];
+afterEach(async () => {
+  for (const s of servers.splice(0)) await new Promise((resolve) => s.close(resolve));
+});
+
+describe('attacks on the lifecycle queue', () => {
+  it('start() asked after stop() on a daemon never started opens nothing: the database is free at once', { timeout: 60_000 }, async () => {
+    const h = await harness();
+    const { daemon } = h.daemon();
+    await daemon.stop();
+    await daemon.start();
+    const asked = h.sim.listQueries.length;
+    const second = h.daemon().daemon;
+    await second.start();
+    await waitFor('the second daemon polls', () => h.sim.listQueries.length > asked);
+    await second.stop();
+  });
+
+  it('a start refused at http.listen has closed the database when it rejects: the fixed config starts at once', { timeout: 60_000 }, async () => {
+    const busy = createServer();
+    servers.push(busy);
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    const taken = (busy.address() as AddressInfo).port;
+    const h = await harness({}, {}, (c) => ({ ...c, http: { listen: `127.0.0.1:${taken}` } }));
+    const { daemon } = h.daemon();
+    await expect(daemon.start()).rejects.toThrow(/EADDRINUSE/);
+    const free = await freePort();
+    rewrite(h.configFile, (c) => { c.http = { listen: `127.0.0.1:${free}` }; });
+    const second = h.daemon().daemon;
+    await second.start();
+    await second.stop();
+  });
+
+  it('a reload that changes only the host of http.listen (same port, held by the daemon itself) is applied', { timeout: 60_000 }, async () => {
+    const port = await freePort();
+    const h = await harness({}, {}, (c) => ({ ...c, http: { listen: `127.0.0.1:${port}` } }));
+    const { daemon } = h.daemon();
+    await daemon.start();
+    // Binding 0.0.0.0:P beside 127.0.0.1:P is EADDRINUSE on Linux: the port is busy only because it is ours.
+    const next = rewrite(h.configFile, (c) => { c.http = { listen: `0.0.0.0:${port}` }; });
+    expect(await daemon.reload(() => next)).toBe(true);
+    expect(daemon.httpUrl).toBe(`http://0.0.0.0:${port}`);
+    expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+  });
+});
