@@ -154,13 +154,21 @@ export class Daemon {
   }
 
   private async startNow(): Promise<void> {
+    // A stop asked before the start: nothing is to be opened that no stop would close.
+    if (this.stopped) return;
     await this.open();
     if (this.stopped) return;
     if (this.config.http) {
       try {
         this.httpServer = await this.listen(this.config);
       } catch (err) {
-        void this.stop();
+        // Closed before the start rejects, so that the caller may start again on this database at
+        // once; a stop asked meanwhile is the next step and does it.
+        if (!this.stopping) {
+          this.stopped = true;
+          this.stopping = this.stopNow();
+          await this.stopping;
+        }
         throw err;
       }
     }
@@ -319,7 +327,16 @@ export class Daemon {
     const timeoutMs = Math.max(...this.config.instances.map((i) => i.delivery.timeoutMs), 15_000);
     this.http = createHttpClient({ timeoutMs });
     this.getText = createGetText({ timeoutMs });
-    this.install(await this.planStreams(this.config));
+    try {
+      this.install(await this.planStreams(this.config));
+    } catch (err) {
+      // The database thread would keep the process alive, holding the lock, with nothing to stop it.
+      this.store = undefined;
+      await store.close().catch(() => {});
+      this.lock.release();
+      this.lock = undefined;
+      throw err;
+    }
     this.watchStore(store);
     this.deliverer = new Deliverer({
       store,
