@@ -27,9 +27,10 @@ export async function runCommand(opts: RunOptions): Promise<void> {
     }
     requestStop?.();
   };
-  // Until the daemon can reload, a SIGHUP is remembered and applied once it has started.
+  // Until the daemon can reload, a SIGHUP is remembered and applied once it has started. One that
+  // comes after a stop was asked is not: signals are applied in the order they came.
   let hangups = 0;
-  let onHangup = (): void => { hangups++; };
+  let onHangup = (): void => { if (signals === 0) hangups++; };
   process.on('SIGTERM', onStopSignal);
   process.on('SIGINT', onStopSignal);
   process.on('SIGHUP', () => onHangup());
@@ -67,7 +68,7 @@ export async function runCommand(opts: RunOptions): Promise<void> {
   let reloadWaiting = false;
   onHangup = () => {
     // A reload that has not begun yet will read the file as it is then: one is enough.
-    if (reloadWaiting) return;
+    if (reloadWaiting || signals > 0) return;
     reloadWaiting = true;
     const reading = () => {
       reloadWaiting = false;
