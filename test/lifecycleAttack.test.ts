@@ -71,4 +71,20 @@ describe('attacks on the lifecycle queue', () => {
     expect(daemon.httpUrl).toBe(`http://0.0.0.0:${port}`);
     expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
   });
+
+  it('a same-port host change that still cannot bind once ours is closed is refused, and the old address answers again', { timeout: 60_000 }, async () => {
+    // Another program on 127.0.0.2:P makes 0.0.0.0:P unbindable whatever the daemon does.
+    const other = createServer();
+    servers.push(other);
+    await new Promise<void>((resolve) => other.listen(0, '127.0.0.2', resolve));
+    const port = (other.address() as AddressInfo).port;
+    const h = await harness({}, {}, (c) => ({ ...c, http: { listen: `127.0.0.1:${port}` } }));
+    const { daemon } = h.daemon();
+    await daemon.start();
+    const next = rewrite(h.configFile, (c) => { c.http = { listen: `0.0.0.0:${port}` }; });
+    await expect(daemon.reload(() => next)).rejects.toThrow(`cannot listen on 0.0.0.0:${port} (http.listen): EADDRINUSE`);
+    expect(daemon.httpUrl).toBe(`http://127.0.0.1:${port}`);
+    expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+    expect(daemon.config.http).toEqual({ host: '127.0.0.1', port });
+  });
 });
