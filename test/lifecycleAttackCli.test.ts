@@ -168,3 +168,58 @@ describe('SIGHUP and SIGTERM while a reload waits on the database', () => {
     }
   });
 });
+
+describe('SIGTERM at observable moments of run --once', () => {
+  for (const moment of ['a list request in flight', 'a delivery in flight'] as const) {
+    it(`with ${moment}: exit 0, stopped once, and the database free after`, { timeout: 60_000 }, async () => {
+      const h = await harness({}, {}, undefined, moment === 'a delivery in flight' ? (n) => (n === 1 ? 'hang' : 200) : undefined);
+      h.sim.createReport();
+      if (moment === 'a list request in flight') h.sim.faults.listDelayMs = 2000;
+      const p = startCli(['run', '--once', '-c', h.configFile, '--grace-ms', '500', '--since', new Date(Date.now() - 60_000).toISOString()], SIM_ENV);
+      if (moment === 'a list request in flight') await waitFor(moment, () => h.sim.listQueries.length > 0);
+      else await waitFor(moment, () => h.receiver.requests > 0);
+      p.child.kill('SIGTERM');
+      const exited = await exitedWithin(p, 20_000);
+      expect(exited, p.stderr.join('\n')).toEqual({ code: 0, signal: null });
+      expect(p.logs().filter((l) => l.message === 'pollbridge stopped')).toHaveLength(1);
+      h.sim.faults.listDelayMs = 0;
+      const again = await runCli(['run', '--once', '-c', h.configFile], SIM_ENV);
+      expect(again.stderr).not.toMatch(/in use by another/);
+    });
+  }
+});
+
+describe('a burst of SIGHUPs during a reload that waits on the database', () => {
+  it('reads the file once more, not once each: one refusal, then one reload applied', { timeout: 90_000 }, async () => {
+    const h = await harness();
+    const p = startCli(['run', '-c', h.configFile], SIM_ENV);
+    const database = loadConfig(h.configFile, { env: SIM_ENV }).database;
+    await p.waitForLog('pollbridge started');
+    const other = new Database(database);
+    try {
+      const json = JSON.parse(readFileSync(h.configFile, 'utf8')) as { instances: { name: string }[] };
+      json.instances.push({ ...json.instances[0]!, name: 'ConcurTwo' });
+      writeFileSync(h.configFile, JSON.stringify(json));
+      other.exec('BEGIN IMMEDIATE');
+      p.child.kill('SIGHUP');
+      await sleep(300);
+      for (let i = 0; i < 5; i++) {
+        p.child.kill('SIGHUP');
+        await sleep(20);
+      }
+      await p.waitForLog('config reload refused: the running config stays', 1, 20_000);
+      other.exec('ROLLBACK');
+      await p.waitForLog('config reloaded', 1, 20_000);
+      await sleep(1500);
+      const messages = p.logs().map((l) => l.message);
+      expect(messages.filter((m) => m === 'config reload refused: the running config stays')).toHaveLength(1);
+      expect(messages.filter((m) => m === 'config reloaded')).toHaveLength(1);
+    } finally {
+      if (other.inTransaction) other.exec('ROLLBACK');
+      other.close();
+      p.child.kill('SIGTERM');
+      expect(await exitedWithin(p, 20_000)).toEqual({ code: 0, signal: null });
+    }
+  });
+});
+
