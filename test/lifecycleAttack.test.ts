@@ -1,14 +1,18 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { readFileSync, writeFileSync } from 'node:fs';
+import type { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
+import { ThreadedStore } from '../dist/store/threadedStore.js';
+import type { Store } from '../src/store/types.js';
 import { loadConfig } from '../src/config/load.js';
 import type { PollbridgeConfig } from '../src/config/types.js';
-import { harness } from './helpers/harness.js';
+import { Daemon } from '../src/daemon/daemon.js';
+import { captureLogger, FAST_FETCH, harness } from './helpers/harness.js';
 import { SIM_ENV } from './helpers/simConfig.js';
 import { waitFor } from './helpers/tmp.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 
 type ConfigJson = { database: string; http?: { listen: string }; instances: { name: string; configuration: Record<string, unknown> }[] };
 
@@ -26,6 +30,8 @@ async function freePort(): Promise<number> {
   await new Promise((resolve) => server.close(resolve));
   return port;
 }
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const servers: Server[] = [];
 afterEach(async () => {
@@ -88,3 +94,24 @@ describe('attacks on the lifecycle queue', () => {
     expect(daemon.config.http).toEqual({ host: '127.0.0.1', port });
   });
 });
+
+describe('the database thread dies at awkward moments', () => {
+  it('as the stop begins: `failed` never settles (a stop is not a death)', { timeout: 60_000 }, async () => {
+    const h = await harness();
+    let store: Store | undefined;
+    // Not the harness's daemon: its clean-up would stop it again, and this stop may fail (the
+    // database could not be closed), which is fair for a thread that died.
+    const config = loadConfig(h.configFile, { env: SIM_ENV });
+    const daemon = new Daemon({ config, log: captureLogger(config.secrets).log, fetchPolicy: FAST_FETCH, graceMs: 1000, openStore: async (path) => (store = await ThreadedStore.open(path)) });
+    await daemon.start();
+    await waitFor('a first poll', () => h.sim.listQueries.length > 0);
+    let failed = false;
+    void daemon.failed.then(() => { failed = true; });
+    const stopping = daemon.stop().catch((err: Error) => err);
+    await (store as unknown as { worker: Worker }).worker.terminate();
+    await stopping;
+    await sleep(100);
+    expect(failed).toBe(false);
+  });
+});
+
