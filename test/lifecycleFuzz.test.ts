@@ -115,7 +115,10 @@ describe('seeded random sequences of start, reload and stop', () => {
           const kind = pick(['database', 'listen taken', 'reader throws', 'invalid'] as const);
           history.push(`reload failing: ${kind}`);
           const reader = kind === 'database' ? () => variant((c) => { c.database = './elsewhere.db'; })
-            : kind === 'listen taken' ? () => variant((c) => { c.http = { listen: `127.0.0.1:${portOf(busy)}` }; c.instances.push({ ...c.instances[0]!, name: 'ConcurThree' }); })
+            : kind === 'listen taken' ? () => variant((c) => { c.http = { listen: `127.0.0.1:${portOf(busy)}` }; c.instances.push({ ...c.instances[0]!, name: 'ConcurThree' });
+              // Were it half applied, deliveries would go nowhere.
+              c.instances[0]!.configuration['event.notification.callback.url'] = 'http://127.0.0.1:9/nowhere';
+            })
             : kind === 'reader throws' ? () => { throw new Error('the reader failed'); }
             : () => undefined;
           asked.push({ kind: 'bad', stopAsked, result: daemon.reload(reader).catch((err: Error) => err) });
