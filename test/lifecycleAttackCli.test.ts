@@ -119,6 +119,27 @@ describe('signals while the modules load', () => {
     });
   }
 
+  it('run --once: SIGHUP while loading is ignored with one warning, and the run completes', { timeout: 60_000 }, async () => {
+    const h = await harness();
+    const { p, release } = await whileLoading(['run', '--once', '-c', h.configFile], h.dir);
+    p.child.kill('SIGHUP');
+    await sleep(50);
+    release();
+    const exited = await exitedWithin(p, 20_000);
+    expect(exited, p.stderr.join('\n')).toEqual({ code: 0, signal: null });
+    expect(p.logs().filter((l) => l.message === 'SIGHUP ignored: run --once reads its config once')).toHaveLength(1);
+    expect(p.logs().map((l) => l.message)).toContain('poll finished');
+  });
+
+  it('sim: SIGTERM while loading kills it (the default action)', { timeout: 60_000 }, async () => {
+    const h = await harness();
+    const { p, release } = await whileLoading(['sim', '--port', '0'], h.dir);
+    p.child.kill('SIGTERM');
+    await sleep(50);
+    release();
+    expect(await exitedWithin(p, 20_000)).toEqual({ code: null, signal: 'SIGTERM' });
+  });
+
   it('sim: SIGTERM after it started still ends it', { timeout: 60_000 }, async () => {
     const p = startCli(['sim', '--port', '0']);
     await waitFor('the simulator listening', () => p.stdout.length + p.stderr.length > 0);
