@@ -115,3 +115,28 @@ describe('the database thread dies at awkward moments', () => {
   });
 });
 
+describe('/healthz stall limit across reloads', () => {
+  const stallReasons = async (url: string) => {
+    const body = await (await fetch(`${url}/healthz`)).json() as { reasons?: string[] };
+    return (body.reasons ?? []).filter((r) => r.includes('scheduled polls came and went'));
+  };
+
+  it('a reload keeping the schedule keeps a stall reported; one changing it counts its own polls from then', { timeout: 60_000 }, async () => {
+    const port = await freePort();
+    const h = await harness({}, {}, (c) => ({ ...c, http: { listen: `127.0.0.1:${port}` } }));
+    const { daemon } = h.daemon();
+    await daemon.start();
+    const url = `http://127.0.0.1:${port}`;
+    await waitFor('a first poll', () => h.sim.listQueries.length > 0);
+    h.sim.faults.listFailures = Array.from({ length: 1000 }, () => ({ status: 500 }));
+    // Every second; 3 polls came and went after about 4 s.
+    await waitFor('the stall reported', async () => (await stallReasons(url)).length === 1, 20_000);
+    const same = rewrite(h.configFile, () => {});
+    expect(await daemon.reload(() => same)).toBe(true);
+    expect(await stallReasons(url)).toHaveLength(1);
+    const slower = rewrite(h.configFile, (c) => { c.instances[0]!.configuration['pollbridge.poller.cron'] = '*/20 * * * * *'; });
+    expect(await daemon.reload(() => slower)).toBe(true);
+    expect(await stallReasons(url)).toEqual([]);
+  });
+});
+
