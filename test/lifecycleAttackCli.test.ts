@@ -76,6 +76,21 @@ describe('signals while the modules load', () => {
     expect(messages).not.toContain('config reloaded');
   });
 
+  it('run: SIGHUP then SIGTERM while loading: the reload is applied, then the stop, exit 0', { timeout: 60_000 }, async () => {
+    const h = await harness();
+    const { p, release } = await whileLoading(['run', '-c', h.configFile], h.dir);
+    p.child.kill('SIGHUP');
+    await sleep(20);
+    p.child.kill('SIGTERM');
+    await sleep(50);
+    release();
+    const exited = await exitedWithin(p, 20_000);
+    expect(exited, p.stderr.join('\n')).toEqual({ code: 0, signal: null });
+    const messages = p.logs().map((l) => l.message);
+    expect(messages.indexOf('config reloaded')).toBeGreaterThan(messages.indexOf('pollbridge started'));
+    expect(messages.indexOf('config reloaded')).toBeLessThan(messages.indexOf('pollbridge stopped'));
+  });
+
   it('run --once: SIGTERM while loading: the run is cut short, exit 0, the database closed', { timeout: 60_000 }, async () => {
     const h = await harness();
     const { p, release } = await whileLoading(['run', '--once', '-c', h.configFile], h.dir);

@@ -66,9 +66,9 @@ export async function runCommand(opts: RunOptions): Promise<void> {
   }
   const started = daemon.start();
   let reloadWaiting = false;
-  onHangup = () => {
+  const reload = (): void => {
     // A reload that has not begun yet will read the file as it is then: one is enough.
-    if (reloadWaiting || signals > 0) return;
+    if (reloadWaiting) return;
     reloadWaiting = true;
     const reading = () => {
       reloadWaiting = false;
@@ -81,7 +81,9 @@ export async function runCommand(opts: RunOptions): Promise<void> {
       (err: unknown) => log.error('config reload refused: the running config stays', { error: (err as Error).message }),
     );
   };
-  if (hangups > 0) onHangup();
+  onHangup = () => { if (signals === 0) reload(); };
+  // Held ones came before any stop that was asked.
+  if (hangups > 0) reload();
   await started;
   await Promise.race([stopRequested, failed]);
   log.info('stopping');
