@@ -1,4 +1,6 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
@@ -89,6 +91,25 @@ describe('signals while the modules load', () => {
     const messages = p.logs().map((l) => l.message);
     expect(messages.indexOf('config reloaded')).toBeGreaterThan(messages.indexOf('pollbridge started'));
     expect(messages.indexOf('config reloaded')).toBeLessThan(messages.indexOf('pollbridge stopped'));
+  });
+
+  it('run: SIGHUP while loading, then a start refused at http.listen: the error is said and the process exits 1', { timeout: 60_000 }, async () => {
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (busy.address() as AddressInfo).port;
+      const h = await harness({}, {}, (c) => ({ ...c, http: { listen: `127.0.0.1:${port}` } }));
+      const { p, release } = await whileLoading(['run', '-c', h.configFile], h.dir);
+      p.child.kill('SIGHUP');
+      await sleep(50);
+      release();
+      const exited = await exitedWithin(p, 20_000);
+      expect(exited, p.stderr.join('\n')).toEqual({ code: 1, signal: null });
+      expect(p.stderr.join('\n')).toContain(`cannot listen on 127.0.0.1:${port} (http.listen): EADDRINUSE`);
+      expect(p.logs().map((l) => l.message)).not.toContain('config reloaded');
+    } finally {
+      await new Promise((resolve) => busy.close(resolve));
+    }
   });
 
   it('run --once: SIGTERM while loading: the run is cut short, exit 0, the database closed', { timeout: 60_000 }, async () => {
