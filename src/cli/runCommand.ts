@@ -28,9 +28,10 @@ export async function runCommand(opts: RunOptions): Promise<void> {
     }
     requestStop?.();
   };
-  // Until the daemon can reload, a SIGHUP is remembered and applied once it has started.
+  // Until the daemon can reload, a SIGHUP is remembered and applied once it has started. One that
+  // comes after a stop was asked is not: signals are applied in the order they came.
   let hangups = 0;
-  let onHangup = (): void => { hangups++; };
+  let onHangup = (): void => { if (signals === 0) hangups++; };
   process.on('SIGTERM', onStopSignal);
   process.on('SIGINT', onStopSignal);
   process.on('SIGHUP', () => onHangup());
@@ -67,7 +68,7 @@ export async function runCommand(opts: RunOptions): Promise<void> {
   }
   const started = daemon.start();
   let reloadWaiting = false;
-  onHangup = () => {
+  const reload = (): void => {
     // A reload that has not begun yet will read the file as it is then: one is enough.
     if (reloadWaiting) return;
     reloadWaiting = true;
@@ -82,7 +83,9 @@ export async function runCommand(opts: RunOptions): Promise<void> {
       (err: unknown) => log.error('config reload refused: the running config stays', { error: (err as Error).message }),
     );
   };
-  if (hangups > 0) onHangup();
+  onHangup = () => { if (signals === 0) reload(); };
+  // Held ones came before any stop that was asked.
+  if (hangups > 0) reload();
   await started;
   await Promise.race([stopRequested, failed]);
   log.info('stopping');

@@ -159,13 +159,21 @@ export class Daemon {
   }
 
   private async startNow(): Promise<void> {
+    // A stop asked before the start: nothing is to be opened that no stop would close.
+    if (this.stopped) return;
     await this.open();
     if (this.stopped) return;
     if (this.config.http) {
       try {
         this.httpServer = await this.listen(this.config);
       } catch (err) {
-        void this.stop();
+        // Closed before the start rejects, so that the caller may start again on this database at
+        // once; a stop asked meanwhile is the next step and does it.
+        if (!this.stopping) {
+          this.stopped = true;
+          this.stopping = this.stopNow();
+          await this.stopping;
+        }
         throw err;
       }
     }
@@ -261,7 +269,7 @@ export class Daemon {
     let server = this.httpServer;
     if (listenChanged && config.http) {
       try {
-        server = await this.listen(config);
+        server = await this.listenInstead(config);
       } catch (err) {
         await this.closeAuths(planned.filter((p) => p.fresh).map((p) => p.auth));
         throw new ReloadError((err as Error).message);
@@ -281,6 +289,31 @@ export class Daemon {
     this.deliverer?.wake();
     const kept = new Set(this.streams.map((s) => s.auth));
     await this.closeAuths(before.filter((a) => !kept.has(a)));
+  }
+
+  /**
+   * Listens on a reload's new address while the old one still answers. When only the host changes
+   * (127.0.0.1:9464 → 0.0.0.0:9464) the kernel refuses the new address beside ours, the port being
+   * busy only because it is ours: ours is closed first, and opened again if the new one fails too.
+   */
+  private async listenInstead(config: PollbridgeConfig): Promise<{ url: string; close(): Promise<void> }> {
+    try {
+      return await this.listen(config);
+    } catch (err) {
+      const running = this.config.http;
+      if (!this.httpServer || !running || running.port === 0 || running.port !== config.http!.port || !/EADDRINUSE/.test((err as Error).message)) throw err;
+    }
+    await this.httpServer.close();
+    this.httpServer = undefined;
+    try {
+      return await this.listen(config);
+    } catch (err) {
+      this.httpServer = await this.listen(this.config).catch((again: unknown) => {
+        this.log.error('health and metrics are off: their address could not be listened on again', { error: (again as Error).message });
+        return undefined;
+      });
+      throw err;
+    }
   }
 
   /**
@@ -327,7 +360,16 @@ export class Daemon {
     const timeoutMs = Math.max(...this.config.instances.map((i) => i.delivery.timeoutMs), 15_000);
     this.http = createHttpClient({ timeoutMs });
     this.getText = createGetText({ timeoutMs });
-    this.install(await this.planStreams(this.config));
+    try {
+      this.install(await this.planStreams(this.config));
+    } catch (err) {
+      // The database thread would keep the process alive, holding the lock, with nothing to stop it.
+      this.store = undefined;
+      await store.close().catch(() => {});
+      this.lock.release();
+      this.lock = undefined;
+      throw err;
+    }
     this.watchStore(store);
     this.deliverer = new Deliverer({
       store,
