@@ -1,9 +1,12 @@
 import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { CLI, runCli } from './helpers/cli.js';
 import { harness } from './helpers/harness.js';
 import { withResource } from './helpers/simConfig.js';
+import { tempDir } from './helpers/tmp.js';
 
 /** A database holding `count` pending notifications, made by a real run against the simulator. */
 async function databaseWithPending(count: number): Promise<string> {
@@ -55,6 +58,16 @@ describe('exit codes (README, Command line)', () => {
     expect(result.code).toBe(70);
     expect(result.stdout).toBe('');
     expect(result.stderr).toMatch(/^pollbridge: unexpected error: SqliteError: no such column: \S*last_status\n {4}at /);
+  });
+
+  it('a file that is not a database is the operator\'s to fix: exit 1 with one line, no stack', async () => {
+    const file = join(tempDir(), 'notes.db');
+    writeFileSync(file, 'not a database, only some notes\n'.repeat(200));
+    for (const args of [['status', '--db', file], ['events', 'list', '--db', file]]) {
+      const result = await runCli(args);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toBe(`pollbridge: cannot open the database ${file}: file is not a database`);
+    }
   });
 
   it('expected failures are not bugs: a bad option is exit 1 with one line, no stack', async () => {

@@ -3,6 +3,7 @@ import { ConfigError } from '../config/issues.js';
 import { StartError } from '../daemon/daemon.js';
 import { StoreOpenError } from '../store/lock.js';
 import { MigrationError } from '../store/migrate.js';
+import { StoreError } from '../store/threadedStore.js';
 import { pollbridgeVersion } from '../version.js';
 import { demoCommand } from './demoCommand.js';
 import { eventsListCommand, eventsShowCommand, replayCommand } from './eventsCommand.js';
@@ -152,6 +153,10 @@ export async function runCli(argv: string[]): Promise<void> {
     } else if (err instanceof UserError || err instanceof StoreOpenError || err instanceof StartError || err instanceof MigrationError) {
       process.stderr.write(`pollbridge: ${err.message}\n`);
       process.exitCode = err instanceof UserError ? err.exitCode : 1;
+    } else if (err instanceof StoreError) {
+      // The database refused a call (locked past the busy timeout, disk full): the operator's to fix.
+      process.stderr.write(`pollbridge: the database refused a call: ${err.message}${err.code ? ` (${err.code})` : ''}\n`);
+      process.exitCode = 1;
     } else {
       process.stderr.write(`pollbridge: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
       process.exitCode = 70;
