@@ -42,6 +42,7 @@ export function buildProgram(): Command {
   program.command('validate')
     .description('check a config file and list every problem')
     .addOption(configOption())
+    .option('--online', 'then, for each enabled instance: get a token, read the first page of each resource, POST a signed test notification')
     .action(validateCommand);
 
   program.command('status')
