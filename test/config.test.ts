@@ -232,7 +232,6 @@ describe('config: each bad input has its own clear message naming file and path'
 
 describe('config: the sample file can be copied and edited', () => {
   it('resolves a relative database path against the config directory', () => {
-    const dir = tempDir();
     const file = editedSample();
     expect(readConfig(file, { env: SAMPLE_ENV }).config!.database).toBe(join(dirname(file), 'pollbridge.db'));
   });
