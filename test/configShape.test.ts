@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { closest, editDistance, withSuggestion } from '../src/config/editDistance.js';
+import { closest, editDistance } from '../src/config/editDistance.js';
 import { findJsonSyntaxError } from '../src/config/jsonSyntax.js';
 import { SECRET_KINDS } from '../src/config/keys.js';
 import { placeholderIn, referenceProblems, URL_KINDS } from '../src/config/shape.js';
@@ -32,11 +32,6 @@ describe('closest', () => {
     // Short words are near every other short word: no guess for them.
     expect(closest('ab', ['cd', 'ef'])).toBeUndefined();
     expect(closest('http', ['http'])).toBeUndefined();
-  });
-
-  it('adds a "did you mean" only when there is one', () => {
-    expect(withSuggestion('unknown key', 'instnaces', ['instances'])).toBe('unknown key: did you mean "instances"?');
-    expect(withSuggestion('unknown key', 'zzz', ['instances'])).toBe('unknown key');
   });
 });
 

@@ -20,9 +20,9 @@ const PAGE_TIMEOUT_MS = 30_000;
 /** The first page is read for a window this long, ending now: any window proves the URL. */
 const CHECK_WINDOW_MS = 60 * 60_000;
 /** Marks the test notification in the body's `raw.objectType`, beside `message.test`. */
-export const TEST_OBJECT_TYPE = 'pollbridge.test';
+const TEST_OBJECT_TYPE = 'pollbridge.test';
 /** Marks the test notification in its headers, so a receiver can tell it before parsing the body. */
-export const TEST_HEADER = 'pollbridge-test';
+const TEST_HEADER = 'pollbridge-test';
 
 type Outcome = { ok: boolean; detail: string };
 type Say = (line: string) => void;

@@ -37,8 +37,3 @@ export function closest(word: string, candidates: Iterable<string>): string | un
   return best?.candidate;
 }
 
-/** `message`, followed by a "did you mean" when a candidate is near `word`. */
-export function withSuggestion(message: string, word: string, candidates: Iterable<string>): string {
-  const suggestion = closest(word, candidates);
-  return suggestion === undefined ? message : `${message}: did you mean "${suggestion}"?`;
-}

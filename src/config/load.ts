@@ -7,8 +7,8 @@ import { instantFromMs } from '../time/instant.js';
 import { PatternError } from '../time/javaPattern.js';
 import { normalizeTimeZone } from '../time/zone.js';
 import { childPath, ConfigError, type ConfigIssue, IssueList } from './issues.js';
-import { INSTANCE_EXTENSION_KEYS, RESOURCE_EXTENSION_KEYS } from './keys.js';
 import { findJsonSyntaxError } from './jsonSyntax.js';
+import { INSTANCE_EXTENSION_KEYS, RESOURCE_EXTENSION_KEYS } from './keys.js';
 import { isObject, ObjectReader } from './read.js';
 import { resolveSecrets } from './secrets.js';
 import { checkInstanceShape, checkRootShape, referenceProblems, URL_KINDS } from './shape.js';
@@ -204,7 +204,8 @@ function warnPlainHttp(r: ObjectReader, key: string, value: string | undefined):
     return;
   }
   if (url.protocol === 'http:' && !LOOPBACK_HOST.test(url.hostname)) {
-    r.issues.warn(r.at(key), `is plain http to ${url.hostname}, not this machine: notifications, records and signatures cross the network readable by anyone on the way; use https`);
+    // The URL may come from a reference: the warning quotes no part of it.
+    r.issues.warn(r.at(key), 'is plain http to a host other than this machine: notifications, records and signatures cross the network readable by anyone on the way; use https');
   }
 }
 
