@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
@@ -6,7 +7,7 @@ import { acquireDaemonLock } from '../src/store/lock.js';
 import { SqliteStore } from '../src/store/sqliteStore.js';
 import { runCli } from './helpers/cli.js';
 import { harness } from './helpers/harness.js';
-import { SIM_ENV } from './helpers/simConfig.js';
+import { asGenericApi, SIM_ENV } from './helpers/simConfig.js';
 import { waitFor } from './helpers/tmp.js';
 
 type Harness = Awaited<ReturnType<typeof harness>>;
@@ -65,6 +66,25 @@ describe('pollbridge validate --online', () => {
     expect(run.code).toBe(0);
     expect(h.sim.tokenRequestCount).toBe(1);
     expect(run.logs.find((l) => l.message === 'poll finished')).toMatchObject({ settled: true });
+  });
+
+  it('checks a generic API with a bearer token without opening the database, and says which instances it skipped', async () => {
+    const h = await harness({}, {}, (base) => {
+      const generic = asGenericApi(base, '/generic/v1/reports?updated_since=${date:yyyy-MM-dd\'T\'HH:mm:ss.SSSXXX}&per_page=2');
+      const off = { ...base.instances[0]!, name: 'Off', configuration: { ...base.instances[0]!.configuration, 'event.notification.enabled': 'false' } };
+      return { ...generic, instances: [...generic.instances, off] };
+    });
+    for (let i = 0; i < 3; i++) h.sim.createReport();
+    const r = await online(h);
+    expect(r.code).toBe(0);
+    expect(steps(r.stdout)).toEqual([
+      'ConcurTest token: ok: no token to get (auth bearer): the first page proves the credentials',
+      expect.stringMatching(/^ConcurTest reports first page: ok: 2 record\(s\) changed in the last hour, more pages follow \(GET http:\/\/127\.0\.0\.1:\d+\/generic\/v1\/reports\?updated_since=/),
+      expect.stringMatching(/^ConcurTest callback: ok: HTTP 200/),
+      'Off: disabled, not checked',
+    ]);
+    expect(existsSync(join(h.dir, 'state'))).toBe(false);
+    expect(h.receiver.accepted.map((n) => JSON.parse(n.body).message.elementKey)).toEqual(['tickets-api']);
   });
 
   it('uses a stored access token without a refresh', async () => {
