@@ -1,5 +1,5 @@
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { readConfig } from '../src/config/load.js';
@@ -23,6 +23,13 @@ function resourceWith(extra: Record<string, unknown>) {
   return instance({ 'event.poller.configuration': { reports: { ...reports, ...extra } } });
 }
 
+/** A copy of the sample with its callback URL edited, as the README asks before use. */
+function editedSample(): string {
+  const sample = JSON.parse(readFileSync(SAMPLE, 'utf8')) as { instances: { configuration: Record<string, unknown> }[] };
+  sample.instances[0]!.configuration['event.notification.callback.url'] = 'https://receiver.internal/concur';
+  return writeJson(tempDir(), 'poller.config.json', sample);
+}
+
 function problems(value: unknown, env: NodeJS.ProcessEnv = {}): string[] {
   const dir = tempDir();
   const file = writeJson(dir, 'c.json', value);
@@ -30,8 +37,11 @@ function problems(value: unknown, env: NodeJS.ProcessEnv = {}): string[] {
 }
 
 describe('config: the sample', () => {
-  it('validates with only the environment variables set, and resolves them', () => {
-    const result = readConfig(SAMPLE, { env: SAMPLE_ENV });
+  it('validates with the environment variables set once its placeholder callback URL is edited, and resolves them', () => {
+    expect(readConfig(SAMPLE, { env: SAMPLE_ENV }).issues.map(formatIssue)).toEqual([
+      `${SAMPLE}: instances[0].configuration["event.notification.callback.url"]: still holds "hooks.example.com", a placeholder of the example config: put your own value here`,
+    ]);
+    const result = readConfig(editedSample(), { env: SAMPLE_ENV });
     expect(result.issues).toEqual([]);
     const inst = result.config!.instances[0]!;
     expect(inst.auth).toMatchObject({ type: 'oauth2_refresh_token', clientId: 'client-id', refreshToken: 'refresh-token-value' });
@@ -40,8 +50,8 @@ describe('config: the sample', () => {
     expect(result.config!.secrets).toEqual(expect.arrayContaining(['client-secret-value', 'refresh-token-value', 'signature-key-value']));
   });
 
-  it('`pollbridge validate` accepts it (exit 0) and lists every missing variable without it (exit 2, as run)', async () => {
-    const ok = await runCli(['validate', '-c', SAMPLE], SAMPLE_ENV);
+  it('`pollbridge validate` accepts it edited (exit 0) and lists every missing variable without it (exit 2, as run)', async () => {
+    const ok = await runCli(['validate', '-c', editedSample()], SAMPLE_ENV);
     expect(ok.code).toBe(0);
     expect(ok.stdout).toMatch(/OK: 1 instance\(s\), streams ConcurForDocs\/reports/);
     const bad = await runCli(['validate', '-c', SAMPLE]);
@@ -49,7 +59,8 @@ describe('config: the sample', () => {
     // The same code as run on the same file: the unit's RestartPreventExitStatus=2 stops there.
     expect((await runCli(['run', '--once', '-c', SAMPLE])).code).toBe(2);
     for (const name of Object.keys(SAMPLE_ENV)) expect(bad.stderr).toContain(`environment variable ${name} is not set`);
-    expect(bad.stderr).toMatch(/4 problem\(s\)/);
+    // The four variables, and the placeholder.
+    expect(bad.stderr).toMatch(/5 problem\(s\)/);
   });
 });
 
@@ -66,10 +77,10 @@ describe('config: AMPLIFY spellings', () => {
 
   it('accepts whsec_ keys in base64, current and previous, and a resource\'s own pollbridge keys', () => {
     const file = writeJson(tempDir(), 'c.json', {
-      ...resourceWith({ 'pollbridge.items': 'data', 'pollbridge.nextPage': 'next', 'pollbridge.oldestFirst': 'true' }),
+      ...resourceWith({ url: '/items?since=${epoch}', 'pollbridge.items': 'data', 'pollbridge.nextPage': 'next', 'pollbridge.oldestFirst': 'true' }),
       element: { key: 'generic' },
       configuration: {
-        ...resourceWith({ 'pollbridge.items': 'data', 'pollbridge.nextPage': 'next', 'pollbridge.oldestFirst': 'true' }).configuration,
+        ...resourceWith({ url: '/items?since=${epoch}', 'pollbridge.items': 'data', 'pollbridge.nextPage': 'next', 'pollbridge.oldestFirst': 'true' }).configuration,
         'event.notification.signature.key': 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw',
         'pollbridge.notification.previousSignatureKeys': ['whsec_dGhyZWU=', 'whsec_dHdvIGI=', 'whsec_b25lIGJ5', 'a plain key'],
       },
@@ -148,7 +159,7 @@ describe('config: each bad input has its own clear message naming file and path'
     ['poller configuration string not JSON', instance({ 'event.poller.configuration': '{reports:' }), 'configuration["event.poller.configuration"]: is a string but not valid JSON'],
     ['week-year pattern', instance({ 'event.poller.configuration': { reports: { url: '/hubs/expense/reports', datesConfiguration: { updatedDateFormat: 'YYYY-MM-dd' } } } }),
       'datesConfiguration.updatedDateFormat: \'Y\' is Java\'s week year'],
-    ['unknown URL macro', instance({ 'event.poller.configuration': { reports: { url: '/x?d=${today}' } } }), 'reports.url: unknown macro ${today}'],
+    ['unknown URL macro', instance({ 'event.poller.configuration': { reports: { url: '/x?d=${today}' } } }), 'reports.url: unknown reference "${today}"'],
     ['unknown pollbridge key', instance({ 'pollbridge.poller.crn': '* * * * *' }), 'configuration["pollbridge.poller.crn"]: unknown pollbridge key'],
     ['unknown pollbridge key in a resource', resourceWith({ 'pollbridge.itmes': 'data' }),
       'configuration["event.poller.configuration"].reports["pollbridge.itmes"]: unknown pollbridge key (known here: pollbridge.items, pollbridge.nextPage, pollbridge.oldestFirst)'],
@@ -211,7 +222,7 @@ describe('config: each bad input has its own clear message naming file and path'
   it('reports the other problems of a resource whose url is bad too', () => {
     const found = problems(instance({ 'event.poller.configuration': { reports: { url: '/x?d=${today}', pageSize: 'many', pollDelay: -5 } } }));
     expect(found).toHaveLength(3);
-    expect(found.join('\n')).toMatch(/reports\.url: unknown macro[\s\S]*reports\.pageSize: must be a whole number[\s\S]*reports\.pollDelay: must be between 0 and 86400 seconds/);
+    expect(found.join('\n')).toMatch(/reports\.url: unknown reference[\s\S]*reports\.pageSize: must be a whole number[\s\S]*reports\.pollDelay: must be between 0 and 86400 seconds/);
   });
 
   it('refuses a duplicate instance name', () => {
@@ -221,8 +232,7 @@ describe('config: each bad input has its own clear message naming file and path'
 
 describe('config: the sample file can be copied and edited', () => {
   it('resolves a relative database path against the config directory', () => {
-    const dir = tempDir();
-    copyFileSync(SAMPLE, join(dir, 'poller.config.json'));
-    expect(readConfig(join(dir, 'poller.config.json'), { env: SAMPLE_ENV }).config!.database).toBe(join(dir, 'pollbridge.db'));
+    const file = editedSample();
+    expect(readConfig(file, { env: SAMPLE_ENV }).config!.database).toBe(join(dirname(file), 'pollbridge.db'));
   });
 });

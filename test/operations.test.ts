@@ -56,7 +56,11 @@ describe('systemd', () => {
     const creds = join(tempDir(), 'creds');
     mkdirSync(creds);
     for (const name of ['concur-client-secret', 'concur-refresh-token', 'signature-key']) writeFileSync(join(creds, name), `${name}-value\n`);
-    const result = readConfig(DEPLOY_CONFIG, { env: { CREDENTIALS_DIRECTORY: creds } });
+    // Its placeholders filled in, as the operator must (validate refuses them: test/validate.test.ts).
+    const filled = readFileSync(DEPLOY_CONFIG, 'utf8').replace('YOUR-CONCUR-CLIENT-ID', 'client-id').replace('hooks.example.com', 'hooks.acme.internal');
+    const file = join(tempDir(), 'poller.config.json');
+    writeFileSync(file, filled);
+    const result = readConfig(file, { env: { CREDENTIALS_DIRECTORY: creds } });
     expect(result.issues).toEqual([]);
     expect(result.config!.instances[0]!.signatureKey).toBe('signature-key-value');
     expect(result.config!.database).toBe('/var/lib/pollbridge/pollbridge.db');

@@ -60,7 +60,8 @@ export function buildProgram(): Command {
   program.command('validate')
     .description('check a config file and list every problem')
     .addOption(configOption())
-    .addHelpText('after', examples('pollbridge validate -c poller.config.json'))
+    .option('--online', 'then, for each enabled instance: get a token, read the first page of each resource, POST a signed test notification')
+    .addHelpText('after', examples('pollbridge validate -c poller.config.json', 'pollbridge validate -c poller.config.json --online'))
     .action(validateCommand);
 
   program.command('status')

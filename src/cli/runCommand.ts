@@ -43,6 +43,7 @@ export async function runCommand(opts: RunOptions): Promise<void> {
   const file = configPath(opts.config);
   const config = loadConfig(file, { databaseOverride: opts.db });
   const log = createLogger({ level, secrets: config.secrets, ...output });
+  for (const warning of config.warnings) log.warn('config warning', { problem: formatIssue(warning) });
   const daemon = new Daemon({
     config,
     log,

@@ -1,14 +1,18 @@
 import { readConfig } from '../config/load.js';
 import { formatIssue } from '../config/issues.js';
+import { checkOnline } from './onlineCheck.js';
 import { configPath } from './options.js';
 
 /**
- * Lists every problem of a config file (exit 2, as `run` exits on the same file), or a one-line
- * summary of what it will poll.
+ * Lists every problem of a config file (exit 2, as `run` exits on the same file) and every
+ * warning (exit 0 if there are only warnings), or a one-line summary of what it will poll.
+ * `--online` then tries each enabled instance against its provider and receiver (exit 1 if a
+ * step fails).
  */
-export function validateCommand(opts: { config?: string }): void {
+export async function validateCommand(opts: { config?: string; online?: boolean }): Promise<void> {
   const file = configPath(opts.config);
   const result = readConfig(file);
+  for (const warning of result.warnings) process.stderr.write(`warning: ${formatIssue(warning)}\n`);
   if (!result.config) {
     for (const issue of result.issues) process.stderr.write(formatIssue(issue) + '\n');
     process.stderr.write(`${result.issues.length} problem(s) in ${file}\n`);
@@ -17,5 +21,9 @@ export function validateCommand(opts: { config?: string }): void {
   }
   const c = result.config;
   const streams = c.instances.flatMap((i) => i.resources.map((r) => `${i.name}/${r.name}${i.enabled ? '' : ' (disabled)'}`));
-  process.stdout.write(`${file}: OK: ${c.instances.length} instance(s), streams ${streams.join(', ')}; database ${c.database}\n`);
+  const warned = result.warnings.length > 0 ? ` (${result.warnings.length} warning(s))` : '';
+  process.stdout.write(`${file}: OK${warned}: ${c.instances.length} instance(s), streams ${streams.join(', ')}; database ${c.database}\n`);
+  if (!opts.online) return;
+  const passed = await checkOnline(c, (line) => process.stdout.write(line + '\n'));
+  if (!passed) process.exitCode = 1;
 }

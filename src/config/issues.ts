@@ -29,6 +29,8 @@ const MIN_SECRET_LENGTH = 4;
  */
 export class IssueList {
   readonly items: ConfigIssue[] = [];
+  /** What will work, but likely not as meant: reported, never a reason to refuse the file. */
+  readonly warnings: ConfigIssue[] = [];
   /** Resolved value → the reference that produced it, longest value first. */
   private secrets: [string, string][] = [];
   constructor(readonly file: string) {}
@@ -40,7 +42,14 @@ export class IssueList {
   }
 
   add(path: string, message: string): void {
-    const shown = this.secrets.reduce((text, [value, reference]) => text.split(value).join(reference), message);
-    this.items.push({ file: this.file, path, message: shown });
+    this.items.push({ file: this.file, path, message: this.hide(message) });
+  }
+
+  warn(path: string, message: string): void {
+    this.warnings.push({ file: this.file, path, message: this.hide(message) });
+  }
+
+  private hide(message: string): string {
+    return this.secrets.reduce((text, [value, reference]) => text.split(value).join(reference), message);
   }
 }

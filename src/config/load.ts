@@ -7,21 +7,16 @@ import { instantFromMs } from '../time/instant.js';
 import { PatternError } from '../time/javaPattern.js';
 import { normalizeTimeZone } from '../time/zone.js';
 import { childPath, ConfigError, type ConfigIssue, IssueList } from './issues.js';
+import { findJsonSyntaxError } from './jsonSyntax.js';
+import { INSTANCE_EXTENSION_KEYS, RESOURCE_EXTENSION_KEYS } from './keys.js';
 import { isObject, ObjectReader } from './read.js';
 import { resolveSecrets } from './secrets.js';
+import { checkInstanceShape, checkRootShape, referenceProblems, URL_KINDS } from './shape.js';
 import type { AuthConfig, HttpConfig, InstanceConfig, PollbridgeConfig, ResourceConfig, Schedule } from './types.js';
 
 /** AMPLIFY's delivery schedule: 4^n seconds for n = 1..9, about three days in all. */
 export const DEFAULT_RETRY_SCHEDULE_SEC = [4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144];
 
-const INSTANCE_EXTENSION_KEYS: ReadonlySet<string> = new Set([
-  'pollbridge.poller.cron', 'pollbridge.poller.backfillFrom', 'pollbridge.poller.overlapSeconds',
-  'pollbridge.poller.settleSeconds', 'pollbridge.poller.timezone', 'pollbridge.poller.seenRetentionDays',
-  'pollbridge.delivery.maxEventsPerNotification', 'pollbridge.delivery.timeoutMs',
-  'pollbridge.delivery.retrySchedule', 'pollbridge.delivery.concurrency', 'pollbridge.delivery.ordered',
-  'pollbridge.notification.previousSignatureKeys',
-]);
-const RESOURCE_EXTENSION_KEYS: ReadonlySet<string> = new Set(['pollbridge.items', 'pollbridge.nextPage', 'pollbridge.oldestFirst']);
 const NO_EXTENSION_KEYS: ReadonlySet<string> = new Set();
 
 /** Standard Webhooks' key encoding: canonical base64, padded, as its libraries decode it. */
@@ -29,7 +24,8 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})+$|^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2
 
 export type LoadOptions = { env?: NodeJS.ProcessEnv; databaseOverride?: string };
 
-export type LoadResult = { config: PollbridgeConfig; issues: [] } | { config: undefined; issues: ConfigIssue[] };
+/** `warnings`: what will work, but likely not as meant (also in `config.warnings`). */
+export type LoadResult = { config: PollbridgeConfig; issues: []; warnings: ConfigIssue[] } | { config: undefined; issues: ConfigIssue[]; warnings: ConfigIssue[] };
 
 /** Reads, resolves and checks a config file. Never throws for a bad file: it returns every issue. */
 export function readConfig(file: string, options: LoadOptions = {}): LoadResult {
@@ -40,24 +36,26 @@ export function readConfig(file: string, options: LoadOptions = {}): LoadResult 
     text = readFileSync(path, 'utf8');
   } catch (err) {
     issues.add('', `cannot read the file: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-    return { config: undefined, issues: issues.items };
+    return { config: undefined, issues: issues.items, warnings: issues.warnings };
   }
   let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch (err) {
-    issues.add('', `is not valid JSON: ${(err as Error).message}`);
-    return { config: undefined, issues: issues.items };
+    const at = findJsonSyntaxError(text);
+    issues.add('', at ? `is not valid JSON: line ${at.line}, column ${at.column}: ${at.message}` : `is not valid JSON: ${(err as Error).message}`);
+    return { config: undefined, issues: issues.items, warnings: issues.warnings };
   }
   if (!isObject(raw)) {
     issues.add('', 'must hold a JSON object: one instance, or { "instances": [...] }');
-    return { config: undefined, issues: issues.items };
+    return { config: undefined, issues: issues.items, warnings: issues.warnings };
   }
   const resolved: string[] = [];
   const secretCtx = { env: options.env ?? process.env, baseDir: dirname(path), issues, resolved };
   const multi = raw.instances !== undefined;
   const root = multi ? raw : { instances: [raw] };
   const rootReader = new ObjectReader(root, '', issues);
+  checkRootShape(raw, issues);
 
   const databaseRaw = options.databaseOverride ?? rootReader.string('database') ?? 'pollbridge.db';
   const database = options.databaseOverride ? resolve(databaseRaw) : resolve(dirname(path), databaseRaw);
@@ -75,6 +73,7 @@ export function readConfig(file: string, options: LoadOptions = {}): LoadResult 
       }
       const withConfig = withParsedPollerConfiguration(inst, at, issues);
       reportUnknownExtensionKeys(withConfig, [], at, issues);
+      checkInstanceShape(withConfig, at, issues);
       const secretsResolved = resolveSecrets(withConfig, at, secretCtx) as Record<string, unknown>;
       const instance = readInstance(new ObjectReader(secretsResolved, at, issues));
       if (instance) instances.push(instance);
@@ -102,9 +101,9 @@ export function readConfig(file: string, options: LoadOptions = {}): LoadResult 
     if (a.type === 'bearer') resolved.push(a.token);
     if (a.type === 'basic') resolved.push(a.password);
   }
-  if (issues.items.length > 0) return { config: undefined, issues: issues.items };
+  if (issues.items.length > 0) return { config: undefined, issues: issues.items, warnings: issues.warnings };
   const secrets = [...new Set(resolved.filter((s) => s.length >= 4))];
-  return { config: { file: path, database, http, instances, secrets }, issues: [] };
+  return { config: { file: path, database, http, instances, secrets, warnings: issues.warnings }, issues: [], warnings: issues.warnings };
 }
 
 export function loadConfig(file: string, options: LoadOptions = {}): PollbridgeConfig {
@@ -194,6 +193,22 @@ function checkUrl(r: ObjectReader, key: string, value: string | undefined): void
   }
 }
 
+/** Loopback names and addresses: a callback there never crosses a network. */
+const LOOPBACK_HOST = /^(?:localhost|.+\.localhost|127(?:\.\d{1,3}){3}|\[::1\])$/i;
+
+function warnPlainHttp(r: ObjectReader, key: string, value: string | undefined): void {
+  let url: URL;
+  try {
+    url = new URL(value ?? '');
+  } catch {
+    return;
+  }
+  if (url.protocol === 'http:' && !LOOPBACK_HOST.test(url.hostname)) {
+    // The URL may come from a reference: the warning quotes no part of it.
+    r.issues.warn(r.at(key), 'is plain http to a host other than this machine: notifications, records and signatures cross the network readable by anyone on the way; use https');
+  }
+}
+
 function readInstance(r: ObjectReader): InstanceConfig | undefined {
   const name = r.string('name', { required: true });
   const elementKey = r.object('element', { required: true })?.string('key', { required: true }) ?? '';
@@ -209,6 +224,7 @@ function readInstance(r: ObjectReader): InstanceConfig | undefined {
   const enabled = c.boolean('event.notification.enabled', false);
   const callbackUrl = c.string('event.notification.callback.url', { required: true });
   checkUrl(c, 'event.notification.callback.url', callbackUrl);
+  warnPlainHttp(c, 'event.notification.callback.url', callbackUrl);
   const signatureKey = c.string('event.notification.signature.key', { secret: true });
   checkSignatureKey(c.issues, c.at('event.notification.signature.key'), signatureKey);
   const previousSignatureKeys = c.list('pollbridge.notification.previousSignatureKeys', { secret: true });
@@ -341,7 +357,8 @@ function readResource(r: ObjectReader, name: string, elementKey: string, instanc
   const createdZone = (dates && readZone(dates, 'createdDateTimezone')) ?? instanceZone;
   const updatedDateFormat = dates?.string('updatedDateFormat');
   const createdDateFormat = dates?.string('createdDateFormat');
-  const urlTemplate = url ? compileOrReport(r, 'url', () => compileUrlTemplate(url, updatedZone)) : undefined;
+  // A bad reference is reported by checkInstanceShape, from the file as written.
+  const urlTemplate = url && referenceProblems(url, URL_KINDS).length === 0 ? compileOrReport(r, 'url', () => compileUrlTemplate(url, updatedZone)) : undefined;
   const parseUpdatedDate = compileOrReport(dates ?? r, 'updatedDateFormat', () => createDateParser(updatedDateFormat, updatedZone));
   const parseCreatedDate = compileOrReport(dates ?? r, 'createdDateFormat', () => createDateParser(createdDateFormat, createdZone));
   const createdDateField = dates?.string('createdDateField');

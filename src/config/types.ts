@@ -1,4 +1,5 @@
 import type { DateParser } from '../time/dateParser.js';
+import type { ConfigIssue } from './issues.js';
 import type { Instant } from '../time/instant.js';
 import type { UrlTemplate } from '../poll/urlTemplate.js';
 
@@ -75,4 +76,6 @@ export type PollbridgeConfig = {
   instances: InstanceConfig[];
   /** Every secret value the file resolved, so the logger can keep them out of every line. */
   secrets: string[];
+  /** What will work, but likely not as meant: `validate` prints them, `run` logs them at start. */
+  warnings: ConfigIssue[];
 };

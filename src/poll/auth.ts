@@ -73,9 +73,17 @@ export interface Authenticator {
   close(): Promise<void>;
 }
 
+/** Where the rotated refresh token and the access token are kept: the database. */
+export type AuthStateStore = Pick<Store, 'loadAuthState' | 'saveAuthState'>;
+
+/** Tells which configured refresh token a stored state grew from: a new one in the config wins over it. */
+export function seedHashOf(refreshToken: string): string {
+  return createHash('sha256').update(refreshToken).digest('hex');
+}
+
 export type AuthDeps = {
   http: Got;
-  store: Store;
+  store: AuthStateStore;
   instance: string;
   log: Logger;
   /** Retries of a token request: the same rules as a page's. */
@@ -149,7 +157,7 @@ class RefreshTokenAuth implements Authenticator {
   private saveTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly config: Extract<AuthConfig, { type: 'oauth2_refresh_token' }>, private readonly deps: AuthDeps) {
-    this.seedHash = createHash('sha256').update(config.refreshToken).digest('hex');
+    this.seedHash = seedHashOf(config.refreshToken);
     this.refreshToken = config.refreshToken;
   }
 
