@@ -65,7 +65,7 @@ describe('pollbridge status', () => {
       const text = await runCli(['status', '-c', h.configFile], SIM_ENV);
       expect(text.stderr).toBe('');
       expect(text.stdout).toMatch(/INSTANCE +RESOURCE +CURSOR +LAST POLL +RESULT +NEXT POLL +PENDING/);
-      expect(text.stdout).toMatch(/\nConcurTest +reports +\S+ +\d+ s ago +ok +in 1[45] min +\d+ +0 +0/);
+      expect(text.stdout).toMatch(/\nConcurTest +reports +\S+ +(?:now|\d+ s ago) +ok +in 1[45] min +\d+ +0 +0/);
       expect(text.stdout).toContain('\ndaemon: running on this database\n');
 
       const json = JSON.parse((await runCli(['status', '-c', h.configFile, '--json'], SIM_ENV)).stdout) as {
@@ -85,7 +85,7 @@ describe('pollbridge status', () => {
     }
 
     const stopped = await runCli(['status', '-c', h.configFile], SIM_ENV);
-    expect(stopped.stdout).toMatch(/\nConcurTest +reports +\S+ +\d+ s ago +ok +- +\d+/);
+    expect(stopped.stdout).toMatch(/\nConcurTest +reports +\S+ +(?:now|\d+ s ago) +ok +- +\d+/);
     expect(stopped.stdout).toContain('\ndaemon: not running on this database (nothing is polled or sent until `pollbridge run`)\n');
     const stoppedJson = JSON.parse((await runCli(['status', '-c', h.configFile, '--json'], SIM_ENV)).stdout) as { daemonRunning: boolean; streams: { nextPollAt: unknown }[] };
     expect(stoppedJson.daemonRunning).toBe(false);
