@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
@@ -113,6 +113,22 @@ describe('run --log-format, through the CLI', () => {
     expect(lines.find((l) => l.includes('"message":"pollbridge stopped"'))).toMatch(/^<6>\{/);
     expect(lines.find((l) => l.includes('"message":"token request failed; retrying"'))).toMatch(/^<4>\{/);
     expect(lines.join('\n')).not.toContain(SECRET);
+  });
+
+  it('under journald, what pollbridge says on stderr before or instead of starting is an error (<3>) on every line', () => {
+    const dir = tempDir();
+    const config = join(dir, 'bad.json');
+    writeFileSync(config, '{ "instances": [] }');
+    const err = join(dir, 'stderr');
+    const fd = openSync(err, 'w');
+    const { dev, ino } = fstatSync(fd, { bigint: true });
+    const result = spawnSync(process.execPath, [CLI, 'run', '-c', config], { env: { PATH: process.env.PATH, JOURNAL_STREAM: `${dev}:${ino}` }, stdio: ['ignore', 'ignore', fd] });
+    closeSync(fd);
+    expect(result.status).toBe(2);
+    const lines = readFileSync(err, 'utf8').split('\n').filter(Boolean);
+    expect(lines.length).toBeGreaterThan(0);
+    for (const line of lines) expect(line).toMatch(/^<3>\S/);
+    expect(lines.join('\n')).toContain('instances: must be a non-empty array of instances');
   });
 
   it('not a terminal, not the journal: JSON lines as before, even with a JOURNAL_STREAM inherited from elsewhere', async () => {

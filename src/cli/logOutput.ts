@@ -7,13 +7,23 @@ import { UserError } from './userError.js';
 export function stdoutLogOutput(flag: string | undefined): LogOutput {
   const format = flag ?? process.env.POLLBRIDGE_LOG_FORMAT ?? 'auto';
   if (!(LOG_FORMATS as readonly string[]).includes(format)) throw new UserError(`log format must be one of ${LOG_FORMATS.join(', ')}, got "${format}"`);
-  return chooseLogOutput(format as LogFormat, { isTTY: isatty(1), ...stdoutIdentity() }, process.env.JOURNAL_STREAM);
+  return chooseLogOutput(format as LogFormat, { isTTY: isatty(1), ...identity(1) }, process.env.JOURNAL_STREAM);
 }
 
-/** stdout's device and inode, compared with JOURNAL_STREAM; none when stdout is closed. */
-function stdoutIdentity(): { device?: bigint; inode?: bigint } {
+/**
+ * Writes an error line for the operator on stderr; under journald with the syslog priority of an
+ * error (`<3>`) on each line, so that `journalctl -p err` shows why pollbridge did not start.
+ */
+export function writeError(text: string): void {
+  const journald = chooseLogOutput('json', { isTTY: false, ...identity(2) }, process.env.JOURNAL_STREAM).journald;
+  const lines = text.replace(/\n$/, '').split('\n');
+  process.stderr.write(lines.map((l) => (journald ? `<3>${l}` : l)).join('\n') + '\n');
+}
+
+/** A descriptor's device and inode, compared with JOURNAL_STREAM; none when it is closed. */
+function identity(fd: number): { device?: bigint; inode?: bigint } {
   try {
-    const stat = fstatSync(1, { bigint: true });
+    const stat = fstatSync(fd, { bigint: true });
     return { device: stat.dev, inode: stat.ino };
   } catch {
     return {};

@@ -8,6 +8,7 @@ import { pollbridgeVersion } from '../version.js';
 import { demoCommand } from './demoCommand.js';
 import { eventsListCommand, eventsShowCommand, replayCommand } from './eventsCommand.js';
 import { releaseSignals } from './heldSignals.js';
+import { writeError } from './logOutput.js';
 import { runCommand } from './runCommand.js';
 import { simCommand } from './simCommand.js';
 import { statusCommand } from './statusCommand.js';
@@ -149,17 +150,17 @@ export async function runCli(argv: string[]): Promise<void> {
     await buildProgram().parseAsync(argv);
   } catch (err) {
     if (err instanceof ConfigError) {
-      process.stderr.write(err.message + '\n');
+      writeError(err.message);
       process.exitCode = 2;
     } else if (err instanceof UserError || err instanceof StoreOpenError || err instanceof StartError || err instanceof MigrationError) {
-      process.stderr.write(`pollbridge: ${err.message}\n`);
+      writeError(`pollbridge: ${err.message}`);
       process.exitCode = err instanceof UserError ? err.exitCode : 1;
     } else if (err instanceof StoreError) {
       // The database refused a call (locked past the busy timeout, disk full): the operator's to fix.
-      process.stderr.write(`pollbridge: the database refused a call: ${err.message}${err.code ? ` (${err.code})` : ''}\n`);
+      writeError(`pollbridge: the database refused a call: ${err.message}${err.code ? ` (${err.code})` : ''}`);
       process.exitCode = 1;
     } else {
-      process.stderr.write(`pollbridge: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      writeError(`pollbridge: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
       process.exitCode = 70;
     }
   }

@@ -4,7 +4,7 @@ import { Daemon } from '../daemon/daemon.js';
 import { createLogger } from '../log.js';
 import { instantFromMs } from '../time/instant.js';
 import { releaseSignals } from './heldSignals.js';
-import { stdoutLogOutput } from './logOutput.js';
+import { stdoutLogOutput, writeError } from './logOutput.js';
 import { configPath, logLevel, parseIsoOption } from './options.js';
 
 export type RunOptions = { config?: string; db?: string; once?: boolean; since?: string; logLevel?: string; logFormat?: string; graceMs?: number };
@@ -23,7 +23,7 @@ export async function runCommand(opts: RunOptions): Promise<void> {
   const onStopSignal = (signal: NodeJS.Signals): void => {
     signals++;
     if (signals > 1) {
-      process.stderr.write(`pollbridge: second ${signal}: exiting now\n`);
+      writeError(`pollbridge: second ${signal}: exiting now`);
       process.exit(1);
     }
     requestStop?.();
@@ -51,7 +51,7 @@ export async function runCommand(opts: RunOptions): Promise<void> {
     graceMs: opts.graceMs,
   });
   const failed = daemon.failed.then((err) => {
-    process.stderr.write(`pollbridge: ${err.message}; exiting\n`);
+    writeError(`pollbridge: ${err.message}; exiting`);
     process.exitCode = 1;
   });
   if (opts.once) {
