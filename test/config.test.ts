@@ -50,13 +50,13 @@ describe('config: the sample', () => {
     expect(result.config!.secrets).toEqual(expect.arrayContaining(['client-secret-value', 'refresh-token-value', 'signature-key-value']));
   });
 
-  it('`pollbridge validate` accepts it edited (exit 0) and lists every missing variable without it (exit 2, as run)', async () => {
+  it('`pollbridge validate` accepts it edited (exit 0) and lists every missing variable without it (exit 1, as the contract says; run exits 2)', async () => {
     const ok = await runCli(['validate', '-c', editedSample()], SAMPLE_ENV);
     expect(ok.code).toBe(0);
     expect(ok.stdout).toMatch(/OK: 1 instance\(s\), streams ConcurForDocs\/reports/);
     const bad = await runCli(['validate', '-c', SAMPLE]);
-    expect(bad.code).toBe(2);
-    // The same code as run on the same file: the unit's RestartPreventExitStatus=2 stops there.
+    expect(bad.code).toBe(1);
+    // run on the same file exits 2, on which the unit's RestartPreventExitStatus=2 stops restarting.
     expect((await runCli(['run', '--once', '-c', SAMPLE])).code).toBe(2);
     for (const name of Object.keys(SAMPLE_ENV)) expect(bad.stderr).toContain(`environment variable ${name} is not set`);
     // The four variables, and the placeholder.
@@ -93,7 +93,7 @@ describe('config: AMPLIFY spellings', () => {
   it('`pollbridge validate` refuses a poller configuration encoded twice, which it used to call OK and then poll nothing', async () => {
     const doubled = instance({ 'event.poller.configuration': JSON.stringify(JSON.stringify(instance().configuration['event.poller.configuration'])) });
     const result = await runCli(['validate', '-c', writeJson(tempDir(), 'c.json', doubled)]);
-    expect(result.code).toBe(2);
+    expect(result.code).toBe(1);
     expect(result.stdout).toBe('');
     expect(result.stderr).toContain('c.json: configuration["event.poller.configuration"]: is a JSON string holding another JSON string (encoded twice)');
   });
@@ -106,7 +106,7 @@ describe('config: AMPLIFY spellings', () => {
       ],
     });
     const result = await runCli(['validate', '-c', file]);
-    expect(result.code).toBe(2);
+    expect(result.code).toBe(1);
     expect(result.stderr.split('\n')).toEqual([
       `${file}: instances[1].configuration["event.poller.configuration"].reports["pollbridge.nextpage"]: unknown pollbridge key (known here: pollbridge.items, pollbridge.nextPage, pollbridge.oldestFirst)`,
       `${file}: instances: no instance is enabled, so pollbridge would poll nothing: set "event.notification.enabled": "true" on the instance(s) to poll`,
@@ -211,7 +211,7 @@ describe('config: each bad input has its own clear message naming file and path'
       'pollbridge.notification.previousSignatureKeys': ['old-signing-key-1', { key: 'old-signing-key-2' }],
     }, { provider: { baseUrl: 'nope', auth: { type: 'bearer', token: 918273645 } } }));
     const result = await runCli(['validate', '-c', file], { HOOK: hook });
-    expect(result.code).toBe(2);
+    expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/7 problem\(s\)/);
     for (const secret of [hook, 'hook-secret', '918273645', 'old-signing-key-1', 'old-signing-key-2']) expect(result.stderr).not.toContain(secret);
     expect(result.stderr).toContain('configuration["event.notification.callback.url"]: must be an absolute http(s) URL, got "${env:HOOK}"');

@@ -20,10 +20,10 @@ async function validate(config: unknown, env: NodeJS.ProcessEnv = {}) {
   return { file, ...(await runCli(['validate', '-c', file], env)) };
 }
 
-describe('pollbridge validate: what would fail at run time is an error (exit 2)', () => {
+describe('pollbridge validate: what would fail at run time is an error (exit 1)', () => {
   it('an element key that differs from "concur" in letter case (every poll answered 404)', async () => {
     const r = await validate(instance({}, { element: { key: 'Concur' } }));
-    expect(r.code).toBe(2);
+    expect(r.code).toBe(1);
     expect(r.stdout).toBe('');
     expect(r.stderr).toContain(`${r.file}: element.key: "Concur" is not an element pollbridge knows (keys are case-sensitive): did you mean "concur"?`);
     expect(r.stderr).toContain('the hub URLs (/hubs/…) answer 404 on every poll');
@@ -31,7 +31,7 @@ describe('pollbridge validate: what would fail at run time is an error (exit 2)'
 
   it('another element key with an AMPLIFY hub URL, which only "concur" maps to an API', async () => {
     const r = await validate(instance({}, { element: { key: 'expenses' } }));
-    expect(r.code).toBe(2);
+    expect(r.code).toBe(1);
     expect(r.stderr).toContain(`${r.file}: element.key: "expenses" takes each resource's url as a path on provider.baseUrl, but "reports" has an AMPLIFY hub URL (/hubs/…)`);
     // The same key with a path of the provider's own is a generic API, and fine.
     const generic = instance({ 'event.poller.configuration': { reports: { url: '/v1/items?since=${epoch}' } } }, { element: { key: 'expenses' } });
@@ -42,7 +42,7 @@ describe('pollbridge validate: what would fail at run time is an error (exit 2)'
     const credentials = tempDir();
     for (const name of ['concur-client-secret', 'concur-refresh-token', 'signature-key']) writeFileSync(join(credentials, name), `${name}-value\n`);
     const r = await runCli(['validate', '-c', DEPLOY_SAMPLE], { CREDENTIALS_DIRECTORY: credentials });
-    expect(r.code).toBe(2);
+    expect(r.code).toBe(1);
     expect(r.stderr.split('\n')).toEqual([
       `${DEPLOY_SAMPLE}: instances[0].provider.auth.clientId: still holds "YOUR-CONCUR-CLIENT-ID", a placeholder of the example config: put your own value here`,
       `${DEPLOY_SAMPLE}: instances[0].configuration["event.notification.callback.url"]: still holds "hooks.example.com", a placeholder of the example config: put your own value here`,
@@ -57,7 +57,7 @@ describe('pollbridge validate: what would fail at run time is an error (exit 2)'
 
   it('a top-level "databse", which left the database in ./pollbridge.db', async () => {
     const r = await validate({ databse: '/var/lib/pollbridge/p.db', instances: [instance()] });
-    expect(r.code).toBe(2);
+    expect(r.code).toBe(1);
     expect(r.stderr.split('\n')).toEqual([`${r.file}: databse: unknown key, ignored as it is: did you mean "database"?`, `1 problem(s) in ${r.file}`]);
   });
 
@@ -67,7 +67,7 @@ describe('pollbridge validate: what would fail at run time is an error (exit 2)'
       database: './p.db',
       tag: [],
     });
-    expect(r.code).toBe(2);
+    expect(r.code).toBe(1);
     const lines = r.stderr.split('\n');
     expect(lines).toContain(`${r.file}: database: is read only at the top level, beside "instances" ({ "database": …, "instances": [ … ] }): here it would be ignored`);
     expect(lines).toContain(`${r.file}: tag: unknown key, ignored as it is: did you mean "tags"?`);
@@ -89,7 +89,7 @@ describe('pollbridge validate: what would fail at run time is an error (exit 2)'
 
   it('a wrongly cased ${ENV:X}, which was taken as the literal secret', async () => {
     const r = await validate(instance({ 'event.notification.signature.key': '${ENV:SIGNING_KEY}' }), { SIGNING_KEY: 'k-e-y-value' });
-    expect(r.code).toBe(2);
+    expect(r.code).toBe(1);
     expect(r.stderr).toContain(`${r.file}: configuration["event.notification.signature.key"]: unknown reference "\${ENV:…}" (known here: env, file, credential): did you mean "\${env:…}"?`);
     const unknown = await validate(instance({}, { provider: { baseUrl: 'http://127.0.0.1:1', auth: { type: 'bearer', token: '${vault:concur}' } } }));
     expect(unknown.stderr).toContain(`${unknown.file}: provider.auth.token: unknown reference "\${vault:…}" (known here: env, file, credential)`);
@@ -98,7 +98,7 @@ describe('pollbridge validate: what would fail at run time is an error (exit 2)'
   it('an unclosed ${date: in a resource URL, which was sent as it is', async () => {
     const url = "/hubs/expense/reports?where=modifiedDateAfter='${date:yyyy-MM-dd'T'HH:mm:ss'";
     const r = await validate(instance({ 'event.poller.configuration': { reports: { url } } }));
-    expect(r.code).toBe(2);
+    expect(r.code).toBe(1);
     expect(r.stderr.split('\n')).toEqual([
       `${r.file}: configuration["event.poller.configuration"].reports.url: has a "\${" (character 48) that no "}" closes`,
       `1 problem(s) in ${r.file}`,
@@ -107,7 +107,7 @@ describe('pollbridge validate: what would fail at run time is an error (exit 2)'
 
   it('invalid JSON, with its line and column', async () => {
     const r = await validate('{\n  "name": "Docs",\n  "element": { "key": "concur" }\n  "provider": {}\n}');
-    expect(r.code).toBe(2);
+    expect(r.code).toBe(1);
     expect(r.stderr).toContain(`${r.file}: is not valid JSON: line 4, column 3: expected "," or "}" after a property value, found """`);
   });
 });

@@ -4,8 +4,9 @@ import { checkOnline } from './onlineCheck.js';
 import { configPath } from './options.js';
 
 /**
- * Lists every problem of a config file (exit 2, as `run` exits on the same file) and every
- * warning (exit 0 if there are only warnings), or a one-line summary of what it will poll.
+ * Lists every problem of a config file (exit 1, as the contract fixes it; `run` exits 2 on the
+ * same file, for systemd not to restart it) and every warning (exit 0 if there are only
+ * warnings), or a one-line summary of what it will poll.
  * `--online` then tries each enabled instance against its provider and receiver (exit 1 if a
  * step fails).
  */
@@ -16,7 +17,7 @@ export async function validateCommand(opts: { config?: string; online?: boolean 
   if (!result.config) {
     for (const issue of result.issues) process.stderr.write(formatIssue(issue) + '\n');
     process.stderr.write(`${result.issues.length} problem(s) in ${file}\n`);
-    process.exitCode = 2;
+    process.exitCode = 1;
     return;
   }
   const c = result.config;
