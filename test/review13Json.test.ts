@@ -11,7 +11,7 @@ describe('review 13: a JSON error never quotes a secret of the file', () => {
     ['a secret holding an unescaped quote', `{\n  "token": "Zq7"${SECRET}"\n}`, 2, 17, 'expected "," or "}" after a property value, found an unquoted word'],
     ['a secret after a missing comma', `[\n  "a"\n  ${SECRET}\n]`, 3, 3, 'expected "," or "]" after an array element, found an unquoted word'],
     ['a secret after the end', `{}\n${SECRET}`, 2, 1, 'unexpected unquoted word after the end of the JSON value'],
-    ['a misspelt literal is still named', '{\n  "a": Flase\n}', 2, 8, 'expected a value, found an unquoted word'],
+    ['a misspelt literal is not quoted either', '{\n  "a": Flase\n}', 2, 8, 'expected a value, found an unquoted word'],
     ['a near literal is named', '{\n  "a": tru\n}', 2, 8, 'expected a value, found "tru"'],
   ])('%s', (_what, text, line, column, message) => {
     const found = findJsonSyntaxError(text);
