@@ -5,14 +5,16 @@ export type Logger = winston.Logger;
 export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
 
 const MIN_SECRET = 4;
+/** Shorter starts tell little of a secret, and would often match the end of an innocent id. */
+const MIN_CUT = 6;
 
 /**
- * The start of a secret that ends `line`, at least MIN_SECRET characters long, replaced: what a
+ * The start of a secret that ends `line`, at least MIN_CUT characters long, replaced: what a
  * cut excerpt of an answer (which echoed a token) leaves where the cut fell.
  */
 function redactCutEnd(line: string, secrets: readonly string[]): string {
   for (const s of secrets) {
-    for (let i = Math.max(0, line.length - s.length + 1); i <= line.length - MIN_SECRET; i++) {
+    for (let i = Math.max(0, line.length - s.length + 1); i <= line.length - MIN_CUT; i++) {
       if (line.charCodeAt(i) === s.charCodeAt(0) && s.startsWith(line.slice(i))) return line.slice(0, i) + '[redacted]';
     }
   }
