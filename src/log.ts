@@ -4,10 +4,33 @@ export type Logger = winston.Logger;
 
 export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
 
-/** Replaces every known secret in a string: tokens and keys must never reach a log line. */
+const MIN_SECRET = 4;
+/** Shorter starts tell little of a secret, and would often match the end of an innocent id. */
+const MIN_CUT = 6;
+
+/**
+ * The start of a secret that ends `line`, at least MIN_CUT characters long, replaced: what a
+ * cut excerpt of an answer (which echoed a token) leaves where the cut fell.
+ */
+function redactCutEnd(line: string, secrets: readonly string[]): string {
+  for (const s of secrets) {
+    for (let i = Math.max(0, line.length - s.length + 1); i <= line.length - MIN_CUT; i++) {
+      if (line.charCodeAt(i) === s.charCodeAt(0) && s.startsWith(line.slice(i))) return line.slice(0, i) + '[redacted]';
+    }
+  }
+  return line;
+}
+
+/**
+ * Replaces every known secret in a string, and the start of one that ends a line (an excerpt
+ * cut inside it): tokens and keys must never reach a log line, whole or in part.
+ */
 export function redactor(secrets: readonly string[]): (text: string) => string {
-  const sorted = [...secrets].filter((s) => s.length >= 4).sort((a, b) => b.length - a.length);
-  return (text) => sorted.reduce((t, s) => (t.includes(s) ? t.split(s).join('[redacted]') : t), text);
+  const sorted = [...secrets].filter((s) => s.length >= MIN_SECRET).sort((a, b) => b.length - a.length);
+  return (text) => {
+    const whole = sorted.reduce((t, s) => (t.includes(s) ? t.split(s).join('[redacted]') : t), text);
+    return sorted.length === 0 ? whole : whole.split('\n').map((line) => redactCutEnd(line, sorted)).join('\n');
+  };
 }
 
 const redactFormat = winston.format((info, options: unknown) => {

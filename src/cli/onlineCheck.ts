@@ -69,7 +69,7 @@ const NOTHING_STORED: AuthStateStore = {
   },
 };
 
-type Context = { say: Say; http: Got; getText: GetText; log: Logger; learn: (secret: string) => void; tokens: () => TokenHome; database: string };
+type Context = { say: Say; redact: (text: string) => string; http: Got; getText: GetText; log: Logger; learn: (secret: string) => void; tokens: () => TokenHome; database: string };
 
 /**
  * For each enabled instance: a token, the first page of each resource, and a signed test
@@ -83,6 +83,7 @@ export async function checkOnline(config: PollbridgeConfig, say: Say): Promise<b
   let home: TokenHome | undefined;
   const ctx: Context = {
     say: (line) => say(redact(line)),
+    redact: (text) => redact(text),
     http: createHttpClient({ timeoutMs: PAGE_TIMEOUT_MS }),
     getText: createGetText({ timeoutMs: PAGE_TIMEOUT_MS }),
     log,
@@ -218,6 +219,7 @@ async function postTestNotification(instance: InstanceConfig, ctx: Context): Pro
   const result = await sendNotification(http, target, { id, body });
   const where = `POST ${instance.callbackUrl}, test notification ${id}${instance.signatureKey ? '' : ', unsigned (no signature key)'}`;
   if (result.error === undefined) return { ok: true, detail: `HTTP ${result.statusCode} in ${result.durationMs} ms (${where})` };
-  const answer = result.responseExcerpt ? `: "${result.responseExcerpt.replace(/\s+/g, ' ').trim().slice(0, 120)}"` : '';
+  // Redacted before it is cut: a cut inside an echoed secret leaves a piece no redaction knows.
+  const answer = result.responseExcerpt ? `: "${ctx.redact(result.responseExcerpt).replace(/\s+/g, ' ').trim().slice(0, 120)}"` : '';
   return { ok: false, detail: `${result.error}${answer} (${where})` };
 }

@@ -7,6 +7,18 @@ class Failure extends Error {
   }
 }
 
+const UNQUOTED = 'an unquoted word';
+
+/**
+ * Whether a bare word of the file may be quoted in an error: a near miss of a JSON literal
+ * (`tru`, `True`, `NULL`) or too short to be a secret. Any other may be a secret written
+ * without its quotes, or the rest of one after a quote it holds, and the error goes to a log.
+ */
+function nameable(word: string): boolean {
+  const lower = word.toLowerCase();
+  return word.length < 4 || ['true', 'false', 'null'].some((literal) => literal.startsWith(lower));
+}
+
 /**
  * Finds the first syntax error of `text` by the JSON grammar. Node's own message names no
  * position for some errors ("Unexpected token '}'", "Unexpected end of JSON input") and never a
@@ -17,7 +29,11 @@ export function findJsonSyntaxError(text: string): JsonSyntaxError | undefined {
   const fail = (message: string): never => {
     throw new Failure(i, message);
   };
-  const shown = (): string => (i >= text.length ? 'the end of the file' : `"${/^\w+/.exec(text.slice(i, i + 40))?.[0] ?? text[i]}"`);
+  const shown = (): string => {
+    if (i >= text.length) return 'the end of the file';
+    const word = /^\w+/.exec(text.slice(i, i + 40))?.[0];
+    return word === undefined || nameable(word) ? `"${word ?? text[i]}"` : UNQUOTED;
+  };
   const space = (): void => {
     while (i < text.length && ' \t\n\r'.includes(text[i]!)) i++;
   };
@@ -103,7 +119,7 @@ export function findJsonSyntaxError(text: string): JsonSyntaxError | undefined {
   try {
     value();
     space();
-    if (i < text.length) fail(`unexpected ${shown()} after the end of the JSON value`);
+    if (i < text.length) fail(`unexpected ${shown().replace(/^an /, '')} after the end of the JSON value`);
     return undefined;
   } catch (err) {
     if (!(err instanceof Failure)) throw err;

@@ -9,6 +9,9 @@ export class DatabaseInUseError extends StoreOpenError {}
 /** Owner only: the database holds the provider's refresh and access tokens. */
 const PRIVATE_MODE = 0o600;
 
+/** Far longer than a probe's single read holds its shared lock, short enough for a refusal. */
+const PROBE_WAIT_MS = 500;
+
 const errorCode = (err: unknown): string => (err as NodeJS.ErrnoException).code ?? String(err);
 
 /**
@@ -94,7 +97,10 @@ export function acquireDaemonLock(databasePath: string): { release(): void } {
   }
   const lockPath = `${realDatabasePath(databasePath)}.lock`;
   makePrivate(lockPath);
-  const lock = new Database(lockPath, { timeout: 0 });
+  // A probe (`status`, `replay`: isDaemonLockHeld) holds a shared lock for the moment of one
+  // read; taking ours waits that out instead of calling the prober a daemon. A daemon holding
+  // the lock holds it for its life, so this only delays the refusal of a second one.
+  const lock = new Database(lockPath, { timeout: PROBE_WAIT_MS });
   try {
     lock.pragma('locking_mode = EXCLUSIVE');
     lock.exec('CREATE TABLE IF NOT EXISTS holder (pid INTEGER NOT NULL, started_at INTEGER NOT NULL)');
