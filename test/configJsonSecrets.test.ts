@@ -5,7 +5,7 @@ import { tempDir, writeJson } from './helpers/tmp.js';
 
 const SECRET = 'Zq7HkP2mX9vLr4TsecretTOKEN';
 
-describe('review 13: a JSON error never quotes a secret of the file', () => {
+describe('a JSON error never quotes a secret of the file', () => {
   it.each([
     ['a secret written without its quotes', `{\n  "token": ${SECRET}\n}`, 2, 12, 'expected a value, found an unquoted word'],
     ['a secret holding an unescaped quote', `{\n  "token": "Zq7"${SECRET}"\n}`, 2, 17, 'expected "," or "}" after a property value, found an unquoted word'],

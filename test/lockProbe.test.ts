@@ -29,7 +29,7 @@ function probeLoop(db: string, count: number) {
   return { child, ready, exited };
 }
 
-describe('review 13: the lock probe against a starting daemon', () => {
+describe('the lock probe against a starting daemon', () => {
   it('a status/replay probe running at the same time never makes a daemon start fail as "in use"', async () => {
     const db = join(tempDir(), 'p.db');
     // The lock file exists (a daemon ran here before), so every probe really opens it.

@@ -12,7 +12,7 @@ function capture(format: 'json' | 'text', journald = false) {
   return { log, text: () => chunks.join('') };
 }
 
-describe('review 13: redaction of cut secrets', () => {
+describe('redaction of cut secrets', () => {
   it('the start of a secret ending a line is redacted; a secret\'s start inside a line or under 6 characters is kept', () => {
     const r = redactor([SECRET]);
     expect(r(`answered 400: key=${SECRET.slice(0, 10)}`)).toBe('answered 400: key=[redacted]');

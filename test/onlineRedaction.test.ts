@@ -27,7 +27,7 @@ async function echoServer(answer: (url: string) => { status: number; body: strin
 /** Every run of 8 characters of `secret`: a secret cut anywhere still shows one of these. */
 const pieces = (secret: string): string[] => Array.from({ length: secret.length - 7 }, (_, i) => secret.slice(i, i + 8));
 
-describe('review 13: validate --online never shows a secret, even a cut one', () => {
+describe('validate --online never shows a secret, even a cut one', () => {
   it('a receiver that answers 403 echoing the callback URL\'s token past the 120th character shows no piece of it', async () => {
     const hookToken = 'hooktok-0123456789abcdefghijklmnopqrstuv';
     // 101 characters before the token: the line's 120-character excerpt would end inside it.

@@ -3,7 +3,7 @@ import { ThreadedStore } from '../dist/store/threadedStore.js';
 import { harness } from './helpers/harness.js';
 import { waitFor } from './helpers/tmp.js';
 
-describe('review 13: polls in progress', () => {
+describe('polls in progress', () => {
   it('a poll that failed while its next page was being read ahead (and retried) is not shown in progress afterwards, and no read outlives it', async () => {
     // One poll only, the next one an hour away: what /healthz shows after it is this poll's.
     const h = await harness({ 'pollbridge.poller.cron': '0 0 * * * *', 'pollbridge.poller.backfillFrom': new Date(Date.now() - 3_600_000).toISOString() });

@@ -61,7 +61,7 @@ async function validate(config: unknown) {
   return runCli(['validate', '-c', file], env(dir));
 }
 
-describe('review 13: validate passes the shipped samples and legitimate AMPLIFY exports', () => {
+describe('validate passes the shipped samples and legitimate AMPLIFY exports', () => {
   it('CONTRACT.md\'s sample, its placeholder filled in, is OK without warnings', async () => {
     const r = await validate(contractSample());
     expect(r.stderr).toBe('');
