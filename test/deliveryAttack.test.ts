@@ -1,8 +1,14 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
+import { Deliverer, type DeliveryTarget } from '../src/deliver/deliverer.js';
 import { sendNotification } from '../src/deliver/sendNotification.js';
 import { createHttpClient } from '../src/poll/httpClient.js';
+import { captureLogger } from './helpers/harness.js';
+import { enqueue, openOutboxStore } from './helpers/outbox.js';
+import { startReceiver } from './helpers/receiver.js';
+import { waitFor } from './helpers/tmp.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -66,5 +72,37 @@ describe('a receiver whose answer breaks off after its status line', () => {
     const result = await send(url, 100);
     expect(result.statusCode).toBeUndefined();
     expect(result.error).toMatch(/timed out/);
+  });
+});
+
+describe('many requests in flight at once', () => {
+  // Every request listens on the deliverer's one abort signal; 16 at once is a concurrency the
+  // config allows, not a leak, and must not print "Possible EventTarget memory leak detected".
+  it('print no MaxListenersExceededWarning', async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`);
+    process.on('warning', onWarning);
+    cleanups.push(() => void process.off('warning', onWarning));
+    const key = 'whsec_' + randomBytes(24).toString('base64');
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => { release = resolve; });
+    const receiver = await startReceiver(key, async () => { await held; return 200; });
+    cleanups.push(() => receiver.close());
+    const store = await openOutboxStore();
+    cleanups.push(() => store.close());
+    const target: DeliveryTarget = {
+      url: receiver.url, keys: { current: key, previous: [] }, timeoutMs: 5000, concurrency: 16, ordered: false,
+      policy: { scheduleSec: [1], maxRetryAfterSec: 5, jitter: 0 },
+    };
+    const deliverer = new Deliverer({ store, http: createHttpClient({ timeoutMs: 5000 }), log: captureLogger().log, targets: () => new Map([['Docs', target]]), idleCheckMs: 50 });
+    cleanups.push(() => deliverer.stop(500));
+    await enqueue(store, 'Docs', 16);
+    void deliverer.start();
+    await waitFor('16 requests in flight', () => receiver.maxInFlight === 16);
+    release();
+    await waitFor('all delivered', async () => (await store.notificationCounts()).delivered === 16);
+    // A warning is emitted on the next turn after the listener that crossed the limit.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(warnings).toEqual([]);
   });
 });
