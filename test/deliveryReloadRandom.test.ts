@@ -44,9 +44,10 @@ async function runSeed(seed: number): Promise<void> {
     const fate = rng(hash(`${seed}/${record}/${attempt}`));
     await sleep(Math.floor(fate() * 5));
     open.delete(record);
-    if (attempt > MAX_FAILURES || fate() < 0.6) return 200;
+    if (attempt > MAX_FAILURES || fate() < 0.6) return { status: 200, body: 'ok' };
     // Some failures carry a Retry-After of 0, which must not shorten the schedule.
-    return fate() < 0.5 ? 500 : { status: 503, body: 'x', headers: { 'retry-after': '0' } };
+    const answer = fate() < 0.5 ? { status: 500, body: 'no', headers: {} } : { status: 503, body: 'later', headers: { 'retry-after': '0' } };
+    return answer;
   })));
   const names = Array.from({ length: 3 + Math.floor(random() * 2) }, (_, i) => `I${i}`);
   // I0 stays ordered on receiver 0 throughout; the others are changed by the "reloads".
