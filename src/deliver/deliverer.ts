@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import type { Got } from 'got';
 import type { Logger } from '../log.js';
 import type { AttemptOutcome, AttemptRecord, OutboxEntry, Store } from '../store/types.js';
@@ -71,7 +72,11 @@ export class Deliverer {
    */
   private readonly givenUp = new Set<string>();
 
-  constructor(private readonly deps: DelivererDeps) {}
+  constructor(private readonly deps: DelivererDeps) {
+    // One listener per request in flight, as many as the configured concurrencies allow (64 per
+    // callback URL): not a leak, but past 10 node would log "Possible EventTarget memory leak".
+    setMaxListeners(0, this.abort.signal);
+  }
 
   /** Runs until stop(); with `untilIdle`, returns once nothing is due and nothing is in flight. */
   start(options: { untilIdle?: boolean } = {}): Promise<void> {
