@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { VerificationError, verifyNotification } from '../deliver/sign.js';
+import { standardKeyBytes, VerificationError, verifyNotification } from '../deliver/sign.js';
 import { UserError } from './userError.js';
 
 function parseHeaderLines(lines: string[]): Record<string, string> {
@@ -54,6 +54,7 @@ export function verificationHint(headers: Record<string, string>, toleranceSec: 
 export async function verifyCommand(opts: { key?: string[]; header?: string[]; headersFile?: string; toleranceSec?: string; amplifyOnly?: boolean }): Promise<void> {
   const keys = opts.key ?? (process.env.POLLBRIDGE_SIGNATURE_KEY ? [process.env.POLLBRIDGE_SIGNATURE_KEY] : []);
   if (keys.length === 0 || keys.includes('')) throw new UserError('give the signature key with --key (repeatable) or POLLBRIDGE_SIGNATURE_KEY');
+  if (keys.some((k) => standardKeyBytes(k).length === 0)) throw new UserError('a whsec_ key needs its base64 bytes after the prefix');
   const toleranceSec = opts.toleranceSec === undefined ? undefined : parseToleranceSec(opts.toleranceSec);
   const lines = [...(opts.headersFile ? readFileSync(opts.headersFile, 'utf8').split(/\r?\n/) : []), ...(opts.header ?? [])];
   const headers = parseHeaderLines(lines);

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import type { Got } from 'got';
 import type { Logger } from '../log.js';
 import type { AttemptOutcome, AttemptRecord, OutboxEntry, Store } from '../store/types.js';
@@ -40,6 +41,8 @@ const STORE_RETRY_MS = 1000;
 export class Deliverer {
   private readonly inFlight = new Map<string, Promise<void>>();
   private readonly perUrl = new Map<string, number>();
+  /** Requests in flight per instance, until their attempt is written. */
+  private readonly perInstance = new Map<string, number>();
   /**
    * Instances whose receiver may have notifications waiting on backoff: those that failed since
    * their last success, and every instance until its first success after start (the database may
@@ -71,7 +74,11 @@ export class Deliverer {
    */
   private readonly givenUp = new Set<string>();
 
-  constructor(private readonly deps: DelivererDeps) {}
+  constructor(private readonly deps: DelivererDeps) {
+    // One listener per request in flight, as many as the configured concurrencies allow (64 per
+    // callback URL): not a leak, but past 10 node would log "Possible EventTarget memory leak".
+    setMaxListeners(0, this.abort.signal);
+  }
 
   /** Runs until stop(); with `untilIdle`, returns once nothing is due and nothing is in flight. */
   start(options: { untilIdle?: boolean } = {}): Promise<void> {
@@ -177,17 +184,13 @@ export class Deliverer {
     return started;
   }
 
-  private limitOf(target: DeliveryTarget): number {
-    return target.ordered ? 1 : target.concurrency;
-  }
-
   /** The instances that could start a request now, and how many requests could start in all. */
   private freeSlots(targets: ReadonlyMap<string, DeliveryTarget>): { instances: string[]; slots: number } {
     const instances: string[] = [];
     const slotsByUrl = new Map<string, number>();
     for (const [name, target] of targets) {
-      const slots = this.limitOf(target) - (this.perUrl.get(target.url) ?? 0);
-      if (slots <= 0 || this.givenUp.has(target.url)) continue;
+      const slots = target.concurrency - (this.perUrl.get(target.url) ?? 0);
+      if (slots <= 0 || this.givenUp.has(target.url) || (target.ordered && this.perInstance.has(name))) continue;
       instances.push(name);
       slotsByUrl.set(target.url, Math.max(slotsByUrl.get(target.url) ?? 0, slots));
     }
@@ -228,9 +231,13 @@ export class Deliverer {
 
   private tryStart(entry: OutboxEntry, target: DeliveryTarget | undefined): boolean {
     if (!target || this.inFlight.has(entry.id) || this.givenUp.has(target.url)) return false;
+    // One at a time is the ordered instance's own rule, not its receiver's: a receiver it shares
+    // with a busy unordered instance would otherwise never have a slot free for it.
+    if (target.ordered && this.perInstance.has(entry.instance)) return false;
     const busy = this.perUrl.get(target.url) ?? 0;
-    if (busy >= this.limitOf(target)) return false;
+    if (busy >= target.concurrency) return false;
     this.perUrl.set(target.url, busy + 1);
+    this.perInstance.set(entry.instance, (this.perInstance.get(entry.instance) ?? 0) + 1);
     let released = false;
     // The receiver's slot is free once it has answered; the notification itself stays in flight
     // (never picked up twice) until its attempt is written, which overlaps the next request.
@@ -243,6 +250,9 @@ export class Deliverer {
     const task = this.deliver(entry, target, releaseSlot).finally(() => {
       releaseSlot();
       for (const read of this.openReads) read.add(entry.id);
+      const left = (this.perInstance.get(entry.instance) ?? 1) - 1;
+      if (left > 0) this.perInstance.set(entry.instance, left);
+      else this.perInstance.delete(entry.instance);
       this.inFlight.delete(entry.id);
       this.wake();
     });

@@ -19,23 +19,28 @@ type Answer = { statusCode: number; retryAfter: string | undefined; excerpt: Buf
 function post(http: Got, url: string, options: { body: string; headers: Record<string, string>; timeoutMs: number; signal?: AbortSignal }): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const request = http.stream.post(url, { body: options.body, headers: options.headers, timeout: { request: options.timeoutMs }, signal: options.signal });
-    request.once('error', reject);
+    let answered: (() => void) | undefined;
+    // Once the status line is in, it is the answer: a body that breaks off (stalls into the
+    // timeout, a reset, bad gzip) only shortens the excerpt. Rejecting would turn a 200 the
+    // receiver acted on into a network error, and the notification would be sent again.
+    request.on('error', (err: Error) => (answered ? answered() : reject(err)));
     request.once('response', (response: { statusCode: number; headers: Record<string, string | string[] | undefined> }) => {
       const chunks: Buffer[] = [];
       let size = 0;
       // As got does once it has a whole answer: destroying the request releases its listener on
       // `signal`, which lives as long as the deliverer. Before the end, it also closes the connection.
-      const answered = (): void => {
+      const finish = (): void => {
         const retryAfter = response.headers['retry-after'];
         resolve({ statusCode: response.statusCode, retryAfter: typeof retryAfter === 'string' ? retryAfter : undefined, excerpt: Buffer.concat(chunks).subarray(0, EXCERPT_BYTES) });
         request.destroy();
       };
+      answered = finish;
       request.on('data', (chunk: Buffer) => {
         chunks.push(chunk);
         size += chunk.length;
-        if (size >= EXCERPT_BYTES) answered();
+        if (size >= EXCERPT_BYTES) finish();
       });
-      request.once('end', answered);
+      request.once('end', finish);
     });
   });
 }

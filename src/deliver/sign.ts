@@ -96,9 +96,10 @@ export function verifyNotification(
   options: VerifyOptions = {},
 ): void {
   const accepted = typeof keys === 'string' ? [keys] : keys;
-  // An unset environment variable must not become a key that anyone can sign with.
-  if (accepted.length === 0 || accepted.some((k) => typeof k !== 'string' || k === '')) {
-    throw new TypeError('verifyNotification needs at least one key, and no empty one');
+  // An unset environment variable must not become a key that anyone can sign with: neither ""
+  // nor a `whsec_` whose rest decodes to no bytes ("whsec_" + an unset variable).
+  if (accepted.length === 0 || accepted.some((k) => typeof k !== 'string' || standardKeyBytes(k).length === 0)) {
+    throw new TypeError('verifyNotification needs at least one key, and no empty one (a whsec_ key must have base64 bytes after the prefix)');
   }
   if (options.amplifyOnly) {
     const amplify = header(headers, 'Elements-Webhook-Signature');

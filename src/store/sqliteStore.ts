@@ -97,7 +97,9 @@ export class SqliteStore implements Store {
           WHERE status = 'pending' AND instance IN (SELECT value FROM json_each(?)) GROUP BY instance)
         AND next_attempt_at <= ?`),
       instancesWithPending: db.prepare(`SELECT DISTINCT instance FROM notifications WHERE status = 'pending'`).pluck(),
-      expedite: db.prepare(`UPDATE notifications SET next_attempt_at = ? WHERE status = 'pending' AND instance = ? AND next_attempt_at > ? AND attempts > 0`),
+      // A 429 is about the rate, not an outage: another notification's success does not lift it.
+      expedite: db.prepare(`UPDATE notifications SET next_attempt_at = ? WHERE status = 'pending' AND instance = ? AND next_attempt_at > ? AND attempts > 0
+        AND last_status IS NOT 429`),
       loadAuth: db.prepare(`SELECT seed_hash AS seedHash, refresh_token AS refreshToken, geolocation, access_token AS accessToken,
         access_expires_at AS accessExpiresAt FROM auth_state WHERE instance = ?`),
       saveAuth: db.prepare(`INSERT INTO auth_state (instance, seed_hash, refresh_token, geolocation, access_token, access_expires_at, updated_at)

@@ -37,7 +37,10 @@ export interface Store {
   instancesWithPending(): Promise<string[]>;
   /** Throws when the database cannot take a write (read-only disk, lost lock): for health checks. */
   checkWritable(): Promise<void>;
-  /** A receiver is answering again: its instance's notifications waiting on backoff are due now. */
+  /**
+   * A receiver is answering again: its instance's notifications waiting on backoff are due now,
+   * except those last answered 429 (rate limited: they keep the wait the receiver asked for).
+   */
   expediteRetries(instance: string, now: number): Promise<number>;
 
   loadAuthState(instance: string): Promise<AuthState | undefined>;
