@@ -5,7 +5,7 @@ import { createHttpClient } from '../src/poll/httpClient.js';
 import { captureLogger } from './helpers/harness.js';
 import { enqueue, openOutboxStore } from './helpers/outbox.js';
 import { startReceiver } from './helpers/receiver.js';
-import { rng } from './helpers/rng.js';
+import { hash, rng } from './helpers/rng.js';
 import { waitFor } from './helpers/tmp.js';
 
 const SEEDS = Number(process.env.DELIVERY_SEEDS ?? 30);
@@ -14,13 +14,6 @@ const FIRST_SEED = Number(process.env.DELIVERY_FIRST_SEED ?? 1);
 const MAX_FAILURES = 3;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** FNV-1a: the same number for the same text, so that a notification's fate does not depend on timing. */
-function hash(text: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
-  return h;
-}
 
 /**
  * One world: 2–4 instances, ordered and unordered, on 1–2 receivers (instances may share one),

@@ -6,7 +6,7 @@ import type { Store } from '../src/store/types.js';
 import { captureLogger } from './helpers/harness.js';
 import { enqueue, openOutboxStore } from './helpers/outbox.js';
 import { startReceiver } from './helpers/receiver.js';
-import { rng } from './helpers/rng.js';
+import { hash, rng } from './helpers/rng.js';
 import { waitFor } from './helpers/tmp.js';
 
 const SEEDS = Number(process.env.RELOAD_SEEDS ?? 15);
@@ -14,12 +14,6 @@ const FIRST_SEED = Number(process.env.RELOAD_FIRST_SEED ?? 1);
 const MAX_FAILURES = 3;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function hash(text: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
-  return h;
-}
 
 /**
  * Reloads while delivering, on the threaded store: between looks at the outbox the config changes

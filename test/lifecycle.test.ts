@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -6,37 +6,18 @@ import { fileURLToPath } from 'node:url';
 import type { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { loadConfig } from '../src/config/load.js';
-import type { PollbridgeConfig } from '../src/config/types.js';
 import { createScheduler } from '../src/daemon/schedule.js';
 import type { Store } from '../src/store/types.js';
 import { ThreadedStore } from '../dist/store/threadedStore.js';
 import { startCli } from './helpers/cli.js';
 import { harness } from './helpers/harness.js';
 import { SIM_ENV } from './helpers/simConfig.js';
+import { freePort, rewrite } from './helpers/configFile.js';
 import { waitFor } from './helpers/tmp.js';
 
 const HOLD_LOADING = fileURLToPath(new URL('./fixtures/holdLoading.mjs', import.meta.url));
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-type ConfigJson = { database: string; http?: { listen: string }; instances: { name: string; configuration: Record<string, unknown> }[] };
-
-/** Edits the harness's config file and returns the config as the daemon would load it. */
-function rewrite(file: string, edit: (c: ConfigJson) => void): PollbridgeConfig {
-  const json = JSON.parse(readFileSync(file, 'utf8')) as ConfigJson;
-  edit(json);
-  writeFileSync(file, JSON.stringify(json, null, 2));
-  return loadConfig(file, { env: SIM_ENV });
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 const servers: Server[] = [];
 afterEach(async () => {

@@ -1,35 +1,17 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { readFileSync, writeFileSync } from 'node:fs';
 import type { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ThreadedStore } from '../dist/store/threadedStore.js';
 import type { Store } from '../src/store/types.js';
 import { loadConfig } from '../src/config/load.js';
-import type { PollbridgeConfig } from '../src/config/types.js';
 import { Daemon } from '../src/daemon/daemon.js';
 import { captureLogger, FAST_FETCH, harness } from './helpers/harness.js';
 import { SIM_ENV } from './helpers/simConfig.js';
+import { freePort, rewrite } from './helpers/configFile.js';
 import { waitFor } from './helpers/tmp.js';
 
 
-
-type ConfigJson = { database: string; http?: { listen: string }; instances: { name: string; configuration: Record<string, unknown> }[] };
-
-function rewrite(file: string, edit: (c: ConfigJson) => void): PollbridgeConfig {
-  const json = JSON.parse(readFileSync(file, 'utf8')) as ConfigJson;
-  edit(json);
-  writeFileSync(file, JSON.stringify(json, null, 2));
-  return loadConfig(file, { env: SIM_ENV });
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
