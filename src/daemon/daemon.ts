@@ -240,11 +240,12 @@ export class Daemon {
   }
 
   /**
-   * Applies a new, already validated configuration: polling restarts on the new streams (a poll
-   * in progress is interrupted; the next goes on from its last committed part), deliveries go to
-   * the new targets, and the outbox is kept. Everything that can fail (the database path, new
-   * streams' rows, a new listen address) is done before the running config is touched: a
-   * refused reload leaves it running as it was. The database cannot change while running.
+   * Applies the validated configuration `next` reads when this reload's turn comes (undefined:
+   * nothing to apply); true when it was applied. Polling restarts on the new streams (a poll in
+   * progress is interrupted; the next goes on from its last committed part), deliveries go to the
+   * new targets, and the outbox is kept. Everything that can fail (the database path, new streams'
+   * rows, a new listen address) is done before the running config is touched: a refused reload
+   * leaves it running as it was. The database cannot change while running.
    */
   reload(next: () => PollbridgeConfig | undefined): Promise<boolean> {
     let applied = false;
@@ -317,8 +318,9 @@ export class Daemon {
   }
 
   /**
-   * 503-worthy problems: a stream without a completed poll for 3 intervals, a rotated refresh
-   * token that could not be saved, or a database that takes no write.
+   * 503-worthy problems: a stream whose last STALL_POLLS scheduled polls came and went without one
+   * completing, a rotated refresh token that could not be saved, or a database that takes no
+   * write. Also the polls in progress, for `status`.
    */
   async health(): Promise<Health> {
     const reasons: string[] = [];
