@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { loadConfig } from '../config/load.js';
-import { StoreOpenError } from '../store/lock.js';
+import { StoreOpenError } from '../store/files.js';
 import { SqliteStore } from '../store/sqliteStore.js';
 import { configPath } from './options.js';
 import { UserError } from './userError.js';

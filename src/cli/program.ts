@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander';
 import { ConfigError } from '../config/issues.js';
 import { StartError } from '../daemon/daemon.js';
-import { StoreOpenError } from '../store/lock.js';
+import { StoreOpenError } from '../store/files.js';
 import { MigrationError } from '../store/migrate.js';
 import { StoreError } from '../store/threadedStore.js';
 import { pollbridgeVersion } from '../version.js';

@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { assembleNotifications } from '../deliver/notification.js';
-import { makeDatabasePrivate } from './lock.js';
+import { makeDatabasePrivate } from './files.js';
 import { migrate } from './migrate.js';
 import type {
   AttemptOutcome, AttemptRecord, AuthState, NotificationDetail, NotificationStatus, NotificationSummary, OutboxEntry,

@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads';
-import { StoreOpenError } from './lock.js';
+import { StoreOpenError } from './files.js';
 import { MigrationError } from './migrate.js';
 import { toWire } from './pageWire.js';
 import type { Store } from './types.js';
