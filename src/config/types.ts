@@ -47,6 +47,18 @@ export type DeliveryConfig = {
   ordered: boolean;
 };
 
+/**
+ * The instance as Concur's application connector (`pollbridge.callout.*`): present only when
+ * enabled. Concur's Event Notification callout POSTs to `path` with these Basic credentials.
+ */
+export type InstanceCalloutConfig = {
+  path: string;
+  username: string;
+  password: string;
+  /** How often Concur's failed-notification queue is read and emptied, ms (0: never). */
+  failedQueueMs: number;
+};
+
 export type InstanceConfig = {
   name: string;
   elementKey: string;
@@ -65,14 +77,22 @@ export type InstanceConfig = {
   timeZone: string;
   delivery: DeliveryConfig;
   resources: ResourceConfig[];
+  callout: InstanceCalloutConfig | undefined;
 };
 
 export type HttpConfig = { host: string; port: number };
+
+/**
+ * The top-level `callout` listener. `tls` holds the PEM texts as read when the file was loaded
+ * (a reload reads them again: certificate renewals); without it the listener is plain HTTP.
+ */
+export type CalloutListenConfig = HttpConfig & { tls: { cert: string; key: string } | undefined };
 
 export type PollbridgeConfig = {
   file: string;
   database: string;
   http: HttpConfig | undefined;
+  callout: CalloutListenConfig | undefined;
   instances: InstanceConfig[];
   /** Every secret value the file resolved, so the logger can keep them out of every line. */
   secrets: string[];

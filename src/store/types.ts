@@ -43,6 +43,26 @@ export interface Store {
    */
   expediteRetries(instance: string, now: number): Promise<number>;
 
+  /**
+   * Callout receipts, all in one transaction (group commit): each is durable when this settles,
+   * and only then may Concur be answered 200. A failed-queue item already received (same instance
+   * and `notificationUri`) is not stored again: its existing row is returned, `duplicate` true.
+   */
+  recordCallouts(receipts: readonly CalloutReceipt[]): Promise<{ id: number; duplicate: boolean }[]>;
+  /** Receipts of `instances` not yet turned into an event (or found a duplicate), oldest first, skipping `exclude`. */
+  calloutsToIngest(instances: readonly string[], limit: number, exclude: ReadonlySet<number>): Promise<CalloutRow[]>;
+  /**
+   * A receipt's outcome, in one transaction: when (stream, `eventKey`) is new, `draft` is queued
+   * on `streamId` (the instance's callout stream); either way the receipt is done. A receipt
+   * already done changes nothing (`queued` false).
+   */
+  completeCallout(receiptId: number, streamId: number, eventKey: string, draft: NotificationDraft): Promise<{ queued: boolean }>;
+  /** Failed-queue receipts of `instance` committed but not yet deleted at Concur, oldest first. */
+  calloutsToDelete(instance: string): Promise<{ id: number; notificationUri: string }[]>;
+  markCalloutDeleted(receiptId: number, at: number): Promise<void>;
+  /** Per instance with receipts: how many were received, wait for their event, wait for their DELETE at Concur. */
+  calloutCounts(): Promise<CalloutCounts[]>;
+
   loadAuthState(instance: string): Promise<AuthState | undefined>;
   saveAuthState(instance: string, state: AuthState): Promise<void>;
 
@@ -61,6 +81,33 @@ export interface Store {
    */
   readonly died?: Promise<Error>;
 }
+
+/** The fields of Concur's `<Notification>` (and of a failed-queue item), as text. */
+export type CalloutNotification = {
+  eventType: string;
+  /** `EXPRPT` or `TRAVELREQ`. */
+  objectType: string;
+  objectUri: string;
+  eventDateTime: string;
+  /** Empty when Concur sent `<Context/>`. */
+  context: string;
+};
+
+/** A callout notification as it arrived, before anything is fetched. */
+export type CalloutReceipt = {
+  instance: string;
+  source: 'push' | 'failed-queue';
+  /** The text as received: the pushed XML, or the failed-queue item (XML or JSON). */
+  body: string;
+  notification: CalloutNotification;
+  /** A failed-queue item's URI at Concur, deleted there once the receipt is committed. */
+  notificationUri: string | undefined;
+  receivedAt: number;
+};
+
+export type CalloutRow = CalloutReceipt & { id: number };
+
+export type CalloutCounts = { instance: string; received: number; awaitingEvent: number; awaitingDelete: number; lastReceivedAt: number | undefined };
 
 export type Stream = {
   id: number;
@@ -167,3 +214,10 @@ export type NotificationSummary = {
 };
 
 export type NotificationDetail = NotificationSummary & { body: string; attemptLog: AttemptRecord[] };
+
+/**
+ * The resource name of an instance's callout stream: the events pushed by Concur are a stream of
+ * their own beside the polled ones (neither suppresses the other). Parentheses cannot clash with
+ * a resource of `event.poller.configuration` that anyone would name so.
+ */
+export const CALLOUT_RESOURCE = '(callout)';
