@@ -103,7 +103,7 @@ export function readConfig(file: string, options: LoadOptions = {}): LoadResult 
   }
   if (issues.items.length > 0) return { config: undefined, issues: issues.items, warnings: issues.warnings };
   const secrets = [...new Set(resolved.filter((s) => s.length >= 4))];
-  return { config: { file: path, database, http, instances, secrets, warnings: issues.warnings }, issues: [], warnings: issues.warnings };
+  return { config: { file: path, database, http, callout: undefined, instances, secrets, warnings: issues.warnings }, issues: [], warnings: issues.warnings };
 }
 
 export function loadConfig(file: string, options: LoadOptions = {}): PollbridgeConfig {
@@ -264,6 +264,7 @@ function readInstance(r: ObjectReader): InstanceConfig | undefined {
     timeZone,
     delivery,
     resources,
+    callout: undefined,
   };
 }
 

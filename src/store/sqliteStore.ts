@@ -5,7 +5,7 @@ import { assembleNotifications } from '../deliver/notification.js';
 import { makeDatabasePrivate } from './files.js';
 import { migrate } from './migrate.js';
 import type {
-  AttemptOutcome, AttemptRecord, AuthState, NotificationDetail, NotificationStatus, NotificationSummary, OutboxEntry,
+  AttemptOutcome, AttemptRecord, AuthState, CalloutCounts, CalloutReceipt, CalloutRow, NotificationDraft, NotificationDetail, NotificationStatus, NotificationSummary, OutboxEntry,
   PageCommit, PageResult, Store, Stream, StreamProgress, StreamStatus,
 } from './types.js';
 
@@ -19,6 +19,18 @@ const SUMMARY_COLUMNS = `n.id, n.instance, s.resource, n.status, n.event_count, 
 
 /** What the deliverer needs of an outbox row. */
 const OUTBOX_COLUMNS = 'id, seq, instance, stream_id AS streamId, body, attempts, replay_base AS replayBase, created_at AS createdAt';
+
+const CALLOUT_COLUMNS = `id, instance, source, body, event_type AS eventType, object_type AS objectType, object_uri AS objectUri,
+  event_date_time AS eventDateTime, context, notification_uri AS notificationUri, received_at AS receivedAt`;
+
+type CalloutDbRow = Omit<CalloutRow, 'notification' | 'notificationUri'> & CalloutRow['notification'] & { notificationUri: string | null };
+
+function calloutRow(r: CalloutDbRow): CalloutRow {
+  return {
+    id: r.id, instance: r.instance, source: r.source, body: r.body, receivedAt: r.receivedAt, notificationUri: r.notificationUri ?? undefined,
+    notification: { eventType: r.eventType, objectType: r.objectType, objectUri: r.objectUri, eventDateTime: r.eventDateTime, context: r.context },
+  };
+}
 
 const orUndefined = <T>(v: T | null): T | undefined => (v === null ? undefined : v);
 
@@ -100,6 +112,17 @@ export class SqliteStore implements Store {
       // A 429 is about the rate, not an outage: another notification's success does not lift it.
       expedite: db.prepare(`UPDATE notifications SET next_attempt_at = ? WHERE status = 'pending' AND instance = ? AND next_attempt_at > ? AND attempts > 0
         AND last_status IS NOT 429`),
+      insertCallout: db.prepare(`INSERT INTO callouts (instance, source, body, event_type, object_type, object_uri, event_date_time, context,
+        notification_uri, received_at) VALUES (:instance, :source, :body, :eventType, :objectType, :objectUri, :eventDateTime, :context,
+        :notificationUri, :receivedAt) ON CONFLICT (instance, notification_uri) WHERE notification_uri IS NOT NULL DO NOTHING RETURNING id`),
+      failedCallout: db.prepare('SELECT id FROM callouts WHERE instance = ? AND notification_uri = ?').pluck(),
+      calloutsToIngest: db.prepare(`SELECT ${CALLOUT_COLUMNS} FROM callouts INDEXED BY callouts_to_ingest
+        WHERE done_at IS NULL AND instance IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?`),
+      calloutDone: db.prepare('UPDATE callouts SET done_at = ? WHERE id = ? AND done_at IS NULL'),
+      insertCalloutEvent: db.prepare('INSERT OR IGNORE INTO callout_events (stream_id, event_key, notification_id) VALUES (?, ?, ?)'),
+      calloutsToDelete: db.prepare(`SELECT id, notification_uri AS notificationUri FROM callouts INDEXED BY callouts_to_delete
+        WHERE instance = ? AND notification_uri IS NOT NULL AND deleted_at IS NULL ORDER BY id`),
+      calloutDeleted: db.prepare('UPDATE callouts SET deleted_at = ? WHERE id = ? AND deleted_at IS NULL'),
       loadAuth: db.prepare(`SELECT seed_hash AS seedHash, refresh_token AS refreshToken, geolocation, access_token AS accessToken,
         access_expires_at AS accessExpiresAt FROM auth_state WHERE instance = ?`),
       saveAuth: db.prepare(`INSERT INTO auth_state (instance, seed_hash, refresh_token, geolocation, access_token, access_expires_at, updated_at)
@@ -207,6 +230,45 @@ export class SqliteStore implements Store {
   async checkWritable(): Promise<void> {
     // Taking the write lock and writing the WAL header is what a real commit needs first.
     this.db.transaction(() => this.db.prepare('INSERT OR REPLACE INTO pollbridge_health (id, checked_at) VALUES (1, ?)').run(Date.now())).immediate();
+  }
+
+  async recordCallouts(receipts: readonly CalloutReceipt[]): Promise<{ id: number; duplicate: boolean }[]> {
+    return this.db.transaction(() => receipts.map((r) => {
+      const id = this.stmts.insertCallout.pluck().get({
+        instance: r.instance, source: r.source, body: r.body, ...r.notification, notificationUri: r.notificationUri ?? null, receivedAt: r.receivedAt,
+      }) as number | undefined;
+      return id === undefined ? { id: this.stmts.failedCallout.get(r.instance, r.notificationUri) as number, duplicate: true } : { id, duplicate: false };
+    })).immediate();
+  }
+
+  async calloutsToIngest(instances: readonly string[], limit: number, exclude: ReadonlySet<number>): Promise<CalloutRow[]> {
+    const rows = this.stmts.calloutsToIngest.all(JSON.stringify(instances), limit + exclude.size) as CalloutDbRow[];
+    return rows.filter((r) => !exclude.has(r.id)).slice(0, limit).map(calloutRow);
+  }
+
+  async completeCallout(receiptId: number, streamId: number, eventKey: string, draft: NotificationDraft): Promise<{ queued: boolean }> {
+    return this.db.transaction(() => {
+      const now = Date.now();
+      if (this.stmts.calloutDone.run(now, receiptId).changes === 0) return { queued: false };
+      if (this.stmts.insertCalloutEvent.run(streamId, eventKey, draft.id).changes === 0) return { queued: false };
+      this.stmts.insertNotification.run(draft.id, streamId, streamId, draft.body, draft.eventCount, now, now);
+      return { queued: true };
+    }).immediate();
+  }
+
+  async calloutsToDelete(instance: string): Promise<{ id: number; notificationUri: string }[]> {
+    return this.stmts.calloutsToDelete.all(instance) as { id: number; notificationUri: string }[];
+  }
+
+  async markCalloutDeleted(receiptId: number, at: number): Promise<void> {
+    this.stmts.calloutDeleted.run(at, receiptId);
+  }
+
+  async calloutCounts(): Promise<CalloutCounts[]> {
+    const rows = this.db.prepare(`SELECT instance, count(*) AS received, count(*) FILTER (WHERE done_at IS NULL) AS awaitingEvent,
+        count(*) FILTER (WHERE notification_uri IS NOT NULL AND deleted_at IS NULL) AS awaitingDelete, max(received_at) AS lastReceivedAt
+      FROM callouts GROUP BY instance ORDER BY instance`).all() as (Omit<CalloutCounts, 'lastReceivedAt'> & { lastReceivedAt: number | null })[];
+    return rows.map((r) => ({ ...r, lastReceivedAt: orUndefined(r.lastReceivedAt) }));
   }
 
   async loadAuthState(instance: string): Promise<AuthState | undefined> {
