@@ -1,6 +1,10 @@
 import type { Got } from 'got';
+import { drainFailedQueue } from '../callout/failedQueue.js';
+import { GroupCommit } from '../callout/groupCommit.js';
+import { type CalloutInstance, CalloutIngester } from '../callout/ingest.js';
+import { type CalloutRoute, type CalloutServer, startCalloutServer } from '../callout/server.js';
 import { newNotificationId } from '../util/ids.js';
-import type { InstanceConfig, PollbridgeConfig, ResourceConfig } from '../config/types.js';
+import type { CalloutListenConfig, HttpConfig, InstanceConfig, PollbridgeConfig, ResourceConfig } from '../config/types.js';
 import { Deliverer, type DeliveryTarget } from '../deliver/deliverer.js';
 import { DEFAULT_MAX_RETRY_AFTER_SEC } from '../deliver/retryPolicy.js';
 import type { Logger } from '../log.js';
@@ -9,7 +13,7 @@ import { DEFAULT_FETCH_POLICY, type FetchPolicy } from '../poll/retry.js';
 import { createGetText, createHttpClient, type GetText } from '../poll/httpClient.js';
 import { acquireDaemonLock } from '../store/lock.js';
 import { ThreadedStore } from '../store/threadedStore.js';
-import type { Store, Stream } from '../store/types.js';
+import { CALLOUT_RESOURCE, type CalloutReceipt, type Store, type Stream } from '../store/types.js';
 import { type Instant, instantFromMs, msFromInstant } from '../time/instant.js';
 import { abortableSleep } from '../util/abortableSleep.js';
 import { Semaphore } from '../util/semaphore.js';
@@ -44,6 +48,18 @@ type PlannedStream = {
   /** A new authenticator, not one kept from the running config. */
   fresh: boolean;
   opened: Stream;
+};
+
+/** A config's streams and callout instances, their rows opened and their authenticators made. */
+type Plan = { streams: PlannedStream[]; callouts: Map<string, CalloutInstance>; freshAuths: Authenticator[] };
+
+/** A listener of the daemon (health and metrics, the callout connector) and how to open it. */
+type ListenerSlot<L extends { url: string; close(): Promise<void> }> = {
+  what: string;
+  get(): L | undefined;
+  set(listener: L | undefined): void;
+  address(config: PollbridgeConfig): HttpConfig | undefined;
+  open(config: PollbridgeConfig): Promise<L>;
 };
 
 type StreamRuntime = {
@@ -94,6 +110,12 @@ export class Daemon {
   private getText: GetText | undefined;
   private deliverer: Deliverer | undefined;
   private httpServer: { url: string; close(): Promise<void> } | undefined;
+  private calloutServer: CalloutServer | undefined;
+  private ingester: CalloutIngester | undefined;
+  private calloutCommit: GroupCommit<CalloutReceipt, { id: number; duplicate: boolean }> | undefined;
+  /** The running config's callout instances, by name. */
+  private callouts = new Map<string, CalloutInstance>();
+  private calloutRoutes: CalloutRoute[] = [];
   private streams: StreamRuntime[] = [];
   private targets = new Map<string, DeliveryTarget>();
   private loopController = new AbortController();
@@ -137,6 +159,11 @@ export class Daemon {
     return this.httpServer?.url;
   }
 
+  /** Where Concur's callout is answered, once started with `callout.listen`. */
+  get calloutUrl(): string | undefined {
+    return this.calloutServer?.url;
+  }
+
   private get log(): Logger {
     return this.options.log;
   }
@@ -163,9 +190,10 @@ export class Daemon {
     if (this.stopped) return;
     await this.open();
     if (this.stopped) return;
-    if (this.config.http) {
+    if (this.config.http || this.config.callout) {
       try {
-        this.httpServer = await this.listen(this.config);
+        if (this.config.http) this.httpServer = await this.listen(this.config);
+        if (this.config.callout) this.calloutServer = await this.listenCallouts(this.config);
       } catch (err) {
         // Closed before the start rejects, so that the caller may start again on this database at
         // once; a stop asked meanwhile is the next step and does it.
@@ -179,10 +207,31 @@ export class Daemon {
     }
     this.startLoops();
     void this.deliverer!.start();
+    this.ingester!.start();
     this.log.info('pollbridge started', {
       database: this.config.database,
       streams: this.streams.map((s) => `${s.instance.name}/${s.resource.name}`),
     });
+  }
+
+  private async listenCallouts(config: PollbridgeConfig): Promise<CalloutServer> {
+    const listen = config.callout!;
+    let server;
+    try {
+      server = await startCalloutServer(listen, {
+        routes: () => this.calloutRoutes,
+        receive: async (instance, body, notification) => {
+          await this.calloutCommit!.add({ instance, source: 'push', body, notification, notificationUri: undefined, receivedAt: Date.now() });
+          this.ingester?.wake();
+        },
+        onResult: (result) => this.metrics.callouts.inc({ result }),
+        log: this.log,
+      });
+    } catch (err) {
+      throw new StartError(`cannot listen on ${listen.host}:${listen.port} (callout.listen): ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    this.log.info("Concur's callout answered", { url: server.url, tls: listen.tls !== undefined, paths: [...new Set(this.calloutRoutes.map((r) => r.path))] });
+    return server;
   }
 
   private async listen(config: PollbridgeConfig): Promise<{ url: string; close(): Promise<void> }> {
@@ -230,10 +279,13 @@ export class Daemon {
     await this.opening?.catch(() => {});
     await this.stopLoops();
     for (const s of this.streams) s.scheduler.dispose();
-    await this.httpServer?.close();
+    // Callouts being answered are committed first (the listener waits for them), then no fetch
+    // is started: what is left is done at the next start.
+    await Promise.all([this.httpServer?.close(), this.calloutServer?.close()]);
+    await this.ingester?.stop();
     // A refresh in flight must be answered and saved before the database closes: Concur has
     // rotated the refresh token by then.
-    await Promise.all([this.deliverer?.stop(this.options.graceMs ?? 10_000), this.closeAuths(this.streams.map((s) => s.auth))]);
+    await Promise.all([this.deliverer?.stop(this.options.graceMs ?? 10_000), this.closeAuths(this.runningAuths())]);
     await this.store?.close();
     this.lock?.release();
     this.log.info('pollbridge stopped');
@@ -265,31 +317,63 @@ export class Daemon {
       throw new ReloadError(`the database cannot change on reload (${this.config.database} → ${config.database}); restart instead`);
     }
     this.options.log.addSecrets?.(config.secrets);
-    const planned = await this.planStreams(config);
-    const listenChanged = JSON.stringify(config.http) !== JSON.stringify(this.config.http);
-    let server = this.httpServer;
-    if (listenChanged && config.http) {
-      try {
-        server = await this.listenInstead(config);
-      } catch (err) {
-        await this.closeAuths(planned.filter((p) => p.fresh).map((p) => p.auth));
-        throw new ReloadError((err as Error).message);
+    const plan = await this.planStreams(config);
+    const httpSlot = this.httpSlot();
+    const calloutSlot = this.calloutSlot();
+    const httpChanged = JSON.stringify(config.http) !== JSON.stringify(this.config.http);
+    const calloutChanged = !sameCalloutListener(config.callout, this.config.callout);
+    let httpServer: { url: string; close(): Promise<void> } | undefined;
+    let calloutServer: CalloutServer | undefined;
+    try {
+      if (httpChanged && config.http) httpServer = await this.listenInstead(httpSlot, config);
+      if (calloutChanged && config.callout) calloutServer = await this.listenInstead(calloutSlot, config);
+    } catch (err) {
+      if (httpServer) {
+        await httpServer.close();
+        // Ours was closed to make way for the new address (see listenInstead): it comes back.
+        if (!this.httpServer && this.config.http) this.httpServer = await this.listen(this.config).catch(() => undefined);
       }
+      await this.closeAuths(plan.freshAuths);
+      throw new ReloadError((err as Error).message);
     }
     // Nothing below fails: the new config takes over.
     await this.stopLoops();
     for (const s of this.streams) s.scheduler.dispose();
-    const before = this.streams.map((s) => s.auth);
+    const before = this.runningAuths();
     this.options = { ...this.options, config };
-    this.install(planned);
-    if (listenChanged) {
+    this.install(plan);
+    if (httpChanged) {
       await this.httpServer?.close();
-      this.httpServer = config.http ? server : undefined;
+      this.httpServer = httpServer;
+    }
+    if (calloutChanged) {
+      await this.calloutServer?.close();
+      this.calloutServer = calloutServer;
+    } else if (config.callout?.tls) {
+      // The same listener: certificate renewals apply to the connections from now on.
+      this.calloutServer?.setTls(config.callout.tls);
     }
     if (!this.stopped) this.startLoops();
     this.deliverer?.wake();
-    const kept = new Set(this.streams.map((s) => s.auth));
+    this.ingester?.wake();
+    const kept = new Set(this.runningAuths());
     await this.closeAuths(before.filter((a) => !kept.has(a)));
+  }
+
+  private runningAuths(): Authenticator[] {
+    return [...this.streams.map((s) => s.auth), ...[...this.callouts.values()].map((c) => c.auth)];
+  }
+
+  private httpSlot(): ListenerSlot<{ url: string; close(): Promise<void> }> {
+    return {
+      what: 'health and metrics', get: () => this.httpServer, set: (l) => { this.httpServer = l; }, address: (c) => c.http, open: (c) => this.listen(c),
+    };
+  }
+
+  private calloutSlot(): ListenerSlot<CalloutServer> {
+    return {
+      what: "Concur's callout", get: () => this.calloutServer, set: (l) => { this.calloutServer = l; }, address: (c) => c.callout, open: (c) => this.listenCallouts(c),
+    };
   }
 
   /**
@@ -297,22 +381,22 @@ export class Daemon {
    * (127.0.0.1:9464 → 0.0.0.0:9464) the kernel refuses the new address beside ours, the port being
    * busy only because it is ours: ours is closed first, and opened again if the new one fails too.
    */
-  private async listenInstead(config: PollbridgeConfig): Promise<{ url: string; close(): Promise<void> }> {
+  private async listenInstead<L extends { url: string; close(): Promise<void> }>(slot: ListenerSlot<L>, config: PollbridgeConfig): Promise<L> {
     try {
-      return await this.listen(config);
+      return await slot.open(config);
     } catch (err) {
-      const running = this.config.http;
-      if (!this.httpServer || !running || running.port === 0 || running.port !== config.http!.port || !/EADDRINUSE/.test((err as Error).message)) throw err;
+      const running = slot.address(this.config);
+      if (!slot.get() || !running || running.port === 0 || running.port !== slot.address(config)!.port || !/EADDRINUSE/.test((err as Error).message)) throw err;
     }
-    await this.httpServer.close();
-    this.httpServer = undefined;
+    await slot.get()!.close();
+    slot.set(undefined);
     try {
-      return await this.listen(config);
+      return await slot.open(config);
     } catch (err) {
-      this.httpServer = await this.listen(this.config).catch((again: unknown) => {
-        this.log.error('health and metrics are off: their address could not be listened on again', { error: (again as Error).message });
+      slot.set(await slot.open(this.config).catch((again: unknown) => {
+        this.log.error(`${slot.what} is off: its address could not be listened on again`, { error: (again as Error).message });
         return undefined;
-      });
+      }));
       throw err;
     }
   }
@@ -373,6 +457,17 @@ export class Daemon {
       throw err;
     }
     this.watchStore(store);
+    this.calloutCommit = new GroupCommit((receipts) => store.recordCallouts(receipts));
+    this.ingester = new CalloutIngester({
+      store,
+      getText: this.getText,
+      fetchPolicy: this.options.fetchPolicy ?? DEFAULT_FETCH_POLICY,
+      log: this.log,
+      newId: newNotificationId,
+      instances: () => this.callouts,
+      onQueued: () => this.deliverer?.wake(),
+      onOutcome: (instance, outcome) => this.metrics.calloutEvents.inc({ instance, outcome }),
+    });
     this.deliverer = new Deliverer({
       store,
       http: this.http,
@@ -398,29 +493,35 @@ export class Daemon {
    * Opens (or creates) the rows of a config's streams and the authenticators they need, without
    * touching the running ones: a failure here leaves the running config as it was.
    */
-  private async planStreams(config: PollbridgeConfig): Promise<PlannedStream[]> {
+  private async planStreams(config: PollbridgeConfig): Promise<Plan> {
     const store = this.store!;
     const now = instantFromMs(Date.now());
     const planned: PlannedStream[] = [];
+    const callouts = new Map<string, CalloutInstance>();
     const auths = new Map<string, { auth: Authenticator; fresh: boolean }>();
+    const running = [...this.streams.map((s) => ({ instance: s.instance, auth: s.auth })), ...[...this.callouts.values()].map((c) => ({ instance: c.config, auth: c.auth }))];
     try {
       for (const instance of config.instances) {
         if (!instance.enabled) continue;
         // Kept across a reload while its credentials are unchanged: it may hold a rotated refresh
         // token that could not be saved yet, which a fresh one would not know.
-        const same = this.streams.find((s) => s.instance.name === instance.name && JSON.stringify(s.instance.auth) === JSON.stringify(instance.auth));
+        const same = running.find((r) => r.instance.name === instance.name && JSON.stringify(r.instance.auth) === JSON.stringify(instance.auth));
         const { auth, fresh } = auths.get(instance.name) ?? { auth: same?.auth ?? this.authenticator(instance, store), fresh: !same };
         auths.set(instance.name, { auth, fresh });
         for (const resource of instance.resources) {
           const initial = this.options.since ?? instance.backfillFrom ?? now;
           planned.push({ instance, resource, auth, fresh, opened: await store.openStream(instance.name, resource.name, initial) });
         }
+        if (instance.callout) {
+          const stream = await store.openStream(instance.name, CALLOUT_RESOURCE, now);
+          callouts.set(instance.name, { config: instance, streamId: stream.id, auth });
+        }
       }
     } catch (err) {
       await this.closeAuths([...auths.values()].filter((a) => a.fresh).map((a) => a.auth));
       throw err;
     }
-    return planned;
+    return { streams: planned, callouts, freshAuths: [...auths.values()].filter((a) => a.fresh).map((a) => a.auth) };
   }
 
   private authenticator(instance: InstanceConfig, store: Store): Authenticator {
@@ -435,7 +536,7 @@ export class Daemon {
   }
 
   /** Makes planned streams the running ones; a stream that was running keeps its state. */
-  private install(planned: PlannedStream[]): void {
+  private install({ streams: planned, callouts }: Plan): void {
     for (const instance of this.config.instances) {
       if (!instance.enabled) this.log.info('instance disabled (event.notification.enabled is not true): not polled', { instance: instance.name });
     }
@@ -454,6 +555,8 @@ export class Daemon {
         lastPrunedAt: previous?.lastPrunedAt ?? 0,
       };
     });
+    this.callouts = callouts;
+    this.calloutRoutes = [...callouts.values()].map(({ config }) => ({ instance: config.name, ...config.callout! }));
     this.targets = new Map(this.config.instances.map((i) => [i.name, deliveryTarget(i)]));
     void this.store!.instancesWithPending().then((names) => {
       const orphaned = names.filter((name) => !this.targets.has(name));
@@ -477,7 +580,36 @@ export class Daemon {
 
   private startLoops(): void {
     this.loopController = new AbortController();
-    this.loops = this.streams.map((s) => this.pollLoop(s, this.loopController.signal));
+    const signal = this.loopController.signal;
+    this.loops = [
+      ...this.streams.map((s) => this.pollLoop(s, signal)),
+      ...[...this.callouts.values()].filter((c) => c.config.callout!.failedQueueMs > 0).map((c) => this.failedQueueLoop(c, signal)),
+    ];
+  }
+
+  /**
+   * Concur's failed-notification queue of one instance, read at start and every
+   * `failedQueueMinutes`. Its outcome is the callout stream's "last poll" in `status`.
+   */
+  private async failedQueueLoop(instance: CalloutInstance, signal: AbortSignal): Promise<void> {
+    const labels = { instance: instance.config.name };
+    while (!signal.aborted) {
+      try {
+        await drainFailedQueue(instance, {
+          store: this.store!, http: this.http!, getText: this.getText!, fetchPolicy: this.options.fetchPolicy ?? DEFAULT_FETCH_POLICY, log: this.log,
+          onReceived: () => this.ingester?.wake(),
+        }, signal);
+        this.metrics.failedQueueRounds.inc({ ...labels, result: 'ok' });
+        await this.store!.completePoll(instance.streamId, {}, Date.now());
+      } catch (err) {
+        if (signal.aborted) break;
+        const message = (err as Error).message;
+        this.metrics.failedQueueRounds.inc({ ...labels, result: 'failed' });
+        this.log.error("Concur's failed-notification queue could not be read; trying again next round", { ...labels, error: message });
+        await this.store!.failPoll(instance.streamId, message, Date.now()).catch(() => {});
+      }
+      await abortableSleep(instance.config.callout!.failedQueueMs, signal);
+    }
   }
 
   private async stopLoops(): Promise<void> {
@@ -554,6 +686,11 @@ export class Daemon {
       }
     });
   }
+}
+
+/** The same address and plain-or-TLS: the listener stays (a new certificate is set on it). */
+function sameCalloutListener(a: CalloutListenConfig | undefined, b: CalloutListenConfig | undefined): boolean {
+  return a?.host === b?.host && a?.port === b?.port && (a?.tls === undefined) === (b?.tls === undefined);
 }
 
 function sameSchedule(a: InstanceConfig, b: InstanceConfig): boolean {

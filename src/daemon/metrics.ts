@@ -21,6 +21,9 @@ export class Metrics {
   readonly deliveryAttempts: Counter<'instance' | 'class'>;
   readonly deliveryDuration: Histogram<'instance'>;
   readonly deliveryLatency: Histogram<'instance'>;
+  readonly callouts: Counter<'result'>;
+  readonly calloutEvents: Counter<'instance' | 'outcome'>;
+  readonly failedQueueRounds: Counter<'instance' | 'result'>;
 
   constructor(streams: StreamGaugeSource, outbox: OutboxGaugeSource) {
     const registers = [this.registry];
@@ -43,6 +46,18 @@ export class Metrics {
     this.deliveryLatency = new Histogram({
       name: 'pollbridge_delivery_latency_seconds', help: 'From queued to delivered, retries included.', labelNames: ['instance'], registers,
       buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30, 300, 3600, 86400],
+    });
+    this.callouts = new Counter({
+      name: 'pollbridge_callouts_total',
+      help: "Requests to the callout connector by result: accepted (200 after commit), test_connection, or why refused (unauthorized, throttled, too_large, malformed, unsafe_xml, not_found, method_not_allowed, timeout, unavailable).",
+      labelNames: ['result'], registers,
+    });
+    this.calloutEvents = new Counter({
+      name: 'pollbridge_callout_events_total', help: 'Callout receipts by outcome: event (queued), fetch_failed (queued without the object), duplicate (already announced).',
+      labelNames: ['instance', 'outcome'], registers,
+    });
+    this.failedQueueRounds = new Counter({
+      name: 'pollbridge_callout_failed_queue_rounds_total', help: "Reads of Concur's failed-notification queue by result (ok, failed).", labelNames: ['instance', 'result'], registers,
     });
     // The usual build_info: the running version as labels, for joins and for spotting a fleet half upgraded.
     new Gauge({ name: 'pollbridge_build_info', help: 'Always 1; the running pollbridge and node versions as labels.', labelNames: ['version', 'node'], registers })

@@ -14,6 +14,17 @@ export type FetchResult = { body: unknown; serverDate: string | undefined };
 
 const excerpt = (text: string): string => text.replace(/\s+/g, ' ').trim().slice(0, 120);
 
+/** Reads an answer's text; throws (a one-line message) when it is not what was expected. */
+export type BodyParser = (text: string, contentType: string | undefined) => unknown;
+
+const parseJson: BodyParser = (text, contentType) => {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new Error(`invalid JSON (${contentType ?? 'no content type'})`);
+  }
+};
+
 /**
  * GET one JSON document. Transient failures (network, 5xx, 429) are retried with exponential
  * backoff and jitter, waiting out `Retry-After` on 429/503; a 401 refreshes the token once;
@@ -25,6 +36,20 @@ export async function fetchJson(
   auth: Authenticator,
   url: string,
   policy: FetchPolicy,
+  signal?: AbortSignal,
+  onStatus?: (statusCode: number) => void,
+  onRetry?: (notice: RetryNotice) => void,
+): Promise<FetchResult> {
+  return fetchDocument(getText, auth, url, policy, parseJson, signal, onStatus, onRetry);
+}
+
+/** `fetchJson` with another reader of the answer's text (Concur's XML-only APIs). */
+export async function fetchDocument(
+  getText: GetText,
+  auth: Authenticator,
+  url: string,
+  policy: FetchPolicy,
+  parse: BodyParser,
   signal?: AbortSignal,
   onStatus?: (statusCode: number) => void,
   onRetry?: (notice: RetryNotice) => void,
@@ -60,10 +85,9 @@ export async function fetchJson(
       throw new AbortError(new UpstreamError(`GET ${url} answered ${status}: ${excerpt(response.body)}`, status));
     }
     try {
-      return { body: JSON.parse(response.body), serverDate: response.headers.date };
-    } catch {
-      const type = response.headers['content-type'] ?? 'no content type';
-      throw new AbortError(new UpstreamError(`GET ${url} answered ${status} with invalid JSON (${type}): ${excerpt(response.body)}`, status));
+      return { body: parse(response.body, response.headers['content-type']), serverDate: response.headers.date };
+    } catch (err) {
+      throw new AbortError(new UpstreamError(`GET ${url} answered ${status} with ${(err as Error).message}: ${excerpt(response.body)}`, status));
     }
   };
   return retryTransient(attempt, policy, signal, onRetry);

@@ -1,0 +1,254 @@
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { CalloutListenConfig } from '../config/types.js';
+import type { Logger } from '../log.js';
+import type { CalloutNotification } from '../store/types.js';
+import { abortableSleep } from '../util/abortableSleep.js';
+import { type BasicCredentials, matchCredentials, parseBasicAuth } from './basicAuth.js';
+import { NotificationFormatError, parseNotification } from './notificationXml.js';
+import { AuthThrottle } from './throttle.js';
+import { UnsafeXmlError, XmlSyntaxError } from './xml.js';
+
+/** Concur's "Test Connection" button asks here, with the connector's credentials. */
+export const TEST_CONNECTION_PATH = '/system/v1.0/testconnection';
+/** A notification is a few hundred bytes; anything near this is not one. */
+export const MAX_BODY_BYTES = 64 * 1024;
+/** A client that has not sent its headers, or its whole body, by then is cut off. */
+const HEADERS_TIMEOUT_MS = 10_000;
+const BODY_TIMEOUT_MS = 10_000;
+/** The longest a stop waits for answers in progress (each waits for its commit). */
+const CLOSE_GRACE_MS = 5_000;
+
+/** One instance's connector: where Concur posts, with which credentials. */
+export type CalloutRoute = BasicCredentials & { instance: string; path: string };
+
+/** Every way a request ends, for `pollbridge_callouts_total{result}` and the log. */
+export type CalloutResult =
+  | 'accepted' | 'test_connection' | 'unauthorized' | 'throttled' | 'too_large' | 'malformed' | 'unsafe_xml' | 'not_found'
+  | 'method_not_allowed' | 'timeout' | 'unavailable';
+
+export type CalloutServerDeps = {
+  /** The routes of the running config: a reload changes them without a new listener. */
+  routes: () => readonly CalloutRoute[];
+  /** Settles once the notification is committed; a rejection is answered 503. */
+  receive: (instance: string, body: string, notification: CalloutNotification) => Promise<void>;
+  onResult: (result: CalloutResult) => void;
+  log: Logger;
+  throttle?: AuthThrottle;
+};
+
+export type CalloutServer = {
+  url: string;
+  /** New certificate and key for the connections from now on (a renewal, on SIGHUP). */
+  setTls(tls: { cert: string; key: string }): void;
+  close(): Promise<void>;
+};
+
+class BodyError extends Error {
+  constructor(readonly result: 'too_large' | 'timeout', message: string) {
+    super(message);
+  }
+}
+
+/** What each result is answered, and whether the log hears of it (bad input, at warn). */
+const ANSWERS: Record<CalloutResult, { status: number; warn: boolean }> = {
+  accepted: { status: 200, warn: false },
+  test_connection: { status: 200, warn: false },
+  unauthorized: { status: 401, warn: true },
+  throttled: { status: 429, warn: true },
+  too_large: { status: 413, warn: true },
+  malformed: { status: 400, warn: true },
+  unsafe_xml: { status: 400, warn: true },
+  not_found: { status: 404, warn: true },
+  method_not_allowed: { status: 405, warn: true },
+  timeout: { status: 408, warn: true },
+  unavailable: { status: 503, warn: false },
+};
+
+/** Bad input from the open internet can come by the thousand: its log lines are sampled per result. */
+const WARN_EVERY_MS = 10_000;
+
+/**
+ * Concur's application connector: `POST {path}` of each callout instance, with HTTP Basic
+ * credentials, answered 200 only once the notification is committed, and Test Connection. Bad
+ * input is answered at once and leaves nothing behind: bodies over MAX_BODY_BYTES are refused
+ * before they are read, XML with a DTD is refused before it is parsed, slow clients are cut off,
+ * and failed credentials from one address are paced (see AuthThrottle). Only the configured
+ * paths answer anything but 404.
+ */
+export async function startCalloutServer(listen: CalloutListenConfig, deps: CalloutServerDeps): Promise<CalloutServer> {
+  const throttle = deps.throttle ?? new AuthThrottle();
+  const lastWarned = new Map<CalloutResult, { at: number; suppressed: number }>();
+  const end = (res: http.ServerResponse, result: CalloutResult, reason: string, req: http.IncomingMessage, headers: http.OutgoingHttpHeaders = {}): void => {
+    deps.onResult(result);
+    const { status, warn } = ANSWERS[result];
+    if (warn) {
+      const now = Date.now();
+      const last = lastWarned.get(result);
+      if (!last || now - last.at >= WARN_EVERY_MS) {
+        lastWarned.set(result, { at: now, suppressed: 0 });
+        // The path is logged, never a header: the Authorization header holds the password.
+        deps.log.warn('callout refused', { result, status, reason, method: req.method, path: pathOf(req), from: req.socket.remoteAddress, ...(last?.suppressed ? { alikeSinceLast: last.suppressed } : {}) });
+      } else {
+        last.suppressed++;
+      }
+    }
+    if (res.headersSent || res.destroyed) return;
+    res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', ...headers }).end(`${reason}\n`);
+  };
+
+  const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
+    const path = pathOf(req);
+    const routes = deps.routes();
+    if (path === TEST_CONNECTION_PATH) {
+      if (req.method !== 'GET' && req.method !== 'HEAD') return end(res, 'method_not_allowed', 'use GET', req, { allow: 'GET, HEAD' });
+      const route = await authenticate(req, res, routes);
+      if (route) end(res, 'test_connection', 'OK', req);
+      return;
+    }
+    const candidates = routes.filter((r) => r.path === path);
+    if (candidates.length === 0) return end(res, 'not_found', 'not found', req, closing(req));
+    if (req.method !== 'POST') return end(res, 'method_not_allowed', 'use POST', req, { allow: 'POST', ...closing(req) });
+    const route = await authenticate(req, res, candidates);
+    if (!route) return;
+    const declared = Number(req.headers['content-length']);
+    if (declared > MAX_BODY_BYTES) return end(res, 'too_large', `the body is over ${MAX_BODY_BYTES} bytes`, req, { connection: 'close' });
+    let body: string;
+    try {
+      body = await readBody(req);
+    } catch (err) {
+      if (!(err instanceof BodyError)) throw err;
+      end(res, err.result, err.message, req, { connection: 'close' });
+      req.socket.destroySoon();
+      return;
+    }
+    let notification: CalloutNotification;
+    try {
+      notification = parseNotification(body);
+    } catch (err) {
+      if (err instanceof UnsafeXmlError) return end(res, 'unsafe_xml', `not accepted: ${err.message}`, req);
+      if (err instanceof XmlSyntaxError || err instanceof NotificationFormatError) return end(res, 'malformed', `not a Concur notification: ${err.message}`, req);
+      throw err;
+    }
+    try {
+      await deps.receive(route.instance, body, notification);
+    } catch (err) {
+      deps.log.error('callout not committed; answered 503 so that Concur sends it again', { instance: route.instance, error: (err as Error).message });
+      return end(res, 'unavailable', 'cannot store the notification now; send it again later', req, { 'retry-after': '60' });
+    }
+    end(res, 'accepted', 'OK', req);
+  };
+
+  /** The route whose credentials the request carries, or undefined once it has been answered. */
+  const authenticate = async (req: http.IncomingMessage, res: http.ServerResponse, candidates: readonly CalloutRoute[]): Promise<CalloutRoute | undefined> => {
+    const address = req.socket.remoteAddress ?? 'unknown';
+    const admitted = throttle.admit(address, Date.now());
+    if (admitted.kind === 'refuse') {
+      end(res, 'throttled', 'too many failed attempts; try again later', req, { 'retry-after': String(admitted.retryAfterSec), ...closing(req) });
+      return undefined;
+    }
+    try {
+      if (admitted.kind === 'wait') {
+        const gone = new AbortController();
+        const onClose = (): void => gone.abort();
+        req.socket.once('close', onClose);
+        await abortableSleep(admitted.ms, gone.signal);
+        req.socket.off('close', onClose);
+        if (gone.signal.aborted) return undefined;
+      }
+      const index = matchCredentials(parseBasicAuth(req.headers.authorization), candidates);
+      if (index >= 0) return candidates[index];
+      throttle.failed(address, Date.now());
+      end(res, 'unauthorized', 'unauthorized', req, { 'www-authenticate': 'Basic realm="pollbridge", charset="UTF-8"', ...closing(req) });
+      return undefined;
+    } finally {
+      throttle.done(address);
+    }
+  };
+
+  const onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    handle(req, res).catch((err: unknown) => {
+      deps.log.error('callout request failed', { error: (err as Error).message, path: pathOf(req) });
+      if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8', connection: 'close' });
+      res.end('internal error\n');
+    });
+  };
+  const options = {
+    headersTimeout: HEADERS_TIMEOUT_MS,
+    requestTimeout: HEADERS_TIMEOUT_MS + BODY_TIMEOUT_MS,
+    // Node checks the two timeouts above this often (default 30 s): slow clients go sooner.
+    connectionsCheckingInterval: 1000,
+    keepAliveTimeout: 5_000,
+    maxHeaderSize: 16 * 1024,
+  };
+  const server: http.Server = listen.tls
+    ? https.createServer({ ...options, cert: listen.tls.cert, key: listen.tls.key, minVersion: 'TLSv1.2' }, onRequest)
+    : http.createServer(options, onRequest);
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    // Headers too slow or too large, or not HTTP at all: answered by node, counted here.
+    const result: CalloutResult = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'timeout' : err.code === 'HPE_HEADER_OVERFLOW' ? 'too_large' : 'malformed';
+    deps.onResult(result);
+    if (socket.writable) socket.end(`HTTP/1.1 ${ANSWERS[result].status} ${http.STATUS_CODES[ANSWERS[result].status]}\r\nconnection: close\r\n\r\n`);
+    else socket.destroy();
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(listen.port, listen.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const { address, port } = server.address() as AddressInfo;
+  const host = address.includes(':') ? `[${address}]` : address;
+  return {
+    url: `${listen.tls ? 'https' : 'http'}://${host}:${port}`,
+    setTls: (tls) => (server as https.Server).setSecureContext({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' }),
+    close: async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      // Answers in progress wait for their commit: given a moment, they answer 200 rather than
+      // leave Concur to send again.
+      const timer = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+      await closed;
+      clearTimeout(timer);
+    },
+  };
+}
+
+function pathOf(req: http.IncomingMessage): string {
+  const url = req.url ?? '/';
+  const query = url.search(/[?#]/);
+  return query < 0 ? url : url.slice(0, query);
+}
+
+/** An answer sent before the body was read: the connection cannot carry another request. */
+function closing(req: http.IncomingMessage): http.OutgoingHttpHeaders {
+  return req.complete ? {} : { connection: 'close' };
+}
+
+/** The body as UTF-8, refused past MAX_BODY_BYTES (chunked bodies declare no length) or BODY_TIMEOUT_MS. */
+function readBody(req: http.IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const timer = setTimeout(() => fail(new BodyError('timeout', `the body did not arrive within ${BODY_TIMEOUT_MS / 1000} s`)), BODY_TIMEOUT_MS);
+    const fail = (err: Error): void => {
+      clearTimeout(timer);
+      req.off('data', onData);
+      req.pause();
+      reject(err);
+    };
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) fail(new BodyError('too_large', `the body is over ${MAX_BODY_BYTES} bytes`));
+      else chunks.push(chunk);
+    };
+    req.on('data', onData);
+    req.once('end', () => {
+      clearTimeout(timer);
+      resolve(Buffer.concat(chunks).toString('utf8'));
+    });
+    req.once('error', fail);
+  });
+}
