@@ -7,6 +7,7 @@ import { formatIssue } from '../src/config/issues.js';
 import { readConfig } from '../src/config/load.js';
 import { runCli } from './helpers/cli.js';
 import { instance } from './helpers/configs.js';
+import { rng } from './helpers/rng.js';
 import { tempDir, writeJson } from './helpers/tmp.js';
 
 const TLS = fileURLToPath(new URL('./fixtures/tls/', import.meta.url));
@@ -76,6 +77,9 @@ describe('callout config: what it loads', () => {
     expect(dir).not.toBe(TLS);
     expect(result.config!.callout!.tls).toEqual({ cert: pem('a.crt'), key: pem('a.key') });
     expect(result.config!.secrets).toContain(pem('a.key'));
+    const keyLines = pem('a.key').split('\n').filter((l) => l && !l.startsWith('-----'));
+    expect(keyLines.length).toBeGreaterThan(0);
+    expect(result.config!.secrets).toEqual(expect.arrayContaining(keyLines));
     expect(result.config!.secrets).not.toContain(pem('a.crt'));
   });
 
@@ -287,6 +291,84 @@ describe('callout config: each instance\'s problems', () => {
   it('with no instance enabled, the one check of that is unchanged', () => {
     const { issues, path } = load({ instances: [instance({ 'event.notification.enabled': 'false' })] });
     expect(issues).toEqual([`${path}: instances: no instance is enabled, so pollbridge would poll nothing: set "event.notification.enabled": "true" on the instance(s) to poll`]);
+  });
+});
+
+const SEEDS = Number(process.env.CALLOUT_CONFIG_SEEDS ?? 300);
+const FIRST_SEED = Number(process.env.CALLOUT_CONFIG_FIRST_SEED ?? 1);
+
+/**
+ * One random file of callout settings, and the problems the rules above give it, worked out
+ * apart from the loader: each as "error|warning PATH", sorted.
+ */
+function randomFile(seed: number): { file: Record<string, unknown>; expected: string[]; passwords: string[] } {
+  const random = rng(seed);
+  const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
+  const expected: string[] = [];
+  const calloutGiven = random() < 0.7;
+  const httpClash = calloutGiven && random() < 0.2;
+  const seen = new Set<string>();
+  const passwords: string[] = [];
+  let instancesEnabled = 0;
+  let calloutsEnabled = 0;
+  const instances = Array.from({ length: 1 + Math.floor(random() * 4) }, (_, i) => {
+    const instanceEnabled = random() < 0.8;
+    const calloutEnabled = random() < 0.6;
+    const path = pick([undefined, '/concur/v1.0/notify', '/a', '/b', 'no-slash', '/q?x', '/system/v1.0/testconnection']);
+    const username = pick([undefined, 'user-one', 'user-two']);
+    const password = pick([undefined, `long-password-${seed}-${i}`, `short${i}${seed % 10}`]);
+    if (password) passwords.push(password);
+    if (instanceEnabled) instancesEnabled++;
+    if (calloutEnabled) calloutsEnabled++;
+    const key = (name: string) => `instances[${i}].configuration["pollbridge.callout.${name}"]`;
+    if (path !== undefined && !/^\/[^?#]*$/.test(path)) expected.push(`error ${key('path')}`);
+    if (path === '/system/v1.0/testconnection') expected.push(`error ${key('path')}`);
+    if (calloutEnabled) {
+      if (!username) expected.push(`error ${key('username')}`);
+      if (!password) expected.push(`error ${key('password')}`);
+      if (password && password.length < 12) expected.push(`warning ${key('password')}`);
+      if (!instanceEnabled) expected.push(`error ${key('enabled')}`);
+      if (!calloutGiven) expected.push(`error ${key('enabled')}`);
+      const route = `${path ?? '/concur/v1.0/notify'} ${username}`;
+      if (username && seen.has(route)) expected.push(`error ${key('username')}`);
+      seen.add(route);
+    }
+    const settings = { enabled: String(calloutEnabled), path, username, password };
+    return calloutInstance(`I${i}`, settings, { 'event.notification.enabled': String(instanceEnabled) });
+  });
+  if (instancesEnabled === 0) expected.push('error instances');
+  if (calloutGiven && calloutsEnabled === 0) expected.push('warning callout');
+  if (httpClash) expected.push('error callout.listen');
+  const file = {
+    http: { listen: '127.0.0.1:9464' },
+    ...(calloutGiven ? { callout: { listen: httpClash ? '0.0.0.0:9464' : '127.0.0.1:8443' } } : {}),
+    instances,
+  };
+  return { file, expected: expected.sort(), passwords };
+}
+
+describe('callout config, randomized (seeded)', () => {
+  it(`gives each random file exactly the problems of the rules, quoting no password (${SEEDS} seeds)`, () => {
+    let errorsSeen = 0;
+    let cleanSeen = 0;
+    for (let seed = FIRST_SEED; seed < FIRST_SEED + SEEDS; seed++) {
+      const { file, expected, passwords } = randomFile(seed);
+      const { result, messages } = load(file);
+      const found = [...result.issues.map((i) => `error ${i.path}`), ...result.warnings.map((w) => `warning ${w.path}`)].sort();
+      try {
+        expect(found).toEqual(expected);
+        for (const m of messages) for (const p of passwords) expect(m).not.toContain(p);
+      } catch (err) {
+        throw new Error(`failing seed ${seed} (rerun with CALLOUT_CONFIG_FIRST_SEED=${seed} CALLOUT_CONFIG_SEEDS=1): ${(err as Error).message}`);
+      }
+      if (result.issues.length > 0) errorsSeen++;
+      if (expected.length === 0) cleanSeen++;
+    }
+    // The seeds reach both kinds of file, or the comparison proves little.
+    if (SEEDS >= 100) {
+      expect(errorsSeen).toBeGreaterThan(SEEDS / 10);
+      expect(cleanSeen).toBeGreaterThan(SEEDS / 100);
+    }
   });
 });
 

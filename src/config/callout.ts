@@ -78,7 +78,7 @@ function checkPair(tls: ObjectReader, cert: { pem: string; from: string }, key: 
 
 /**
  * The top-level `callout` (references already resolved), or undefined if absent or unusable.
- * `secrets` receives the key's text, for log redaction.
+ * `secrets` receives the key's text and each line of it, for log redaction.
  */
 export function readCalloutListen(root: ObjectReader, baseDir: string, secrets: string[]): CalloutListenConfig | undefined {
   const callout = root.object('callout');
@@ -93,7 +93,8 @@ export function readCalloutListen(root: ObjectReader, baseDir: string, secrets: 
   const cert = readPem(tls, 'cert', baseDir);
   const key = readPem(tls, 'key', baseDir);
   if (key) {
-    secrets.push(key.pem);
+    // Each line as well: an excerpt of the key must not pass the log redaction either.
+    secrets.push(key.pem, ...key.pem.split(/\r?\n/).filter((line) => line && !line.startsWith('-----')));
     tls.issues.secret(key.pem, 'the private key');
   }
   if (!cert || !key || !checkPair(tls, cert, key)) return undefined;
