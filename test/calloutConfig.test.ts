@@ -167,6 +167,7 @@ describe('callout config: the listener\'s problems', () => {
   it('tls with one of the two, or neither', () => {
     expect(withTls({ cert: 'tls/a.crt' }).issues).toEqual([expect.stringMatching(/callout\.tls\.key: is required beside "cert": TLS needs both the certificate and its private key$/)]);
     expect(withTls({ key: 'tls/a.key' }).issues).toEqual([expect.stringMatching(/callout\.tls\.cert: is required beside "key"/)]);
+    expect(withTls({ cert: 'tls/a.crt', key: '' }).issues).toEqual([expect.stringMatching(/callout\.tls\.key: is required beside "cert"/)]);
     expect(withTls({}).issues).toEqual([expect.stringMatching(/callout\.tls: needs "cert" and "key" \(or leave "tls" out to serve plain HTTP behind a proxy\)$/)]);
   });
 

@@ -86,10 +86,11 @@ export function readCalloutListen(root: ObjectReader, baseDir: string, secrets: 
   const listen = readListen(callout, '0.0.0.0:8443', { required: true });
   const tls = callout.object('tls');
   if (!tls) return listen && { ...listen, tls: undefined };
+  const given = (key: 'cert' | 'key') => tls.has(key) && tls.obj[key] !== '';
   for (const [key, other] of [['cert', 'key'], ['key', 'cert']] as const) {
-    if (!tls.has(key) && tls.has(other)) tls.issues.add(tls.at(key), `is required beside "${other}": TLS needs both the certificate and its private key`);
+    if (!given(key) && given(other)) tls.issues.add(tls.at(key), `is required beside "${other}": TLS needs both the certificate and its private key`);
   }
-  if (!tls.has('cert') && !tls.has('key')) tls.issues.add(tls.path, 'needs "cert" and "key" (or leave "tls" out to serve plain HTTP behind a proxy)');
+  if (!given('cert') && !given('key')) tls.issues.add(tls.path, 'needs "cert" and "key" (or leave "tls" out to serve plain HTTP behind a proxy)');
   const cert = readPem(tls, 'cert', baseDir);
   const key = readPem(tls, 'key', baseDir);
   if (key) {
