@@ -1,7 +1,9 @@
 /** Every key pollbridge reads, by the place of the file it is read from. */
 
-export const ROOT_KEYS = ['database', 'http', 'instances'] as const;
+export const ROOT_KEYS = ['database', 'http', 'callout', 'instances'] as const;
 export const HTTP_KEYS = ['listen'] as const;
+export const CALLOUT_KEYS = ['listen', 'tls'] as const;
+export const CALLOUT_TLS_KEYS = ['cert', 'key'] as const;
 export const INSTANCE_KEYS = ['name', 'element', 'provider', 'configuration', 'tags'] as const;
 export const ELEMENT_KEYS = ['key'] as const;
 export const PROVIDER_KEYS = ['baseUrl', 'auth'] as const;
@@ -26,6 +28,8 @@ export const INSTANCE_EXTENSION_KEYS: ReadonlySet<string> = new Set([
   'pollbridge.delivery.maxEventsPerNotification', 'pollbridge.delivery.timeoutMs',
   'pollbridge.delivery.retrySchedule', 'pollbridge.delivery.concurrency', 'pollbridge.delivery.ordered',
   'pollbridge.notification.previousSignatureKeys',
+  'pollbridge.callout.enabled', 'pollbridge.callout.path', 'pollbridge.callout.username', 'pollbridge.callout.password',
+  'pollbridge.callout.failedQueueMinutes',
 ]);
 
 /** AMPLIFY's fields of one resource of `event.poller.configuration`. */

@@ -6,9 +6,11 @@ import { createDateParser } from '../time/dateParser.js';
 import { instantFromMs } from '../time/instant.js';
 import { PatternError } from '../time/javaPattern.js';
 import { normalizeTimeZone } from '../time/zone.js';
+import { checkCallouts, type PlacedInstance, readCalloutListen, readInstanceCallout } from './callout.js';
 import { childPath, ConfigError, type ConfigIssue, IssueList } from './issues.js';
 import { findJsonSyntaxError } from './jsonSyntax.js';
 import { INSTANCE_EXTENSION_KEYS, RESOURCE_EXTENSION_KEYS } from './keys.js';
+import { readListen } from './listen.js';
 import { isObject, ObjectReader } from './read.js';
 import { resolveSecrets } from './secrets.js';
 import { checkInstanceShape, checkRootShape, referenceProblems, URL_KINDS } from './shape.js';
@@ -60,8 +62,11 @@ export function readConfig(file: string, options: LoadOptions = {}): LoadResult 
   const databaseRaw = options.databaseOverride ?? rootReader.string('database') ?? 'pollbridge.db';
   const database = options.databaseOverride ? resolve(databaseRaw) : resolve(dirname(path), databaseRaw);
   const http = readHttp(rootReader);
+  // Its tls files may be given by `${file:}`/`${credential:}`; the other top-level keys are read as written.
+  const calloutReader = new ObjectReader({ callout: resolveSecrets(root.callout, 'callout', secretCtx) }, '', issues);
+  const callout = readCalloutListen(calloutReader, dirname(path), resolved);
 
-  const instances: InstanceConfig[] = [];
+  const placed: PlacedInstance[] = [];
   if (!Array.isArray(root.instances) || root.instances.length === 0) {
     issues.add('instances', 'must be a non-empty array of instances');
   } else {
@@ -76,9 +81,10 @@ export function readConfig(file: string, options: LoadOptions = {}): LoadResult 
       checkInstanceShape(withConfig, at, issues);
       const secretsResolved = resolveSecrets(withConfig, at, secretCtx) as Record<string, unknown>;
       const instance = readInstance(new ObjectReader(secretsResolved, at, issues));
-      if (instance) instances.push(instance);
+      if (instance) placed.push({ instance, at });
     });
   }
+  const instances = placed.map((p) => p.instance);
   if (multi) reportUnknownExtensionKeys({ ...raw, instances: undefined }, [], '', issues);
   // Only when every instance could be read and every flag was true or false: an instance that
   // could not be read, or a flag such as "yes", may be the one meant to be enabled.
@@ -88,6 +94,10 @@ export function readConfig(file: string, options: LoadOptions = {}): LoadResult 
     issues.add(multi ? 'instances' : 'configuration["event.notification.enabled"]',
       'no instance is enabled, so pollbridge would poll nothing: set "event.notification.enabled": "true" on the instance(s) to poll');
   }
+  checkCallouts(issues, {
+    calloutGiven: root.callout !== undefined, listen: callout, http, instances: placed,
+    allRead: Array.isArray(root.instances) && instances.length === root.instances.length, multi,
+  });
   const names = new Set<string>();
   instances.forEach((inst, i) => {
     if (names.has(inst.name)) issues.add(multi ? `instances[${i}].name` : 'name', `duplicate instance name "${inst.name}"`);
@@ -100,10 +110,11 @@ export function readConfig(file: string, options: LoadOptions = {}): LoadResult 
     if (a.type === 'oauth2_refresh_token') resolved.push(a.clientSecret, a.refreshToken);
     if (a.type === 'bearer') resolved.push(a.token);
     if (a.type === 'basic') resolved.push(a.password);
+    if (inst.callout) resolved.push(inst.callout.password);
   }
   if (issues.items.length > 0) return { config: undefined, issues: issues.items, warnings: issues.warnings };
   const secrets = [...new Set(resolved.filter((s) => s.length >= 4))];
-  return { config: { file: path, database, http, callout: undefined, instances, secrets, warnings: issues.warnings }, issues: [], warnings: issues.warnings };
+  return { config: { file: path, database, http, callout, instances, secrets, warnings: issues.warnings }, issues: [], warnings: issues.warnings };
 }
 
 export function loadConfig(file: string, options: LoadOptions = {}): PollbridgeConfig {
@@ -172,15 +183,7 @@ function checkSignatureKey(issues: IssueList, path: string, key: string | undefi
 
 function readHttp(root: ObjectReader): HttpConfig | undefined {
   const http = root.object('http');
-  const listen = http?.string('listen');
-  if (!http || !listen) return undefined;
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(listen);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) {
-    root.issues.add(http.at('listen'), `must be HOST:PORT, e.g. "127.0.0.1:9464", got "${listen}"`);
-    return undefined;
-  }
-  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+  return http && readListen(http, '127.0.0.1:9464');
 }
 
 function checkUrl(r: ObjectReader, key: string, value: string | undefined): void {
@@ -222,6 +225,7 @@ function readInstance(r: ObjectReader): InstanceConfig | undefined {
   const vendorType = c.string('event.vendor.type', { required: true });
   if (vendorType && vendorType !== 'polling') c.issues.add(c.at('event.vendor.type'), `must be "polling", got "${vendorType}"`);
   const enabled = c.boolean('event.notification.enabled', false);
+  const enabledClear = !c.issues.items.some((i) => i.path === c.at('event.notification.enabled'));
   const callbackUrl = c.string('event.notification.callback.url', { required: true });
   checkUrl(c, 'event.notification.callback.url', callbackUrl);
   warnPlainHttp(c, 'event.notification.callback.url', callbackUrl);
@@ -264,7 +268,7 @@ function readInstance(r: ObjectReader): InstanceConfig | undefined {
     timeZone,
     delivery,
     resources,
-    callout: undefined,
+    callout: readInstanceCallout(c, enabledClear ? enabled : undefined),
   };
 }
 

@@ -1,7 +1,7 @@
 import { closest } from './editDistance.js';
 import { childPath, type IssueList } from './issues.js';
 import {
-  AMPLIFY_CONFIGURATION_KEYS, AUTH_KEYS, CONCUR_ELEMENT, DATES_KEYS, ELEMENT_KEYS, HTTP_KEYS, INSTANCE_EXTENSION_KEYS, INSTANCE_KEYS,
+  AMPLIFY_CONFIGURATION_KEYS, AUTH_KEYS, CALLOUT_KEYS, CALLOUT_TLS_KEYS, CONCUR_ELEMENT, DATES_KEYS, ELEMENT_KEYS, HTTP_KEYS, INSTANCE_EXTENSION_KEYS, INSTANCE_KEYS,
   PROVIDER_KEYS, RESOURCE_EXTENSION_KEYS, RESOURCE_KEYS, ROOT_KEYS, SECRET_KINDS, URL_MACROS,
 } from './keys.js';
 import { isObject } from './read.js';
@@ -89,11 +89,11 @@ function checkStrings(value: unknown, path: string, issues: IssueList, kinds: re
 }
 
 const belongsAtTop = (key: string): string | undefined =>
-  key === 'database' || key === 'http'
+  key === 'database' || key === 'http' || key === 'callout'
     ? `is read only at the top level, beside "instances" ({ "${key}": …, "instances": [ … ] }): here it would be ignored`
     : undefined;
 
-/** The file's top level: `{ database, http, instances }`, or else a single instance. */
+/** The file's top level: `{ database, http, callout, instances }`, or else a single instance. */
 export function checkRootShape(raw: Record<string, unknown>, issues: IssueList): void {
   if (raw.instances === undefined) return;
   unknownKeys(raw, ROOT_KEYS, '', issues);
@@ -101,6 +101,11 @@ export function checkRootShape(raw: Record<string, unknown>, issues: IssueList):
   if (isObject(raw.http)) {
     unknownKeys(raw.http, HTTP_KEYS, 'http', issues);
     checkStrings(raw.http, 'http', issues, SECRET_KINDS);
+  }
+  if (isObject(raw.callout)) {
+    unknownKeys(raw.callout, CALLOUT_KEYS, 'callout', issues);
+    if (isObject(raw.callout.tls)) unknownKeys(raw.callout.tls, CALLOUT_TLS_KEYS, 'callout.tls', issues);
+    checkStrings(raw.callout, 'callout', issues, SECRET_KINDS);
   }
 }
 
