@@ -3,7 +3,7 @@ import type { HttpConfig, PollbridgeConfig, Schedule } from '../config/types.js'
 import type { PollInProgress } from '../daemon/httpServer.js';
 import { createScheduler, nextIntervalRun } from '../daemon/schedule.js';
 import { isDaemonLockHeld } from '../store/lock.js';
-import type { StreamStatus } from '../store/types.js';
+import { CALLOUT_RESOURCE, type StreamStatus } from '../store/types.js';
 import { isoFromInstant } from '../time/instant.js';
 import { instantOrDash, isoOrNull, relativeOrDash, relativeTime, table } from './format.js';
 import { withCliStore } from './openStore.js';
@@ -94,6 +94,7 @@ export async function statusCommand(opts: { db?: string; config?: string; json?:
   await withCliStore({ db: opts.db ?? config!.database }, { readonly: true }, async (store, path) => {
     const streams = await store.streams();
     const counts = await store.notificationCounts();
+    const callouts = await store.calloutCounts();
     const now = Date.now();
     const daemonRunning = isDaemonLockHeld(path);
     const views = streamViews(streams, config, daemonRunning, health, now);
@@ -112,6 +113,7 @@ export async function statusCommand(opts: { db?: string; config?: string; json?:
           ...(health ? { polling: s.polling ? { since: s.polling.since, page: s.polling.page, retry: s.polling.retry } : null } : {}),
         })),
         notifications: counts,
+        callouts: callouts.map((c) => ({ ...c, lastReceivedAt: isoOrNull(c.lastReceivedAt) })),
         ...(config ? { unconfigured: waiting } : {}), ...(health ? { daemon: health } : {}),
       };
       process.stdout.write(JSON.stringify(status, null, 2) + '\n');
@@ -121,13 +123,17 @@ export async function statusCommand(opts: { db?: string; config?: string; json?:
     process.stdout.write(table(
       ['INSTANCE', 'RESOURCE', 'CURSOR', 'LAST POLL', 'RESULT', ...(config ? ['NEXT POLL'] : []), 'PENDING', 'DEAD', 'REJECTED', 'LAST ERROR'],
       views.map((s) => [
-        s.instance, s.resource, instantOrDash(s.cursor), relativeOrDash(s.lastPollAt, now),
+        // A callout stream has no cursor: Concur pushes; its "poll" is the read of Concur's failed queue.
+        s.instance, s.resource, s.resource === CALLOUT_RESOURCE ? '-' : instantOrDash(s.cursor), relativeOrDash(s.lastPollAt, now),
         s.lastPollOk === undefined ? '-' : s.lastPollOk ? 'ok' : 'failed',
         ...(config ? [nextColumn(s)] : []),
         String(s.pending), String(s.dead), String(s.rejected), s.lastPollError ?? s.lastDeliveryError ?? '',
       ]),
     ));
     process.stdout.write(`notifications: ${counts.pending} pending, ${counts.delivered} delivered, ${counts.dead} dead\n`);
+    for (const c of callouts) {
+      process.stdout.write(`callouts ${c.instance}: ${c.received} received (last ${relativeOrDash(c.lastReceivedAt, now)}), ${c.awaitingEvent} waiting for their event, ${c.awaitingDelete} waiting for their DELETE at Concur\n`);
+    }
     for (const { instance, pending } of waiting) {
       process.stdout.write(`${instance}: ${pending} pending, waiting for an instance no longer configured (kept; sent if it is configured again)\n`);
     }

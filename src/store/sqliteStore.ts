@@ -112,6 +112,30 @@ export class SqliteStore implements Store {
       // A 429 is about the rate, not an outage: another notification's success does not lift it.
       expedite: db.prepare(`UPDATE notifications SET next_attempt_at = ? WHERE status = 'pending' AND instance = ? AND next_attempt_at > ? AND attempts > 0
         AND last_status IS NOT 429`),
+      loadAuth: db.prepare(`SELECT seed_hash AS seedHash, refresh_token AS refreshToken, geolocation, access_token AS accessToken,
+        access_expires_at AS accessExpiresAt FROM auth_state WHERE instance = ?`),
+      saveAuth: db.prepare(`INSERT INTO auth_state (instance, seed_hash, refresh_token, geolocation, access_token, access_expires_at, updated_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (instance) DO UPDATE SET seed_hash = excluded.seed_hash, refresh_token = excluded.refresh_token,
+        geolocation = excluded.geolocation, access_token = excluded.access_token, access_expires_at = excluded.access_expires_at,
+        updated_at = excluded.updated_at`),
+    };
+  }
+
+  /**
+   * Prepared on first use: `status` opens a database read-only, and one written by an older
+   * pollbridge (not yet migrated by a daemon) has no callout tables.
+   */
+  private calloutStmtsCache: ReturnType<SqliteStore['prepareCallouts']> | undefined;
+
+  private get calloutStmts() {
+    this.calloutStmtsCache ??= this.prepareCallouts();
+    return this.calloutStmtsCache;
+  }
+
+  private prepareCallouts() {
+    const db = this.db;
+    return {
       insertCallout: db.prepare(`INSERT INTO callouts (instance, source, body, event_type, object_type, object_uri, event_date_time, context,
         notification_uri, received_at) VALUES (:instance, :source, :body, :eventType, :objectType, :objectUri, :eventDateTime, :context,
         :notificationUri, :receivedAt) ON CONFLICT (instance, notification_uri) WHERE notification_uri IS NOT NULL DO NOTHING RETURNING id`),
@@ -123,13 +147,6 @@ export class SqliteStore implements Store {
       calloutsToDelete: db.prepare(`SELECT id, notification_uri AS notificationUri FROM callouts INDEXED BY callouts_to_delete
         WHERE instance = ? AND notification_uri IS NOT NULL AND deleted_at IS NULL ORDER BY id`),
       calloutDeleted: db.prepare('UPDATE callouts SET deleted_at = ? WHERE id = ? AND deleted_at IS NULL'),
-      loadAuth: db.prepare(`SELECT seed_hash AS seedHash, refresh_token AS refreshToken, geolocation, access_token AS accessToken,
-        access_expires_at AS accessExpiresAt FROM auth_state WHERE instance = ?`),
-      saveAuth: db.prepare(`INSERT INTO auth_state (instance, seed_hash, refresh_token, geolocation, access_token, access_expires_at, updated_at)
-        VALUES (?, ?, ?, ?, ?, ?, ?)
-        ON CONFLICT (instance) DO UPDATE SET seed_hash = excluded.seed_hash, refresh_token = excluded.refresh_token,
-        geolocation = excluded.geolocation, access_token = excluded.access_token, access_expires_at = excluded.access_expires_at,
-        updated_at = excluded.updated_at`),
     };
   }
 
@@ -234,37 +251,39 @@ export class SqliteStore implements Store {
 
   async recordCallouts(receipts: readonly CalloutReceipt[]): Promise<{ id: number; duplicate: boolean }[]> {
     return this.db.transaction(() => receipts.map((r) => {
-      const id = this.stmts.insertCallout.pluck().get({
+      const id = this.calloutStmts.insertCallout.pluck().get({
         instance: r.instance, source: r.source, body: r.body, ...r.notification, notificationUri: r.notificationUri ?? null, receivedAt: r.receivedAt,
       }) as number | undefined;
-      return id === undefined ? { id: this.stmts.failedCallout.get(r.instance, r.notificationUri) as number, duplicate: true } : { id, duplicate: false };
+      return id === undefined ? { id: this.calloutStmts.failedCallout.get(r.instance, r.notificationUri) as number, duplicate: true } : { id, duplicate: false };
     })).immediate();
   }
 
   async calloutsToIngest(instances: readonly string[], limit: number, exclude: ReadonlySet<number>): Promise<CalloutRow[]> {
-    const rows = this.stmts.calloutsToIngest.all(JSON.stringify(instances), limit + exclude.size) as CalloutDbRow[];
+    const rows = this.calloutStmts.calloutsToIngest.all(JSON.stringify(instances), limit + exclude.size) as CalloutDbRow[];
     return rows.filter((r) => !exclude.has(r.id)).slice(0, limit).map(calloutRow);
   }
 
   async completeCallout(receiptId: number, streamId: number, eventKey: string, draft: NotificationDraft): Promise<{ queued: boolean }> {
     return this.db.transaction(() => {
       const now = Date.now();
-      if (this.stmts.calloutDone.run(now, receiptId).changes === 0) return { queued: false };
-      if (this.stmts.insertCalloutEvent.run(streamId, eventKey, draft.id).changes === 0) return { queued: false };
+      if (this.calloutStmts.calloutDone.run(now, receiptId).changes === 0) return { queued: false };
+      if (this.calloutStmts.insertCalloutEvent.run(streamId, eventKey, draft.id).changes === 0) return { queued: false };
       this.stmts.insertNotification.run(draft.id, streamId, streamId, draft.body, draft.eventCount, now, now);
       return { queued: true };
     }).immediate();
   }
 
   async calloutsToDelete(instance: string): Promise<{ id: number; notificationUri: string }[]> {
-    return this.stmts.calloutsToDelete.all(instance) as { id: number; notificationUri: string }[];
+    return this.calloutStmts.calloutsToDelete.all(instance) as { id: number; notificationUri: string }[];
   }
 
   async markCalloutDeleted(receiptId: number, at: number): Promise<void> {
-    this.stmts.calloutDeleted.run(at, receiptId);
+    this.calloutStmts.calloutDeleted.run(at, receiptId);
   }
 
   async calloutCounts(): Promise<CalloutCounts[]> {
+    const migrated = this.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'callouts'").get();
+    if (!migrated) return [];
     const rows = this.db.prepare(`SELECT instance, count(*) AS received, count(*) FILTER (WHERE done_at IS NULL) AS awaitingEvent,
         count(*) FILTER (WHERE notification_uri IS NOT NULL AND deleted_at IS NULL) AS awaitingDelete, max(received_at) AS lastReceivedAt
       FROM callouts GROUP BY instance ORDER BY instance`).all() as (Omit<CalloutCounts, 'lastReceivedAt'> & { lastReceivedAt: number | null })[];
