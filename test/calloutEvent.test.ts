@@ -68,6 +68,11 @@ describe('the event key (what makes a second event or not)', () => {
     expect(calloutEventKey(notification, { error: 'a' })).not.toBe(base);
   });
 
+  it("is the same for a push (a date) and Concur's failed list (a date and time) of one notification", () => {
+    expect(calloutEventKey({ ...notification, eventDateTime: '2026-11-26T19:45:25' }, report('t'))).toBe(calloutEventKey(notification, report('t')));
+    expect(calloutEventKey({ ...notification, eventDateTime: '2026-11-27T00:00:01' }, report('t'))).not.toBe(calloutEventKey(notification, report('t')));
+  });
+
   it('hashes an object without LastModifiedDate whole', () => {
     expect(calloutEventKey(notification, { object: { ID: 'A', Total: 1 } })).not.toBe(calloutEventKey(notification, { object: { ID: 'A', Total: 2 } }));
     expect(calloutEventKey(notification, { object: { ID: 'A', Total: 1 } })).toBe(calloutEventKey(notification, { object: { ID: 'A', Total: 1 } }));

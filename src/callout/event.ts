@@ -58,12 +58,15 @@ function objectVersion(fetched: Fetched): string {
 /**
  * The event's identity: the notification's fields and the state of the object. Concur sends a
  * notification again when our 200 was lost: the same text about the same state makes no second
- * event. A report sent back and submitted again the same day brings the same text (EventDateTime
+ * event, nor does the same notification read from Concur's failed queue after our answers to
+ * its pushes were lost. A report sent back and submitted again the same day brings the same text (EventDateTime
  * is a date) but a new LastModifiedDate, and so a new event.
  */
 export function calloutEventKey(notification: CalloutNotification, fetched: Fetched): string {
   const n = notification;
-  const parts = [n.objectType, n.objectUri, n.eventType, n.eventDateTime, n.context, objectVersion(fetched)];
+  // A push says `2012-05-01`, Concur's failed list `2012-05-01T19:45:25` for the same notification.
+  const day = /^\d{4}-\d{2}-\d{2}/.exec(n.eventDateTime)?.[0] ?? n.eventDateTime;
+  const parts = [n.objectType, n.objectUri, n.eventType, day, n.context, objectVersion(fetched)];
   return createHash('sha256').update(JSON.stringify(parts)).digest('base64url');
 }
 

@@ -327,6 +327,9 @@ export class Daemon {
     try {
       if (httpChanged && config.http) httpServer = await this.listenInstead(httpSlot, config);
       if (calloutChanged && config.callout) calloutServer = await this.listenInstead(calloutSlot, config);
+      // The same listener: certificate renewals apply to the connections from now on. A pair
+      // node refuses leaves the old one in use, and the reload refused.
+      else if (config.callout?.tls) this.calloutServer?.setTls(config.callout.tls);
     } catch (err) {
       if (httpServer) {
         await httpServer.close();
@@ -349,9 +352,6 @@ export class Daemon {
     if (calloutChanged) {
       await this.calloutServer?.close();
       this.calloutServer = calloutServer;
-    } else if (config.callout?.tls) {
-      // The same listener: certificate renewals apply to the connections from now on.
-      this.calloutServer?.setTls(config.callout.tls);
     }
     if (!this.stopped) this.startLoops();
     this.deliverer?.wake();
