@@ -61,8 +61,9 @@ describe('the event key (what makes a second event or not)', () => {
 
   it('differs by each field of the notification, and between fetched and not', () => {
     const base = calloutEventKey(notification, report('t'));
-    for (const field of ['eventType', 'objectType', 'objectUri', 'eventDateTime', 'context'] as const) {
-      expect(calloutEventKey({ ...notification, [field]: `${notification[field]}x` }, report('t')), field).not.toBe(base);
+    const changed = { eventType: 'Report Entered Expense Report Workflow Step - EXTRACT', objectType: 'TRAVELREQ', objectUri: `${notification.objectUri}x`, eventDateTime: '2026-11-27', context: 'x' };
+    for (const [field, value] of Object.entries(changed)) {
+      expect(calloutEventKey({ ...notification, [field]: value }, report('t')), field).not.toBe(base);
     }
     expect(calloutEventKey(notification, { error: 'a' })).toBe(calloutEventKey(notification, { error: 'another reason' }));
     expect(calloutEventKey(notification, { error: 'a' })).not.toBe(base);
