@@ -212,18 +212,37 @@ describe('the simulator pushes Event Notifications as Concur does', () => {
 
   it('stop() cancels what is in flight and every retry: nothing is sent afterwards and nothing is left open', async () => {
     const connector = await startConnector((_a, n) => (n === 1 ? 500 : 'hang'));
-    const { sim } = await startSim({ url: connector.url, retryDelaysMs: [400], timeoutMs: 5000 });
+    const { sim } = await startSim({ url: connector.url, retryDelaysMs: [1000], timeoutMs: 5000 });
     const first = sim.createReport({ ApprovalStatusCode: 'A_PEND' });
     await waitFor('the first try answered 500', () => sim.callouts.attempts.length === 1);
-    sim.createReport({ ApprovalStatusCode: 'A_PEND' });
+    const second = sim.createReport({ ApprovalStatusCode: 'A_PEND' });
     await waitFor('the second notification in flight', () => connector.arrivals.length === 2);
     await sim.stop();
     await sim.calloutsSettled();
     await waitFor('the connector sees the cancelled request close', () => connector.sockets.size === 0, 2000);
     // Past the first notification's retry delay: a timer left running would send it now.
-    await new Promise((r) => setTimeout(r, 600));
+    await new Promise((r) => setTimeout(r, 1200));
     expect(connector.arrivals).toHaveLength(2);
-    expect(sim.callouts.queued().map((n) => n.reportId)).toContain(first.ID);
+    // The cancelled send does not count as a try: Concur never got an answer to it.
+    expect(sim.callouts.queued().map((n) => [n.reportId, n.tries]).sort()).toEqual([[first.ID, 1], [second.ID, 0]].sort());
+    expect(sim.callouts.attempts.map((a) => a.status)).toEqual([500]);
+  });
+
+  it('parks a waiting retry while no connector is set, and sends it to the next one', async () => {
+    const down = await startConnector(() => 500);
+    const up = await startConnector(() => 200);
+    // A long wait, so the retry is surely still waiting when the connector is taken away.
+    const { sim } = await startSim({ url: down.url, retryDelaysMs: [5000, 5000] });
+    const report = sim.createReport({ ApprovalStatusCode: 'A_PEND' });
+    await waitFor('the first try answered 500', () => sim.callouts.attempts.length === 1);
+    sim.setCallout(undefined);
+    await sim.calloutsSettled();
+    expect(sim.callouts.queued().map((n) => n.reportId)).toEqual([report.ID]);
+    sim.setCallout({ url: up.url, username: USER, password: PASSWORD, retryDelaysMs: [5000, 5000] });
+    await sim.calloutsSettled();
+    expect(down.arrivals).toHaveLength(1);
+    expect(up.arrivals.map((a) => a.body)).toEqual([down.arrivals[0]!.body]);
+    expect(sim.callouts.delivered().map((n) => n.tries)).toEqual([2]);
   });
 });
 

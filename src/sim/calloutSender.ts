@@ -150,10 +150,6 @@ export class CalloutQueue {
     return [...this.items.values()].filter((n) => n.state === state).map((n) => ({ ...n }));
   }
 
-  get(id: string): SimNotification | undefined {
-    return this.items.get(id);
-  }
-
   /** Deletes a failed notification (Concur's DELETE); false when there is none by that id. */
   removeFailed(id: string): boolean {
     if (this.items.get(id)?.state !== 'failed') return false;
@@ -174,14 +170,15 @@ export class CalloutQueue {
     return this.start(target, new URL('/system/v1.0/testconnection', target.url), 'GET', undefined).then((r) => r.status);
   }
 
-  /** Cancels every timer and request; queued notifications stay queued. */
+  /** Cancels every timer and request; their notifications stay queued, as if never tried now. */
   stop(): void {
-    this.target = undefined;
-    for (const timer of this.timers.values()) clearTimeout(timer);
-    this.timers.clear();
+    for (const id of this.inFlight) {
+      this.items.get(id)!.tries--;
+      this.ready.push(id);
+    }
     this.inFlight.clear();
     for (const req of this.requests) req.destroy();
-    this.settleIfIdle();
+    this.setTarget(undefined);
   }
 
   private idle(): boolean {

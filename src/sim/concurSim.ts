@@ -2,12 +2,12 @@ import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { parseIso } from '../time/dateParser.js';
+import { msFromInstant } from '../time/instant.js';
+import { zoneOffsetMs } from '../time/zone.js';
 import {
   CalloutQueue, escapeXml, failedListEntry, failedListXml, notificationXml, parseCalloutTarget, type SimCalloutAttempt,
   type SimCalloutTarget, type SimNotification, SUBMIT_EVENT_TYPE,
 } from './calloutSender.js';
-import { msFromInstant } from '../time/instant.js';
-import { zoneOffsetMs } from '../time/zone.js';
 
 export type SimReport = {
   ID: string;
@@ -604,7 +604,7 @@ export class ConcurSim {
 
 const NOTIFICATIONS_PATH = '/api/platform/notifications/v1.0/notification';
 /** A notification's object: Concur's v1.1 report details (XML only) or the v3 report (JSON). */
-const OBJECT_ROUTE = /^\/api\/(?:expense\/expensereport\/(v1\.1)\/report|(?:v3)\.0\/expense\/reports)\/([^/]+)$/;
+const OBJECT_ROUTE = /^\/api\/(?:expense\/expensereport\/(v1\.1)\/report|v3\.0\/expense\/reports)\/([^/]+)$/;
 
 function reportDetailsXml(r: SimReport): string {
   const field = (name: string, value: string | number): string => `<${name}>${escapeXml(String(value))}</${name}>`;
