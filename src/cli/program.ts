@@ -128,7 +128,14 @@ export function buildProgram(): Command {
     .option('--port <port>', 'port to listen on', numberOption('--port', { min: 0, max: 65535, integer: true }), 8080)
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--rate <n>', 'random changes per second', rateOption, 1)
-    .addHelpText('after', examples('pollbridge sim --port 8080 --rate 5', 'pollbridge sim --port 0 --rate 0   # any free port, changes only through /_sim'))
+    .option('--callout-url <url>', "push Event Notifications to this connector's notify URL when a report enters Submitted")
+    .option('--callout-user <user>', 'the Basic auth user name for the callout')
+    .option('--callout-password <password>', 'the Basic auth password for the callout')
+    .addHelpText('after', examples(
+      'pollbridge sim --port 8080 --rate 5',
+      'pollbridge sim --port 0 --rate 0   # any free port, changes only through /_sim',
+      'pollbridge sim --callout-url http://127.0.0.1:8443/concur/v1.0/notify --callout-user concur --callout-password "$PASSWORD"',
+    ))
     .action(simCommand);
 
   program.command('demo')

@@ -4,6 +4,10 @@ import type { AddressInfo } from 'node:net';
 import { parseIso } from '../time/dateParser.js';
 import { msFromInstant } from '../time/instant.js';
 import { zoneOffsetMs } from '../time/zone.js';
+import {
+  CalloutQueue, escapeXml, failedListEntry, failedListXml, notificationXml, parseCalloutTarget, type SimCalloutAttempt,
+  type SimCalloutTarget, type SimNotification, SUBMIT_EVENT_TYPE,
+} from './calloutSender.js';
 
 export type SimReport = {
   ID: string;
@@ -46,7 +50,11 @@ export type SimOptions = {
    * but the configured one.
    */
   separateGeolocation?: boolean;
+  /** Push an Event Notification to this connector whenever a report enters Submitted (A_PEND). */
+  callout?: SimCalloutTarget;
 };
+
+export type { SimCalloutTarget, SimNotification, SimCalloutAttempt };
 
 /**
  * One version of a report. `madeMs` is the host's clock when it was made (not the simulator's,
@@ -108,6 +116,17 @@ export type SimFaults = {
   rawItems: unknown[];
   /** In-process only: runs before each list page is computed, to change data mid-sweep. */
   beforePage: ((pageIndex: number) => void) | undefined;
+  /** Answers for the next requests of a notification's object (v1.1 or v3 report), one each, in order. */
+  objectFailures: ListFailure[];
+  /** The failed-notification list answers XML whatever the request's Accept says. */
+  failedListAsXml: boolean;
+  /**
+   * In-process only: awaited before a failed notification's DELETE is applied; 'drop' closes the
+   * connection without applying it, as if the DELETE had never arrived.
+   */
+  beforeDelete: ((id: string) => Promise<'apply' | 'drop'>) | undefined;
+  /** In-process only: awaited before a notification's object is served. */
+  beforeObject: ((id: string) => Promise<void>) | undefined;
 };
 
 export const STATIC_TOKEN = 'sim-static-token';
@@ -150,7 +169,20 @@ export class ConcurSim {
   readonly changes: Change[] = [];
   readonly faults: SimFaults = {
     listFailures: [], tokenError: undefined, tokenFailures: [], tokenDelayMs: 0, clockOffsetMs: 0, listDelayMs: 0, repeatNextPage: false, endlessPages: false, shuffleTies: false, rawItems: [], beforePage: undefined,
+    objectFailures: [], failedListAsXml: false, beforeDelete: undefined, beforeObject: undefined,
   };
+  private readonly calloutQueue = new CalloutQueue();
+  /** The Event Notifications this simulator, as Concur, has queued, and every attempt to push one. */
+  readonly callouts = {
+    queued: (): SimNotification[] => this.calloutQueue.list('queued'),
+    delivered: (): SimNotification[] => this.calloutQueue.list('delivered'),
+    failed: (): SimNotification[] => this.calloutQueue.list('failed'),
+    attempts: this.calloutQueue.attempts,
+  };
+  /** DELETE requests per failed-notification id that reached the simulator (applied, dropped or refused). */
+  readonly deletes = new Map<string, number>();
+  /** Requests per report id for a notification's object (v1.1 report details or v3 report). */
+  readonly objectRequests = new Map<string, number>();
   /** Every list request's query, in order, for tests to inspect what was asked. */
   readonly listQueries: URLSearchParams[] = [];
   requestCount = 0;
@@ -168,6 +200,34 @@ export class ConcurSim {
 
   constructor(private readonly options: SimOptions = {}) {
     this.validRefreshToken = this.credentials.refreshToken;
+    if (options.callout) this.setCallout(options.callout);
+  }
+
+  /** Starts (or, with undefined, pauses) pushing notifications; queued ones go to the new target. */
+  setCallout(target: SimCalloutTarget | undefined): void {
+    this.calloutQueue.setTarget(target);
+  }
+
+  /** Resolves when no notification is in flight or waiting for a retry. */
+  calloutsSettled(): Promise<void> {
+    return this.calloutQueue.settled();
+  }
+
+  /** Concur's "Test Connection" button: the status the connector answers with the target's credentials. */
+  testConnection(): Promise<number> {
+    return this.calloutQueue.testConnection();
+  }
+
+  /** Concur queues a notification when a report enters the Submitted workflow step. */
+  private notifySubmitted(report: StoredReport): void {
+    if (!this.calloutQueue.enabled || report.ApprovalStatusCode !== 'A_PEND') return;
+    const ms = this.now();
+    const wall = new Date(ms + zoneOffsetMs(this.dateZone, ms)).toISOString();
+    const objectUri = this.calloutQueue.objectUriVersion === 'v3' ? report.URI : `${this.baseUrl}/api/expense/expensereport/v1.1/report/${report.ID}`;
+    const n = { eventType: SUBMIT_EVENT_TYPE, objectType: 'EXPRPT' as const, objectUri, eventDate: wall.slice(0, 10) };
+    this.calloutQueue.enqueue({
+      ...n, id: randomBytes(16).toString('hex').toUpperCase(), reportId: report.ID, eventDateTime: wall.slice(0, 19), xml: notificationXml(n), tries: 0, state: 'queued',
+    });
   }
 
   private get credentials(): SimCredentials {
@@ -208,6 +268,7 @@ export class ConcurSim {
   }
 
   async stop(): Promise<void> {
+    this.calloutQueue.stop();
     const servers = [this.server, this.geolocationServer].filter((s) => s !== undefined);
     this.server = undefined;
     this.geolocationServer = undefined;
@@ -257,6 +318,7 @@ export class ConcurSim {
     this.remember(report);
     this.insertOrdered(report);
     this.changes.push({ kind: 'created', id, lastModified: report.LastModifiedDate, madeMs: Date.now() });
+    this.notifySubmitted(report);
     return this.publicReport(report);
   }
 
@@ -270,6 +332,7 @@ export class ConcurSim {
     this.remember(report);
     this.insertOrdered(report);
     this.changes.push({ kind: 'updated', id, lastModified: report.LastModifiedDate, madeMs: Date.now() });
+    this.notifySubmitted(report);
     return this.publicReport(report);
   }
 
@@ -317,13 +380,16 @@ export class ConcurSim {
     };
     if (req.method === 'POST' && url.pathname === '/oauth2/v0/token') return this.token(body, base, req, res, send);
     if (url.pathname.startsWith('/_sim/')) return this.control(req.method ?? 'GET', url, body, send);
+    if (url.pathname.startsWith(NOTIFICATIONS_PATH) || OBJECT_ROUTE.test(url.pathname)) {
+      if (!this.bearerAllowed(req)) return send(401, { Message: 'Invalid or expired token' });
+      return this.notificationApi(req, res, url, base, send);
+    }
     const concur = url.pathname === '/api/v3.0/expense/reports';
     const generic = url.pathname === '/generic/v1/reports';
     if (req.method === 'GET' && (concur || generic)) {
       const auth = req.headers.authorization ?? '';
       const basic = 'Basic ' + Buffer.from(`${BASIC_CREDENTIALS.username}:${BASIC_CREDENTIALS.password}`).toString('base64');
-      const expiry = this.accessTokens.get(auth.replace(/^Bearer /, ''));
-      const allowed = concur ? expiry !== undefined && expiry >= Date.now() : auth === `Bearer ${STATIC_TOKEN}` || auth === basic;
+      const allowed = concur ? this.bearerAllowed(req) : auth === `Bearer ${STATIC_TOKEN}` || auth === basic;
       if (!allowed) return send(401, { Message: 'Invalid or expired token' });
       this.listQueries.push(url.searchParams);
       // Before the page is read, so the answer holds what changed meanwhile, as a slow query's would.
@@ -344,6 +410,46 @@ export class ConcurSim {
       return concur ? this.listReports(url, send) : this.listGeneric(url, send);
     }
     send(404, { Message: `no route ${req.method} ${url.pathname}` });
+  }
+
+  private bearerAllowed(req: http.IncomingMessage): boolean {
+    const expiry = this.accessTokens.get((req.headers.authorization ?? '').replace(/^Bearer /, ''));
+    return expiry !== undefined && expiry >= Date.now();
+  }
+
+  /** Concur's failed-notification list and DELETE, and the objects a notification's ObjectURI names. */
+  private async notificationApi(req: http.IncomingMessage, res: http.ServerResponse, url: URL, base: string, send: (s: number, p: unknown, h?: Record<string, string>) => void): Promise<void> {
+    const method = req.method ?? 'GET';
+    const object = OBJECT_ROUTE.exec(url.pathname);
+    if (method === 'GET' && object) {
+      const id = decodeURIComponent(object[2]!);
+      this.objectRequests.set(id, (this.objectRequests.get(id) ?? 0) + 1);
+      await this.faults.beforeObject?.(id);
+      const failure = this.faults.objectFailures.shift();
+      if (failure) return answerScripted(failure, req, res);
+      const report = this.reports.get(id);
+      if (!report) return send(404, { Message: `no report ${id}` });
+      if (object[1] === undefined) return send(200, this.jsonById.get(id)!);
+      return send(200, reportDetailsXml(report), { 'content-type': 'application/xml' });
+    }
+    if (method === 'GET' && url.pathname === NOTIFICATIONS_PATH) {
+      if (url.searchParams.get('status') !== 'failed') return send(400, { Message: 'status must be failed' });
+      const entries = this.calloutQueue.list('failed').map((n) => failedListEntry(n, `${base}${NOTIFICATIONS_PATH}/${n.id}`));
+      if (!this.faults.failedListAsXml && /application\/json/i.test(req.headers.accept ?? '')) return send(200, entries);
+      return send(200, failedListXml(entries), { 'content-type': 'application/xml' });
+    }
+    const one = new RegExp(`^${NOTIFICATIONS_PATH}/([^/]+)$`).exec(url.pathname);
+    if (method === 'DELETE' && one) {
+      const id = decodeURIComponent(one[1]!);
+      this.deletes.set(id, (this.deletes.get(id) ?? 0) + 1);
+      if ((await this.faults.beforeDelete?.(id)) === 'drop') {
+        req.socket.destroy();
+        return;
+      }
+      if (!this.calloutQueue.removeFailed(id)) return send(400, { Message: `no failed notification ${id}` });
+      return send(200, {});
+    }
+    send(404, { Message: `no route ${method} ${url.pathname}` });
   }
 
   private async token(body: string, base: string, req: http.IncomingMessage, res: http.ServerResponse, send: (s: number, p: unknown) => void): Promise<void> {
@@ -456,7 +562,7 @@ export class ConcurSim {
     return ms === undefined ? concur : new Date(ms).toISOString();
   }
 
-  private control(method: string, url: URL, body: string, send: (s: number, p: unknown) => void): void {
+  private control(method: string, url: URL, body: string, send: (s: number, p: unknown) => void): void | Promise<void> {
     const path = url.pathname.slice('/_sim/'.length);
     if (method === 'GET' && path === 'reports') return send(200, this.allReports());
     if (method === 'GET' && path === 'changes') return send(200, this.changes);
@@ -476,8 +582,36 @@ export class ConcurSim {
       if (!this.reports.has(update[1]!)) return send(404, { Message: `no report ${update[1]}` });
       return send(200, this.updateReport(update[1]!));
     }
+    if (method === 'POST' && path === 'callout') {
+      let target: SimCalloutTarget | undefined;
+      try {
+        target = parseCalloutTarget(JSON.parse(body || '{}'));
+      } catch (err) {
+        return send(400, { Message: err instanceof Error ? err.message : String(err) });
+      }
+      this.setCallout(target);
+      return send(200, { enabled: target !== undefined });
+    }
+    if (method === 'GET' && path === 'callouts') {
+      return send(200, { queued: this.callouts.queued(), delivered: this.callouts.delivered(), failed: this.callouts.failed(), attempts: this.callouts.attempts });
+    }
+    if (method === 'POST' && path === 'callout/test') {
+      return this.testConnection().then((status) => send(200, { status }), (err: unknown) => send(200, { error: err instanceof Error ? err.message : String(err) }));
+    }
     send(404, { Message: `no control route ${method} ${path}` });
   }
+}
+
+const NOTIFICATIONS_PATH = '/api/platform/notifications/v1.0/notification';
+/** A notification's object: Concur's v1.1 report details (XML only) or the v3 report (JSON). */
+const OBJECT_ROUTE = /^\/api\/(?:expense\/expensereport\/(v1\.1)\/report|v3\.0\/expense\/reports)\/([^/]+)$/;
+
+function reportDetailsXml(r: SimReport): string {
+  const field = (name: string, value: string | number): string => `<${name}>${escapeXml(String(value))}</${name}>`;
+  return `<ReportDetails xmlns="http://www.concursolutions.com/api/expense/expensereport/2011/03">` +
+    field('ReportID', r.ID) + field('ReportName', r.Name) + field('ReportTotal', r.Total) + field('CurrencyCode', r.CurrencyCode) +
+    field('ApprovalStatusCode', r.ApprovalStatusCode) + field('ApprovalStatusName', r.ApprovalStatusName) +
+    field('LastModifiedDate', r.LastModifiedDate) + field('EmployeeName', r.OwnerName) + '</ReportDetails>';
 }
 
 function answerScripted(failure: ListFailure, req: http.IncomingMessage, res: http.ServerResponse): void {
