@@ -3,10 +3,12 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import { migrate, readMigrations } from '../src/store/migrate.js';
+import { migrate, MigrationError, readMigrations } from '../src/store/migrate.js';
+import { SqliteStore } from '../src/store/sqliteStore.js';
 import { CALLOUT_RESOURCE } from '../src/store/types.js';
 import type { CalloutReceipt, CalloutRow, Store } from '../src/store/types.js';
 import { ThreadedStore } from '../dist/store/threadedStore.js';
+import { startCli } from './helpers/cli.js';
 import { rng } from './helpers/rng.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -343,6 +345,26 @@ describe('migration 0005 on a database of the pollbridge before it', () => {
     expect(db.prepare('SELECT id FROM pollbridge_migrations ORDER BY id').pluck().all()).toEqual(readMigrations().map((m) => m.id));
     expect(db.prepare('SELECT count(*) FROM seen').pluck().get()).toBe(1);
     db.close();
+  });
+
+  // `status` and `events` open the database read-only, so they cannot migrate it: run by the new
+  // version while the old daemon still runs, they met the new tables missing and died with a stack.
+  it('a read-only open of it, before the daemon migrated it, is refused by name in one line', async () => {
+    const path = join(tempDir(), 'p.db');
+    const old = new Database(path);
+    old.pragma('journal_mode = WAL');
+    migrate(old, readMigrations().filter((m) => m.id <= 4));
+    old.close();
+    expect(() => new SqliteStore(path, { readonly: true })).toThrow(MigrationError);
+    expect(() => new SqliteStore(path, { readonly: true })).toThrow(/0005_callouts\.sql.*older pollbridge/);
+    const cli = startCli(['events', 'list', '--db', path]);
+    expect((await cli.exited).code).toBe(1);
+    expect(cli.stderr).toEqual([expect.stringMatching(/^pollbridge: .*0005_callouts\.sql.*older pollbridge/)]);
+    // Once migrated, the same read-only open works.
+    await (await ThreadedStore.open(path)).close();
+    const store = new SqliteStore(path, { readonly: true });
+    expect(await store.calloutCounts()).toEqual([]);
+    await store.close();
   });
 });
 
