@@ -45,3 +45,19 @@ export function migrate(db: Database.Database, migrations = readMigrations()): n
   }
   return done;
 }
+
+/**
+ * A database opened read-only cannot be migrated: one that lacks a migration of this version
+ * (the daemon of the version before still runs, or has not been started since the upgrade) is
+ * refused by name, rather than failing later on a table or column it does not have yet.
+ */
+export function requireMigrated(db: Database.Database, migrations = readMigrations()): void {
+  const recorded = db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'pollbridge_migrations'`).get() !== undefined;
+  const applied = new Set(recorded ? (db.prepare('SELECT id FROM pollbridge_migrations').pluck().all() as number[]) : []);
+  const missing = migrations.filter((m) => !applied.has(m.id)).map((m) => m.name);
+  if (missing.length > 0) {
+    throw new MigrationError(
+      `database lacks migration ${missing.join(', ')}: it was written by an older pollbridge (or is not pollbridge's); run the daemon of this version once to migrate it`,
+    );
+  }
+}

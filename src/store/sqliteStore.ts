@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { assembleNotifications } from '../deliver/notification.js';
 import { makeDatabasePrivate } from './files.js';
-import { migrate } from './migrate.js';
+import { migrate, requireMigrated } from './migrate.js';
 import type {
   AttemptOutcome, AttemptRecord, AuthState, CalloutCounts, CalloutReceipt, CalloutRow, NotificationDraft, NotificationDetail, NotificationStatus, NotificationSummary, OutboxEntry,
   PageCommit, PageResult, Store, Stream, StreamProgress, StreamStatus,
@@ -67,6 +67,8 @@ export class SqliteStore implements Store {
       // 16 MiB of page cache (default 2): the upper levels of a million-row seen index stay hot.
       this.db.pragma('cache_size = -16384');
       migrate(this.db);
+    } else {
+      requireMigrated(this.db);
     }
     this.stmts = this.prepare();
   }
