@@ -70,7 +70,7 @@ export class SqliteStore implements Store {
     } else {
       requireMigrated(this.db);
     }
-    this.stmts = this.prepare();
+    this.stmts = { ...this.prepare(), ...this.prepareCallouts() };
   }
 
   private prepare() {
@@ -122,17 +122,6 @@ export class SqliteStore implements Store {
         geolocation = excluded.geolocation, access_token = excluded.access_token, access_expires_at = excluded.access_expires_at,
         updated_at = excluded.updated_at`),
     };
-  }
-
-  /**
-   * Prepared on first use: `status` opens a database read-only, and one written by an older
-   * pollbridge (not yet migrated by a daemon) has no callout tables.
-   */
-  private calloutStmtsCache: ReturnType<SqliteStore['prepareCallouts']> | undefined;
-
-  private get calloutStmts() {
-    this.calloutStmtsCache ??= this.prepareCallouts();
-    return this.calloutStmtsCache;
   }
 
   private prepareCallouts() {
@@ -253,39 +242,37 @@ export class SqliteStore implements Store {
 
   async recordCallouts(receipts: readonly CalloutReceipt[]): Promise<{ id: number; duplicate: boolean }[]> {
     return this.db.transaction(() => receipts.map((r) => {
-      const id = this.calloutStmts.insertCallout.pluck().get({
+      const id = this.stmts.insertCallout.pluck().get({
         instance: r.instance, source: r.source, body: r.body, ...r.notification, notificationUri: r.notificationUri ?? null, receivedAt: r.receivedAt,
       }) as number | undefined;
-      return id === undefined ? { id: this.calloutStmts.failedCallout.get(r.instance, r.notificationUri) as number, duplicate: true } : { id, duplicate: false };
+      return id === undefined ? { id: this.stmts.failedCallout.get(r.instance, r.notificationUri) as number, duplicate: true } : { id, duplicate: false };
     })).immediate();
   }
 
   async calloutsToIngest(instances: readonly string[], limit: number, exclude: ReadonlySet<number>): Promise<CalloutRow[]> {
-    const rows = this.calloutStmts.calloutsToIngest.all(JSON.stringify(instances), limit + exclude.size) as CalloutDbRow[];
+    const rows = this.stmts.calloutsToIngest.all(JSON.stringify(instances), limit + exclude.size) as CalloutDbRow[];
     return rows.filter((r) => !exclude.has(r.id)).slice(0, limit).map(calloutRow);
   }
 
   async completeCallout(receiptId: number, streamId: number, eventKey: string, draft: NotificationDraft): Promise<{ queued: boolean }> {
     return this.db.transaction(() => {
       const now = Date.now();
-      if (this.calloutStmts.calloutDone.run(now, receiptId).changes === 0) return { queued: false };
-      if (this.calloutStmts.insertCalloutEvent.run(streamId, eventKey, draft.id).changes === 0) return { queued: false };
+      if (this.stmts.calloutDone.run(now, receiptId).changes === 0) return { queued: false };
+      if (this.stmts.insertCalloutEvent.run(streamId, eventKey, draft.id).changes === 0) return { queued: false };
       this.stmts.insertNotification.run(draft.id, streamId, streamId, draft.body, draft.eventCount, now, now);
       return { queued: true };
     }).immediate();
   }
 
   async calloutsToDelete(instance: string): Promise<{ id: number; notificationUri: string }[]> {
-    return this.calloutStmts.calloutsToDelete.all(instance) as { id: number; notificationUri: string }[];
+    return this.stmts.calloutsToDelete.all(instance) as { id: number; notificationUri: string }[];
   }
 
   async markCalloutDeleted(receiptId: number, at: number): Promise<void> {
-    this.calloutStmts.calloutDeleted.run(at, receiptId);
+    this.stmts.calloutDeleted.run(at, receiptId);
   }
 
   async calloutCounts(): Promise<CalloutCounts[]> {
-    const migrated = this.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'callouts'").get();
-    if (!migrated) return [];
     const rows = this.db.prepare(`SELECT instance, count(*) AS received, count(*) FILTER (WHERE done_at IS NULL) AS awaitingEvent,
         count(*) FILTER (WHERE notification_uri IS NOT NULL AND deleted_at IS NULL) AS awaitingDelete, max(received_at) AS lastReceivedAt
       FROM callouts GROUP BY instance ORDER BY instance`).all() as (Omit<CalloutCounts, 'lastReceivedAt'> & { lastReceivedAt: number | null })[];
