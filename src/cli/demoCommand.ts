@@ -47,9 +47,29 @@ export function demoConfig(simUrl: string, callbackUrl: string, key: string) {
   };
 }
 
+/** The demo's instance as Concur's application connector too, on a port of its own. */
+export function withDemoCallout(config: ReturnType<typeof demoConfig>, password: string) {
+  const [instance] = config.instances;
+  return {
+    ...config,
+    callout: { listen: '127.0.0.1:0' },
+    instances: [{
+      ...instance!,
+      configuration: {
+        ...instance!.configuration,
+        'pollbridge.callout.enabled': 'true',
+        'pollbridge.callout.username': DEMO_CONNECTOR_USER,
+        'pollbridge.callout.password': password,
+      },
+    }],
+  };
+}
+
+const DEMO_CONNECTOR_USER = 'demo-connector';
+
 /**
- * Everything on one machine: the Concur simulator making changes, the daemon polling it every
- * second, and a receiver that verifies both signatures of every notification and prints its
+ * Everything on one machine: the Concur simulator making changes (and pushing the reports that
+ * enter Submitted to the daemon's callout connector), the daemon polling it every second, and a receiver that verifies both signatures of every notification and prints its
  * events. Stops on Ctrl-C, or after `--events N` / `--seconds N`.
  */
 export async function demoCommand(opts: { events?: number; seconds?: number; rate: number; logLevel?: string; keep?: boolean }): Promise<void> {
@@ -70,18 +90,21 @@ export async function demoCommand(opts: { events?: number; seconds?: number; rat
     key,
     (e) => {
       received++;
-      process.stdout.write(`verified  ${e.eventType.padEnd(7)}  ${e.objectType}  ${e.objectId}  ${e.date}  notification ${e.notificationId}\n`);
+      process.stdout.write(`verified  ${e.via}  ${e.eventType.padEnd(7)}  ${e.objectType}  ${e.objectId}  ${e.date}  notification ${e.notificationId}\n`);
       if (received >= maxEvents) finish?.();
     },
     (reason) => process.stdout.write(`REJECTED  ${reason}\n`),
   );
   const configFile = join(dir, 'poller.config.json');
-  writeFileSync(configFile, JSON.stringify(demoConfig(simUrl, receiver.url, key), null, 2));
+  const connectorPassword = randomBytes(18).toString('base64url');
+  writeFileSync(configFile, JSON.stringify(withDemoCallout(demoConfig(simUrl, receiver.url, key), connectorPassword), null, 2), { mode: 0o600 });
   const config = loadConfig(configFile);
   const daemon = new Daemon({ config, log: createLogger({ level, secrets: config.secrets, stream: process.stderr }), graceMs: 2000 });
   process.stdout.write(`pollbridge demo: simulator ${simUrl}, receiver ${receiver.url}, config ${configFile}\n`);
   process.stdout.write('Waiting for changes (Ctrl-C to stop)…\n');
   await daemon.start();
+  // The simulator plays Concur's callout too: a report entering Submitted is pushed at once.
+  sim.setCallout({ url: `${daemon.calloutUrl}/concur/v1.0/notify`, username: DEMO_CONNECTOR_USER, password: connectorPassword });
   const stopChanges = startChangeStream(sim, rate);
   const timer = seconds === undefined ? undefined : setTimeout(() => finish?.(), seconds * 1000);
   process.once('SIGINT', () => finish?.());

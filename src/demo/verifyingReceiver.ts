@@ -2,7 +2,8 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { verifyNotification } from '../deliver/sign.js';
 
-export type ReceivedEvent = { notificationId: string; eventType: string; objectId: string; objectType: string; date: string };
+/** `via`: pushed by Concur's callout (its notification is in `raw`) or found by polling. */
+export type ReceivedEvent = { notificationId: string; via: 'polled' | 'pushed'; eventType: string; objectId: string; objectType: string; date: string };
 
 /**
  * What a receiver does: read the raw body, verify the signatures with the shared key, answer 2xx
@@ -26,8 +27,9 @@ export async function startVerifyingReceiver(
         return;
       }
       const id = String(req.headers['webhook-id']);
-      const { message } = JSON.parse(body.toString('utf8')) as { message: { events: Omit<ReceivedEvent, 'notificationId'>[] } };
-      for (const e of message.events) onEvent({ notificationId: id, ...e });
+      const { message } = JSON.parse(body.toString('utf8')) as { message: { events: Omit<ReceivedEvent, 'notificationId' | 'via'>[]; raw?: { notification?: unknown } } };
+      const via = message.raw?.notification ? 'pushed' : 'polled';
+      for (const e of message.events) onEvent({ notificationId: id, via, ...e });
       res.writeHead(204).end();
     });
   });
