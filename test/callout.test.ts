@@ -1,4 +1,7 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { ThreadedStore } from '../dist/store/threadedStore.js';
 import { CONNECTOR, NOTIFY_PATH, withCallout } from './helpers/callout.js';
 import { harness } from './helpers/harness.js';
 import { waitFor } from './helpers/tmp.js';
@@ -28,5 +31,23 @@ describe("Concur's callout, in-process on the threaded store", () => {
     // Polling announces the same reports on its own stream.
     await waitFor('both reports polled too', () => reports.every((rep) => h.receiver.accepted.some((r) => !(r.raw as { notification?: unknown }).notification && r.events.some((e) => e.objectId === rep.ID))) || undefined);
     expect(h.receiver.failures).toEqual([]);
+  });
+
+  it("still turns receipts answered 200 into events after the instance's callout was turned off", async () => {
+    const h = await harness();
+    const report = h.sim.createReport({ ApprovalStatusCode: 'A_PEND' });
+    mkdirSync(join(h.dir, 'state'), { recursive: true });
+    const store = await ThreadedStore.open(join(h.dir, 'state/pollbridge.db'));
+    const objectUri = `${h.simUrl}/api/expense/expensereport/v1.1/report/${report.ID}`;
+    await store.recordCallouts([{
+      instance: 'ConcurTest', source: 'push', body: '<Notification/>', notificationUri: undefined, receivedAt: Date.now(),
+      notification: { eventType: 'Report Entered Expense Report Workflow Step - SUBMIT', objectType: 'EXPRPT', objectUri, eventDateTime: '2026-11-26', context: '' },
+    }]);
+    await store.close();
+    const { daemon } = h.daemon();
+    await daemon.start();
+    const pushed = await waitFor('the waiting receipt delivered as an event', () => h.receiver.accepted.find((r) => (r.raw as { notification?: unknown }).notification));
+    expect(pushed.events[0]!.objectId).toBe(report.ID);
+    expect(daemon.calloutUrl).toBeUndefined();
   });
 });

@@ -10,7 +10,10 @@ import { calloutEventKey, calloutNotification, type Fetched } from './event.js';
 import { tokenMayGoTo } from './origins.js';
 import { parseXml } from './xml.js';
 
-/** A callout instance as the ingester needs it: its config, its callout stream, its token. */
+/**
+ * An instance whose receipts become events: its config, its callout stream, its token. Its
+ * `config.callout` is undefined when the callout was turned off with receipts still waiting.
+ */
 export type CalloutInstance = { config: InstanceConfig; streamId: number; auth: Authenticator };
 
 export type IngestOutcome = 'event' | 'duplicate' | 'fetch_failed';

@@ -501,6 +501,8 @@ export class Daemon {
     const auths = new Map<string, { auth: Authenticator; fresh: boolean }>();
     const running = [...this.streams.map((s) => ({ instance: s.instance, auth: s.auth })), ...[...this.callouts.values()].map((c) => ({ instance: c.config, auth: c.auth }))];
     try {
+      // Receipts answered 200 before an instance's callout was turned off still become events.
+      const waiting = new Set((await store.calloutCounts()).filter((c) => c.awaitingEvent > 0).map((c) => c.instance));
       for (const instance of config.instances) {
         if (!instance.enabled) continue;
         // Kept across a reload while its credentials are unchanged: it may hold a rotated refresh
@@ -512,7 +514,7 @@ export class Daemon {
           const initial = this.options.since ?? instance.backfillFrom ?? now;
           planned.push({ instance, resource, auth, fresh, opened: await store.openStream(instance.name, resource.name, initial) });
         }
-        if (instance.callout) {
+        if (instance.callout || waiting.has(instance.name)) {
           const stream = await store.openStream(instance.name, CALLOUT_RESOURCE, now);
           callouts.set(instance.name, { config: instance, streamId: stream.id, auth });
         }
@@ -556,7 +558,7 @@ export class Daemon {
       };
     });
     this.callouts = callouts;
-    this.calloutRoutes = [...callouts.values()].map(({ config }) => ({ instance: config.name, ...config.callout! }));
+    this.calloutRoutes = [...callouts.values()].flatMap(({ config }) => (config.callout ? [{ instance: config.name, ...config.callout }] : []));
     this.targets = new Map(this.config.instances.map((i) => [i.name, deliveryTarget(i)]));
     void this.store!.instancesWithPending().then((names) => {
       const orphaned = names.filter((name) => !this.targets.has(name));
@@ -583,7 +585,7 @@ export class Daemon {
     const signal = this.loopController.signal;
     this.loops = [
       ...this.streams.map((s) => this.pollLoop(s, signal)),
-      ...[...this.callouts.values()].filter((c) => c.config.callout!.failedQueueMs > 0).map((c) => this.failedQueueLoop(c, signal)),
+      ...[...this.callouts.values()].filter((c) => (c.config.callout?.failedQueueMs ?? 0) > 0).map((c) => this.failedQueueLoop(c, signal)),
     ];
   }
 
@@ -593,6 +595,7 @@ export class Daemon {
    */
   private async failedQueueLoop(instance: CalloutInstance, signal: AbortSignal): Promise<void> {
     const labels = { instance: instance.config.name };
+    const everyMs = instance.config.callout!.failedQueueMs;
     while (!signal.aborted) {
       try {
         await drainFailedQueue(instance, {
@@ -608,7 +611,7 @@ export class Daemon {
         this.log.error("Concur's failed-notification queue could not be read; trying again next round", { ...labels, error: message });
         await this.store!.failPoll(instance.streamId, message, Date.now()).catch(() => {});
       }
-      await abortableSleep(instance.config.callout!.failedQueueMs, signal);
+      await abortableSleep(everyMs, signal);
     }
   }
 
