@@ -143,7 +143,8 @@ export async function startCalloutServer(listen: CalloutListenConfig, deps: Call
   /** The route whose credentials the request carries, or undefined once it has been answered. */
   const authenticate = async (req: http.IncomingMessage, res: http.ServerResponse, candidates: readonly CalloutRoute[]): Promise<CalloutRoute | undefined> => {
     const address = req.socket.remoteAddress ?? 'unknown';
-    const admitted = throttle.admit(address, Date.now());
+    // A monotonic clock: a wall clock set back would stretch the pacing.
+    const admitted = throttle.admit(address, performance.now());
     if (admitted.kind === 'refuse') {
       end(res, 'throttled', 'too many failed attempts; try again later', req, { 'retry-after': String(admitted.retryAfterSec), ...closing(req) });
       return undefined;
@@ -159,7 +160,7 @@ export async function startCalloutServer(listen: CalloutListenConfig, deps: Call
       }
       const index = matchCredentials(parseBasicAuth(req.headers.authorization), candidates);
       if (index >= 0) return candidates[index];
-      throttle.failed(address, Date.now());
+      throttle.failed(address, performance.now());
       end(res, 'unauthorized', 'unauthorized', req, { 'www-authenticate': 'Basic realm="pollbridge", charset="UTF-8"', ...closing(req) });
       return undefined;
     } finally {
