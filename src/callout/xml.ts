@@ -54,17 +54,46 @@ function decodeText(text: string, source: string): string {
   });
 }
 
-const MISC = String.raw`(?:\s|<\?[\s\S]*?\?>|<!--[\s\S]*?-->)*`;
-const SELF_CLOSING_ROOT = new RegExp(String.raw`^\uFEFF?${MISC}<[^\s/>]+(?:\s+[^\s=/>]+\s*=\s*(?:"[^"]*"|'[^']*'))*\s*/>`);
-const ONLY_MISC = new RegExp(`^${MISC}$`);
+/**
+ * Where the spaces, comments and processing instructions starting at `from` end (scanned, not
+ * matched by a regular expression: a lazy pattern over many comments backtracks exponentially).
+ */
+function skipMisc(text: string, from: number): number {
+  let at = from;
+  for (;;) {
+    while (at < text.length && /\s/.test(text[at]!)) at++;
+    const close = text.startsWith('<!--', at) ? '-->' : text.startsWith('<?', at) ? '?>' : undefined;
+    if (close === undefined) return at;
+    const end = text.indexOf(close, at + 2);
+    if (end < 0) return at;
+    at = end + close.length;
+  }
+}
+
+/** Where the start tag at `from` ends (after its `>`), quoted attribute values skipped. */
+function startTagEnd(text: string, from: number): number {
+  let quote: string | undefined;
+  for (let at = from + 1; at < text.length; at++) {
+    const c = text[at]!;
+    if (quote !== undefined) {
+      if (c === quote) quote = undefined;
+    } else if (c === '"' || c === "'") {
+      quote = c;
+    } else if (c === '>') {
+      return at + 1;
+    }
+  }
+  return text.length;
+}
 
 /**
  * The validator reports text after a root element `<a></a>` but not after `<a/>`, and the parser
  * drops it: checked here (comments, processing instructions and spaces may follow).
  */
 function hasTextAfterEmptyRoot(text: string): boolean {
-  const root = SELF_CLOSING_ROOT.exec(text);
-  return root !== null && !ONLY_MISC.test(text.slice(root[0].length));
+  const root = skipMisc(text, text.startsWith('\uFEFF') ? 1 : 0);
+  const end = startTagEnd(text, root);
+  return text[end - 2] === '/' && skipMisc(text, end) < text.length;
 }
 
 const parser = new XMLParser({
