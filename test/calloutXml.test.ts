@@ -94,6 +94,7 @@ describe('parseXml: XML as plain JSON', () => {
 
   it('refuses an undefined entity and a reference to a character XML does not allow', () => {
     expect(() => parseXml('<a>&nbsp;</a>')).toThrow(new XmlSyntaxError('undefined entity &nbsp; at line 1, column 4: only &amp; &lt; &gt; &quot; &apos; and character references are allowed'));
+    expect(() => parseXml('<a>&toString;</a>')).toThrow(/^undefined entity &toString; at line 1, column 4/);
     expect(() => parseXml('<a>&#0;</a>')).toThrow(XmlSyntaxError);
     expect(() => parseXml('<a>&#xD800;</a>')).toThrow(/character reference &#xD800; is not an XML character/);
   });

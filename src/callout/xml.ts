@@ -16,7 +16,14 @@ export class XmlSyntaxError extends Error {}
  */
 const MARKUP_DECLARATION = /<!\s*(doctype|entity|element|attlist|notation)/i;
 
-const PREDEFINED: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" };
+// A Map, not an object literal: `&toString;` must not find Object.prototype.toString.
+const PREDEFINED = new Map([
+  ['amp', '&'],
+  ['lt', '<'],
+  ['gt', '>'],
+  ['quot', '"'],
+  ['apos', "'"],
+]);
 
 // The parser below never decodes anything (the second wall); text is decoded here, and only
 // what XML itself predefines: the five named entities and character references.
@@ -48,7 +55,7 @@ function decodeText(text: string, source: string): string {
       if (!isXmlChar(code)) throw new XmlSyntaxError(`character reference ${oneLine(whole, 20)} is not an XML character${positionOf(source, whole)}`);
       return String.fromCodePoint(code);
     }
-    const predefined = PREDEFINED[ref];
+    const predefined = PREDEFINED.get(ref);
     if (predefined === undefined) throw new XmlSyntaxError(`undefined entity ${oneLine(whole, 40)}${positionOf(source, whole)}: only &amp; &lt; &gt; &quot; &apos; and character references are allowed`);
     return predefined;
   });
@@ -96,6 +103,10 @@ function hasTextAfterEmptyRoot(text: string): boolean {
   return text[end - 2] === '/' && skipMisc(text, end) < text.length;
 }
 
+// The second wall, should a declaration ever get past the check in parseXml: with entity
+// processing off the parser substitutes nothing, neither DTD entities nor HTML ones (it has no
+// switch to skip a DOCTYPE, but reads one only to collect entities it then never uses).
+// preserveOrder: the ordered output lets text and CDATA be told apart below.
 const parser = new XMLParser({
   preserveOrder: true,
   ignoreAttributes: true,
