@@ -94,6 +94,7 @@ describe('parseXml: XML as plain JSON', () => {
 
   it('refuses an undefined entity and a reference to a character XML does not allow', () => {
     expect(() => parseXml('<a>&nbsp;</a>')).toThrow(new XmlSyntaxError('undefined entity &nbsp; at line 1, column 4: only &amp; &lt; &gt; &quot; &apos; and character references are allowed'));
+    expect(() => parseXml('<a>&toString;</a>')).toThrow(/^undefined entity &toString; at line 1, column 4/);
     expect(() => parseXml('<a>&#0;</a>')).toThrow(XmlSyntaxError);
     expect(() => parseXml('<a>&#xD800;</a>')).toThrow(/character reference &#xD800; is not an XML character/);
   });
@@ -140,6 +141,12 @@ describe('parseXml: not well-formed → XmlSyntaxError with the position', () =>
     ['an empty body', '', /^not well-formed XML at line 1: Start tag expected\.$/],
     ['an unclosed element', '<a><b>', /^not well-formed XML/],
   ];
+  it('finds text after an empty root behind thousands of comments (a backtracking pattern never returns here)', () => {
+    const comments = '<!-- c --><?pi x?>'.repeat(3000);
+    expect(() => parseXml(`${comments}<a x="/>" y='>'/>${comments}junk`)).toThrow(new XmlSyntaxError('not well-formed XML: content after the root element'));
+    expect(parseXml(`\uFEFF<?xml version="1.0"?>${comments}<a x="/>"/>${comments}\n`)).toEqual({ a: '' });
+  });
+
   it.each(cases)('%s', (_name, text, message) => {
     const err = thrown(() => parseXml(text));
     expect(err).toBeInstanceOf(XmlSyntaxError);
@@ -285,6 +292,7 @@ describe('parseFailedList', () => {
   it('tells JSON from XML by the content type, else by the first character', () => {
     const text = JSON.stringify([JSON_ITEM]);
     expect(parseFailedList(`\n ${text}`, undefined).items).toHaveLength(1);
+    expect(parseFailedList(`\uFEFF${text}`, 'application/json; charset=utf-8').items).toHaveLength(1);
     expect(parseFailedList(text, 'text/plain').items).toHaveLength(1);
     expect(parseFailedList(text, 'application/vnd.concur+json').items).toHaveLength(1);
     expect(parseFailedList(`\n${LIST_XML}`, 'application/octet-stream').items).toHaveLength(2);

@@ -151,9 +151,9 @@ function readItems<T>(raw: readonly T[], read: (item: T) => FailedItem): { items
 function parseJsonList(text: string): { items: FailedItem[]; problems: string[] } {
   let list: unknown;
   try {
-    list = JSON.parse(text);
+    list = JSON.parse(text.replace(/^\uFEFF/, ''));
   } catch (err) {
-    throw new NotificationFormatError(`the failed-notification list is not valid JSON: ${(err as Error).message.split('\n')[0]!.slice(0, 120)}`, { cause: err });
+    throw new NotificationFormatError(`the failed-notification list is not valid JSON: ${(err as Error).message.split('\n')[0]!.slice(0, 100)}`, { cause: err });
   }
   if (!Array.isArray(list)) throw new NotificationFormatError(`the failed-notification list is ${kindOf(list)}, not a JSON array`);
   return readItems(list, (item: unknown) => {

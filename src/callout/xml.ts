@@ -16,7 +16,14 @@ export class XmlSyntaxError extends Error {}
  */
 const MARKUP_DECLARATION = /<!\s*(doctype|entity|element|attlist|notation)/i;
 
-const PREDEFINED: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" };
+// A Map, not an object literal: `&toString;` must not find Object.prototype.toString.
+const PREDEFINED = new Map([
+  ['amp', '&'],
+  ['lt', '<'],
+  ['gt', '>'],
+  ['quot', '"'],
+  ['apos', "'"],
+]);
 
 // The parser below never decodes anything (the second wall); text is decoded here, and only
 // what XML itself predefines: the five named entities and character references.
@@ -48,25 +55,58 @@ function decodeText(text: string, source: string): string {
       if (!isXmlChar(code)) throw new XmlSyntaxError(`character reference ${oneLine(whole, 20)} is not an XML character${positionOf(source, whole)}`);
       return String.fromCodePoint(code);
     }
-    const predefined = PREDEFINED[ref];
+    const predefined = PREDEFINED.get(ref);
     if (predefined === undefined) throw new XmlSyntaxError(`undefined entity ${oneLine(whole, 40)}${positionOf(source, whole)}: only &amp; &lt; &gt; &quot; &apos; and character references are allowed`);
     return predefined;
   });
 }
 
-const MISC = String.raw`(?:\s|<\?[\s\S]*?\?>|<!--[\s\S]*?-->)*`;
-const SELF_CLOSING_ROOT = new RegExp(String.raw`^\uFEFF?${MISC}<[^\s/>]+(?:\s+[^\s=/>]+\s*=\s*(?:"[^"]*"|'[^']*'))*\s*/>`);
-const ONLY_MISC = new RegExp(`^${MISC}$`);
+/**
+ * Where the spaces, comments and processing instructions starting at `from` end (scanned, not
+ * matched by a regular expression: a lazy pattern over many comments backtracks exponentially).
+ */
+function skipMisc(text: string, from: number): number {
+  let at = from;
+  for (;;) {
+    while (at < text.length && /\s/.test(text[at]!)) at++;
+    const close = text.startsWith('<!--', at) ? '-->' : text.startsWith('<?', at) ? '?>' : undefined;
+    if (close === undefined) return at;
+    const end = text.indexOf(close, at + 2);
+    if (end < 0) return at;
+    at = end + close.length;
+  }
+}
+
+/** Where the start tag at `from` ends (after its `>`), quoted attribute values skipped. */
+function startTagEnd(text: string, from: number): number {
+  let quote: string | undefined;
+  for (let at = from + 1; at < text.length; at++) {
+    const c = text[at]!;
+    if (quote !== undefined) {
+      if (c === quote) quote = undefined;
+    } else if (c === '"' || c === "'") {
+      quote = c;
+    } else if (c === '>') {
+      return at + 1;
+    }
+  }
+  return text.length;
+}
 
 /**
  * The validator reports text after a root element `<a></a>` but not after `<a/>`, and the parser
  * drops it: checked here (comments, processing instructions and spaces may follow).
  */
 function hasTextAfterEmptyRoot(text: string): boolean {
-  const root = SELF_CLOSING_ROOT.exec(text);
-  return root !== null && !ONLY_MISC.test(text.slice(root[0].length));
+  const root = skipMisc(text, text.startsWith('\uFEFF') ? 1 : 0);
+  const end = startTagEnd(text, root);
+  return text[end - 2] === '/' && skipMisc(text, end) < text.length;
 }
 
+// The second wall, should a declaration ever get past the check in parseXml: with entity
+// processing off the parser substitutes nothing, neither DTD entities nor HTML ones (it has no
+// switch to skip a DOCTYPE, but reads one only to collect entities it then never uses).
+// preserveOrder: the ordered output lets text and CDATA be told apart below.
 const parser = new XMLParser({
   preserveOrder: true,
   ignoreAttributes: true,
