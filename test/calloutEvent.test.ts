@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { calloutEventKey, calloutNotification, calloutObjectId, type Fetched } from '../src/callout/event.js';
 import { GroupCommit } from '../src/callout/groupCommit.js';
 import { tokenMayGoTo } from '../src/callout/origins.js';
+import { throttleKey } from '../src/callout/server.js';
 import type { CalloutNotification } from '../src/store/types.js';
 import { rng } from './helpers/rng.js';
 
@@ -149,5 +150,25 @@ describe('group commit', () => {
       for (const { i, r } of results) if (r !== 'refused') expect(r, `seed ${seed}`).toBe(i * 2);
       expect(results.length, `seed ${seed}`).toBe(40);
     }
+  });
+});
+
+describe('whom the auth throttle counts', () => {
+  it.each([
+    ['203.0.113.9', '203.0.113.9'],
+    ['::ffff:203.0.113.9', '203.0.113.9'],
+    ['2001:db8:85a3:1:aaaa:bbbb:cccc:dddd', '2001:db8:85a3:1::/64'],
+    ['2001:db8:85a3:1::1', '2001:db8:85a3:1::/64'],
+    ['2001:0db8:85a3:0001::2', '2001:db8:85a3:1::/64'],
+    ['2001:db8::1', '2001:db8:0:0::/64'],
+    ['::1', '0:0:0:0::/64'],
+    [undefined, 'unknown'],
+  ])('%s → %s', (address, key) => {
+    expect(throttleKey(address)).toBe(key);
+  });
+
+  it('puts every address of one /64 under one key, and another /64 under another', () => {
+    expect(throttleKey('2001:db8:1:2:3:4:5:6')).toBe(throttleKey('2001:db8:1:2:ffff::9'));
+    expect(throttleKey('2001:db8:1:2::1')).not.toBe(throttleKey('2001:db8:1:3::1'));
   });
 });

@@ -142,7 +142,7 @@ export async function startCalloutServer(listen: CalloutListenConfig, deps: Call
 
   /** The route whose credentials the request carries, or undefined once it has been answered. */
   const authenticate = async (req: http.IncomingMessage, res: http.ServerResponse, candidates: readonly CalloutRoute[]): Promise<CalloutRoute | undefined> => {
-    const address = req.socket.remoteAddress ?? 'unknown';
+    const address = throttleKey(req.socket.remoteAddress);
     // A monotonic clock: a wall clock set back would stretch the pacing.
     const admitted = throttle.admit(address, performance.now());
     if (admitted.kind === 'refuse') {
@@ -215,6 +215,22 @@ export async function startCalloutServer(listen: CalloutListenConfig, deps: Call
       clearTimeout(timer);
     },
   };
+}
+
+/**
+ * Whom the throttle counts failures of: an IPv4 address, or an IPv6 /64 (one host usually holds
+ * a whole /64, and would otherwise guess from a fresh address each time).
+ */
+export function throttleKey(address: string | undefined): string {
+  if (!address) return 'unknown';
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  if (!address.includes(':')) return address;
+  const [head = '', tail = ''] = address.split('::');
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  const groups = address.includes('::') ? [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right] : left;
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '').toLowerCase()).join(':')}::/64`;
 }
 
 function pathOf(req: http.IncomingMessage): string {
