@@ -317,4 +317,30 @@ describe("crash safety of Concur's callout (SIGKILL of the built CLI)", () => {
     expect(s.callouts().map((r) => r.id), 'read again, it is the same receipt').toEqual(committed.map((r) => r.id));
   }, 120_000);
 
+  it('a kill after Concur applied the DELETE and before the daemon recorded it: the receipt does not wait for a DELETE forever', async () => {
+    const s = await setup(15);
+    const { reportId, notificationId } = await failAtConcur(s);
+    const arrived = gate();
+    const release = gate();
+    let calls = 0;
+    s.sim.faults.beforeDelete = async () => {
+      if (++calls === 1) {
+        arrived.open();
+        await release.opened;
+      }
+      return 'apply';
+    };
+    const daemon = s.start();
+    await arrived.opened;
+    expect(s.callouts().map((r) => r.deletedAt)).toEqual([null]);
+    await kill(daemon);
+    // Concur applies it; the daemon, dead, never hears.
+    release.open();
+    await waitFor('Concur deleted it', () => s.sim.callouts.failed().length === 0);
+    expect(s.callouts().map((r) => r.deletedAt)).toEqual([null]);
+
+    await runToEnd(s, [reportId]);
+    // Sent again at the restart, answered 400 (Concur holds no such failed notification), and done.
+    expect(s.sim.deletes.get(notificationId)).toBe(2);
+  }, 120_000);
 });
