@@ -24,7 +24,7 @@ function packCopy(work: string): { tarball: string; files: string[] } {
   return { tarball: join(work, packed[0]!.filename), files: packed[0]!.files.map((f) => f.path) };
 }
 
-const VERIFIED = /^verified {2}(CREATED|UPDATED) {2}reports /m;
+const VERIFIED = /^verified {2}(polled|pushed) {2}(CREATED|UPDATED) {2}reports /m;
 
 describe('the npm package', () => {
   it('npm pack builds dist from scratch (prepack), and the unpacked package runs the demo end to end', { timeout: 180_000 }, () => {
