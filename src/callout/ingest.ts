@@ -105,7 +105,8 @@ export class CalloutIngester {
       }
       for (const row of rows) this.track(row);
       if (rows.length === free && free > 0) continue;
-      if (this.woken) continue;
+      // A stop during the read above found no wakeUp to call: it must not wait out the idle check.
+      if (this.woken || signal.aborted) continue;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, IDLE_CHECK_MS);
         this.wakeUp = () => {

@@ -1,0 +1,199 @@
+import { mkdirSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { CalloutIngester } from '../src/callout/ingest.js';
+import { createGetText } from '../src/poll/httpClient.js';
+import type { Store } from '../src/store/types.js';
+import { ThreadedStore } from '../dist/store/threadedStore.js';
+import { CONNECTOR, NOTIFICATION_XML, NOTIFY_PATH, basicAuth, post, withCallout } from './helpers/callout.js';
+import { captureLogger, FAST_FETCH, harness } from './helpers/harness.js';
+import { tempDir, waitFor } from './helpers/tmp.js';
+
+const servers: Server[] = [];
+const stores: Store[] = [];
+afterEach(async () => {
+  for (const s of servers.splice(0)) {
+    s.closeAllConnections();
+    await new Promise((resolve) => s.close(resolve));
+  }
+  for (const s of stores.splice(0)) await s.close().catch(() => {});
+});
+
+type PushedRaw = { notification?: { ObjectURI: string; source: string }; fetchError?: string; reports?: unknown[] };
+const pushedEvents = (h: Awaited<ReturnType<typeof harness>>) => h.receiver.accepted.filter((r) => (r.raw as PushedRaw).notification);
+const push = (url: string, objectUri: string, eventDate?: string) =>
+  post(`${url}${NOTIFY_PATH}`, NOTIFICATION_XML(objectUri, eventDate), { authorization: basicAuth(CONNECTOR.username, CONNECTOR.password) });
+const objectUriOf = (simUrl: string, id: string) => `${simUrl}/api/expense/expensereport/v1.1/report/${id}`;
+
+/** A real store whose reads of the callouts to ingest the test can hold. */
+function holdingReads(store: Store) {
+  const held: (() => void)[] = [];
+  let holding = false;
+  const proxy = new Proxy(store, {
+    get(target, prop) {
+      if (prop === 'calloutsToIngest' && holding) {
+        return (...args: Parameters<Store['calloutsToIngest']>) => new Promise((resolve) => held.push(() => resolve(target.calloutsToIngest(...args))));
+      }
+      const value = Reflect.get(target, prop, target) as unknown;
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+  return { store: proxy, hold: () => { holding = true; }, held };
+}
+
+describe('the callout ingester', () => {
+  it('stops at once when the stop comes while it reads its work, rather than after its idle check', { timeout: 60_000 }, async () => {
+    const dir = tempDir();
+    const store = await ThreadedStore.open(join(dir, 'pollbridge.db'));
+    stores.push(store);
+    const gate = holdingReads(store);
+    const ingester = new CalloutIngester({
+      store: gate.store, getText: createGetText({ timeoutMs: 5000 }), fetchPolicy: FAST_FETCH, log: captureLogger().log, newId: () => 'x',
+      instances: () => new Map(), onQueued: () => {},
+    });
+    ingester.start();
+    // The first read finds nothing: the ingester waits to be woken.
+    await new Promise((r) => setTimeout(r, 100));
+    gate.hold();
+    ingester.wake();
+    await waitFor('the read held', () => gate.held.length === 1 || undefined);
+    const stopped = ingester.stop().then(() => 'stopped' as const);
+    gate.held[0]!();
+    // The idle check is 30 s away: a stop that waits for it is a stop that hangs.
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => { timer = setTimeout(() => resolve('late'), 10_000); });
+    expect(await Promise.race([stopped, late])).toBe('stopped');
+    clearTimeout(timer);
+  });
+});
+
+describe('callout ingestion in the daemon', () => {
+  it('sends no token to an ObjectURI on another host: the event says the fetch was not made', { timeout: 30_000 }, async () => {
+    const other = createServer((req, res) => res.end('{}'));
+    const seen: { url?: string; authorization?: string }[] = [];
+    other.on('request', (req) => seen.push({ url: req.url, authorization: req.headers.authorization }));
+    await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
+    servers.push(other);
+    const h = await harness({}, {}, (c) => withCallout(c));
+    const { daemon } = h.daemon();
+    await daemon.start();
+    const report = h.sim.createReport({ ApprovalStatusCode: 'A_PEND' });
+    const foreign = `http://127.0.0.1:${(other.address() as AddressInfo).port}/api/expense/expensereport/v1.1/report/${report.ID}`;
+    expect((await push(daemon.calloutUrl!, foreign)).status).toBe(200);
+    const [event] = await waitFor('the pushed event', () => { const e = pushedEvents(h); return e.length > 0 ? e : undefined; });
+    const raw = event!.raw as PushedRaw;
+    expect(raw.fetchError).toMatch(/not on the instance's API host/);
+    expect(raw.reports).toEqual([]);
+    expect(event!.events[0]!.objectId).toBe(report.ID);
+    expect(seen).toEqual([]);
+  });
+
+  it('ends a 404, a 500 that never ends and a refused token each in one event with the fetch error', { timeout: 60_000 }, async () => {
+    const h = await harness({}, {}, (c) => withCallout(c, '127.0.0.1:0', { 'pollbridge.callout.failedQueueMinutes': '0' }));
+    const { daemon, logs } = h.daemon();
+    await daemon.start();
+    // 404: a report Concur no longer has.
+    expect((await push(daemon.calloutUrl!, objectUriOf(h.simUrl, 'GONE'))).status).toBe(200);
+    await waitFor('the 404 event', () => pushedEvents(h).length === 1 || undefined);
+    // 500 for every try.
+    const failing = h.sim.createReport({ ApprovalStatusCode: 'A_PEND' });
+    h.sim.faults.objectFailures.push(...Array.from({ length: 20 }, () => ({ status: 500 })));
+    expect((await push(daemon.calloutUrl!, objectUriOf(h.simUrl, failing.ID))).status).toBe(200);
+    await waitFor('the 500 event', () => pushedEvents(h).length === 2 || undefined);
+    expect(h.sim.objectRequests.get(failing.ID)).toBe(FAST_FETCH.retries + 1);
+    h.sim.faults.objectFailures.length = 0;
+    // The token refused: the event still comes, without the object.
+    h.sim.revokeAccessTokens();
+    h.sim.faults.tokenError = { status: 400, error: 'invalid_grant' };
+    const refused = h.sim.createReport({ ApprovalStatusCode: 'A_PEND' });
+    expect((await push(daemon.calloutUrl!, objectUriOf(h.simUrl, refused.ID))).status).toBe(200);
+    await waitFor('the refused-token event', () => pushedEvents(h).length === 3 || undefined);
+    const [gone, fiveHundred, noToken] = pushedEvents(h).map((r) => r.raw as PushedRaw);
+    expect(gone!.fetchError).toMatch(/answered 404/);
+    expect(fiveHundred!.fetchError).toMatch(/answered 500/);
+    expect(noToken!.fetchError).toMatch(/invalid_grant/);
+    expect(h.sim.objectRequests.get(refused.ID)).toBeUndefined();
+    for (const raw of [gone, fiveHundred, noToken]) expect(raw!.reports).toEqual([]);
+    for (const token of h.sim.issuedTokens) expect(logs.raw.join('\n')).not.toContain(token);
+    expect(JSON.stringify(h.receiver.accepted)).not.toContain(CONNECTOR.password);
+  });
+
+  it('makes one event of the same notification pushed five times at once, and of its re-send', { timeout: 30_000 }, async () => {
+    const h = await harness({}, {}, (c) => withCallout(c, '127.0.0.1:0', { 'pollbridge.callout.failedQueueMinutes': '0' }));
+    const { daemon } = h.daemon();
+    await daemon.start();
+    const report = h.sim.createReport({ ApprovalStatusCode: 'A_PEND' });
+    const uri = objectUriOf(h.simUrl, report.ID);
+    const answers = await Promise.all(Array.from({ length: 5 }, () => push(daemon.calloutUrl!, uri)));
+    expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 200, 200]);
+    await waitFor('every receipt done', async () => (await daemonCounts(daemon)).awaitingEvent === 0 || undefined);
+    expect((await push(daemon.calloutUrl!, uri)).status).toBe(200);
+    await waitFor('the re-send done', async () => { const c = await daemonCounts(daemon); return c.received === 6 && c.awaitingEvent === 0 || undefined; });
+    await waitFor('the event delivered', () => pushedEvents(h).length > 0 || undefined);
+    expect(pushedEvents(h)).toHaveLength(1);
+    // A new state of the report (sent back, submitted again) is a new event.
+    h.sim.updateReport(report.ID);
+    expect((await push(daemon.calloutUrl!, uri)).status).toBe(200);
+    await waitFor('the second event', () => pushedEvents(h).length === 2 || undefined);
+  });
+
+  it('makes one event of a notification pushed and then listed in the failed queue with a date and time', { timeout: 30_000 }, async () => {
+    const h = await harness({}, {}, (c) => withCallout(c));
+    // Concur's pushes did not reach us: the notification is failed at Concur.
+    h.sim.setCallout({ url: 'http://127.0.0.1:9/nowhere', ...CONNECTOR, retryDelaysMs: [] });
+    const report = h.sim.createReport({ ApprovalStatusCode: 'A_PEND' });
+    await h.sim.calloutsSettled();
+    const [failed] = h.sim.callouts.failed();
+    expect(failed!.eventDateTime).toMatch(/T/);
+    h.sim.setCallout(undefined);
+    const { daemon } = h.daemon();
+    // Yet one push did arrive, its 200 lost: the same notification, as its push wrote it.
+    mkdirSync(join(h.dir, 'state'), { recursive: true });
+    const store = await ThreadedStore.open(join(h.dir, 'state/pollbridge.db'));
+    await store.recordCallouts([{
+      instance: 'ConcurTest', source: 'push', body: failed!.xml, notificationUri: undefined, receivedAt: Date.now(),
+      notification: { eventType: failed!.eventType, objectType: 'EXPRPT', objectUri: failed!.objectUri, eventDateTime: failed!.eventDate, context: '' },
+    }]);
+    await store.close();
+    await daemon.start();
+    await waitFor('the failed notification deleted at Concur', () => h.sim.callouts.failed().length === 0 || undefined);
+    await waitFor('both receipts done', async () => { const c = await daemonCounts(daemon); return c.received === 2 && c.awaitingEvent === 0 && c.awaitingDelete === 0 || undefined; });
+    await waitFor('the event', () => pushedEvents(h).length > 0 || undefined);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(pushedEvents(h).map((r) => r.events[0]!.objectId)).toEqual([report.ID]);
+  });
+
+  it("keeps the receipts of an instance taken out of the config until it comes back", { timeout: 30_000 }, async () => {
+    const h = await harness({}, {}, (c) => withCallout(c, '127.0.0.1:0', { 'pollbridge.callout.failedQueueMinutes': '0' }));
+    const { daemon, config } = h.daemon();
+    await daemon.start();
+    // Hold the object's fetch so the instance leaves while the receipt waits.
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => { release = resolve; });
+    h.sim.faults.beforeObject = () => released;
+    const report = h.sim.createReport({ ApprovalStatusCode: 'A_PEND' });
+    expect((await push(daemon.calloutUrl!, objectUriOf(h.simUrl, report.ID))).status).toBe(200);
+    await waitFor('the fetch started', () => h.sim.objectRequests.has(report.ID) || undefined);
+    expect(await daemon.reload(() => ({ ...config, instances: [] }))).toBe(true);
+    release();
+    await new Promise((r) => setTimeout(r, 500));
+    expect(pushedEvents(h)).toEqual([]);
+    h.sim.faults.beforeObject = undefined;
+    expect(await daemon.reload(() => config)).toBe(true);
+    await waitFor('the event once the instance is back', () => pushedEvents(h).length === 1 || undefined);
+    expect(pushedEvents(h)[0]!.events[0]!.objectId).toBe(report.ID);
+    expect((pushedEvents(h)[0]!.raw as PushedRaw).fetchError).toBeUndefined();
+  });
+});
+
+async function daemonCounts(daemon: { config: { database: string } }) {
+  const store = await ThreadedStore.open(daemon.config.database);
+  try {
+    const counts = await store.calloutCounts();
+    return counts.find((c) => c.instance === 'ConcurTest') ?? { received: 0, awaitingEvent: 0, awaitingDelete: 0 };
+  } finally {
+    await store.close();
+  }
+}
