@@ -165,6 +165,29 @@ describe('callout ingestion in the daemon', () => {
     expect(pushedEvents(h).map((r) => r.events[0]!.objectId)).toEqual([report.ID]);
   });
 
+  it('does not end a receipt without its object because a reload replaced the token its fetch was using', { timeout: 30_000 }, async () => {
+    const h = await harness({}, {}, (c) => withCallout(c, '127.0.0.1:0', { 'pollbridge.callout.failedQueueMinutes': '0' }));
+    const { daemon, config } = h.daemon();
+    await daemon.start();
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => { release = resolve; });
+    h.sim.faults.beforeObject = () => released;
+    // The held request is answered 401: the fetch asks its authenticator for a new token.
+    h.sim.faults.objectFailures.push({ status: 401 });
+    const report = h.sim.createReport({ ApprovalStatusCode: 'A_PEND' });
+    expect((await push(daemon.calloutUrl!, objectUriOf(h.simUrl, report.ID))).status).toBe(200);
+    await waitFor('the fetch started', () => h.sim.objectRequests.has(report.ID) || undefined);
+    // New credentials (here the same ones, written differently): a new authenticator, the old one closed.
+    const [instance] = config.instances;
+    const auth = { ...instance!.auth, tokenUrl: `${h.simUrl}/oauth2/v0/token?reloaded=1` };
+    expect(await daemon.reload(() => ({ ...config, instances: [{ ...instance!, auth }] }))).toBe(true);
+    h.sim.faults.beforeObject = undefined;
+    release();
+    const event = await waitFor('the event', () => pushedEvents(h)[0]);
+    expect((event.raw as PushedRaw).fetchError).toBeUndefined();
+    expect((event.raw as PushedRaw).reports).toHaveLength(1);
+  });
+
   it("keeps the receipts of an instance taken out of the config until it comes back", { timeout: 30_000 }, async () => {
     const h = await harness({}, {}, (c) => withCallout(c, '127.0.0.1:0', { 'pollbridge.callout.failedQueueMinutes': '0' }));
     const { daemon, config } = h.daemon();
