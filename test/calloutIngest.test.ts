@@ -2,9 +2,13 @@ import { mkdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import type { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CalloutIngester } from '../src/callout/ingest.js';
-import { createGetText } from '../src/poll/httpClient.js';
+import { drainFailedQueue } from '../src/callout/failedQueue.js';
+import { type CalloutInstance, CalloutIngester } from '../src/callout/ingest.js';
+import type { InstanceConfig } from '../src/config/types.js';
+import { type AuthDeps, createAuthenticator } from '../src/poll/auth.js';
+import { createGetText, createHttpClient } from '../src/poll/httpClient.js';
 import type { Store } from '../src/store/types.js';
 import { ThreadedStore } from '../dist/store/threadedStore.js';
 import { CONNECTOR, NOTIFICATION_XML, NOTIFY_PATH, basicAuth, post, withCallout } from './helpers/callout.js';
@@ -66,6 +70,39 @@ describe('the callout ingester', () => {
     const late = new Promise<'late'>((resolve) => { timer = setTimeout(() => resolve('late'), 10_000); });
     expect(await Promise.race([stopped, late])).toBe('stopped');
     clearTimeout(timer);
+  });
+});
+
+describe('the callout ingester on a database whose thread died', () => {
+  it('reads its work again after a pause, not in a hot loop, and stops at once', { timeout: 30_000 }, async () => {
+    const store = await ThreadedStore.open(join(tempDir(), 'pollbridge.db'));
+    stores.push(store);
+    let reads = 0;
+    const counting = new Proxy(store, {
+      get(target, prop) {
+        const value = Reflect.get(target, prop, target) as unknown;
+        if (prop === 'calloutsToIngest') reads++;
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    await (store as unknown as { worker: Worker }).worker.terminate();
+    await store.died;
+    const logs = captureLogger();
+    const ingester = new CalloutIngester({
+      store: counting, getText: createGetText({ timeoutMs: 5000 }), fetchPolicy: FAST_FETCH, log: logs.log, newId: () => 'x',
+      instances: () => new Map(), onQueued: () => {},
+    });
+    ingester.start();
+    await waitFor('a failed read', () => logs.messages('cannot read the callouts waiting for their event; trying again').length > 0 || undefined);
+    await new Promise((r) => setTimeout(r, 1500));
+    // One read a second at most (a hot loop makes thousands), each failure logged once.
+    expect(reads).toBeGreaterThanOrEqual(1);
+    expect(reads).toBeLessThan(6);
+    expect(logs.messages('cannot read the callouts waiting for their event; trying again')).toHaveLength(reads);
+    await ingester.stop();
+    const after = reads;
+    await new Promise((r) => setTimeout(r, 1200));
+    expect(reads).toBe(after);
   });
 });
 
@@ -220,3 +257,109 @@ async function daemonCounts(daemon: { config: { database: string } }) {
     await store.close();
   }
 }
+
+type FakeConcur = { url: string; deletes: Map<string, number>; authorizations: string[] };
+
+/** Concur's failed-notification API on a local port: the list as given, each DELETE answered by `deleteAnswer`. */
+async function fakeConcur(list: () => { status: number; body: string; type?: string }, deleteAnswer: (id: string, n: number) => number | 'reset'): Promise<FakeConcur> {
+  const deletes = new Map<string, number>();
+  const authorizations: string[] = [];
+  const server = createServer((req, res) => {
+    authorizations.push(req.headers.authorization ?? '');
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (req.method === 'GET' && url.pathname === '/api/platform/notifications/v1.0/notification') {
+      const answer = list();
+      res.writeHead(answer.status, { 'content-type': answer.type ?? 'application/json' }).end(answer.body);
+      return;
+    }
+    const id = /\/notification\/([^/]+)$/.exec(url.pathname)?.[1];
+    if (req.method === 'DELETE' && id) {
+      const n = (deletes.get(id) ?? 0) + 1;
+      deletes.set(id, n);
+      const answer = deleteAnswer(id, n);
+      if (answer === 'reset') req.socket.destroy();
+      else res.writeHead(answer).end();
+      return;
+    }
+    res.writeHead(404).end();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  servers.push(server);
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, deletes, authorizations };
+}
+
+const failedItem = (base: string, id: string, objectUri = `${base}/api/expense/expensereport/v1.1/report/R${id}`) => ({
+  Context: '', EventDateTime: '2026-11-26T10:00:00', EventType: 'Report Entered Expense Report Workflow Step - SUBMIT',
+  NotificationURI: `${base}/api/platform/notifications/v1.0/notification/${id}`, ObjectType: 'EXPRPT', ObjectURI: objectUri,
+});
+
+describe("Concur's failed-notification queue, against a local stand-in", () => {
+  async function setup(list: (base: string) => { status: number; body: string; type?: string }, deleteAnswer: (id: string, n: number) => number | 'reset') {
+    let base = '';
+    const concur = await fakeConcur(() => list(base), deleteAnswer);
+    base = concur.url;
+    const store = await ThreadedStore.open(join(tempDir(), 'pollbridge.db'));
+    stores.push(store);
+    const http = createHttpClient({ timeoutMs: 5000 });
+    const auth = createAuthenticator({ type: 'bearer', token: 'fake-bearer-token' }, {} as AuthDeps);
+    const instance: CalloutInstance = { config: { name: 'Fake', elementKey: 'concur', baseUrl: base } as InstanceConfig, streamId: 0, auth };
+    const logs = captureLogger();
+    let received = 0;
+    const round = () => drainFailedQueue(instance, { store, http, getText: createGetText({ timeoutMs: 5000 }), fetchPolicy: FAST_FETCH, log: logs.log, onReceived: () => { received++; } }, new AbortController().signal);
+    return { concur, store, round, logs, received: () => received };
+  }
+
+  it('leaves items it cannot read at Concur, and DELETEs the others only', { timeout: 30_000 }, async () => {
+    const t = await setup((base) => ({ status: 200, body: JSON.stringify([failedItem(base, 'A'), { ...failedItem(base, 'B'), ObjectURI: 'not a url' }, failedItem(base, 'C')]) }), () => 200);
+    expect(await t.round()).toEqual({ listed: 2, received: 2, deleted: 2, problems: 1 });
+    expect([...t.concur.deletes.keys()].sort()).toEqual(['A', 'C']);
+    expect(t.logs.messages("an item of Concur's failed-notification list cannot be read; it is left there")).toHaveLength(1);
+  });
+
+  it('DELETEs again next round what was answered 403, 500 or cut off, and marks only what Concur took', { timeout: 30_000 }, async () => {
+    const first: Record<string, number | 'reset'> = { A: 403, B: 500, C: 'reset', D: 200 };
+    let listing = ['A', 'B', 'C', 'D'];
+    const t = await setup((base) => ({ status: 200, body: JSON.stringify(listing.map((id) => failedItem(base, id))) }), (id, n) => (n === 1 ? first[id]! : 200));
+    expect(await t.round()).toEqual({ listed: 4, received: 4, deleted: 1, problems: 0 });
+    expect((await t.store.calloutCounts())[0]).toMatchObject({ received: 4, awaitingDelete: 3 });
+    listing = ['A', 'B', 'C'];
+    expect(await t.round()).toEqual({ listed: 3, received: 0, deleted: 3, problems: 0 });
+    expect(Object.fromEntries(t.concur.deletes)).toEqual({ A: 2, B: 2, C: 2, D: 1 });
+    expect((await t.store.calloutCounts())[0]).toMatchObject({ received: 4, awaitingDelete: 0 });
+    expect(t.received()).toBe(1);
+  });
+
+  it('keeps asking for a DELETE answered 400 while Concur still lists the notification', { timeout: 30_000 }, async () => {
+    const t = await setup((base) => ({ status: 200, body: JSON.stringify([failedItem(base, 'A')]) }), () => 400);
+    expect(await t.round()).toMatchObject({ deleted: 0 });
+    expect(await t.round()).toMatchObject({ deleted: 0 });
+    expect((await t.store.calloutCounts())[0]).toMatchObject({ awaitingDelete: 1 });
+  });
+
+  it('fails the round, naming the list, when Concur answers garbage; nothing is recorded or deleted', { timeout: 30_000 }, async () => {
+    for (const answer of [{ status: 200, body: '<html>maintenance</html>', type: 'text/html' }, { status: 200, body: '{"not":"a list"}' }, { status: 200, body: '[1,' }]) {
+      const t = await setup(() => answer, () => 200);
+      await expect(t.round()).rejects.toThrow(/notification\?status=failed answered 200 with /);
+      expect(await t.store.calloutCounts()).toEqual([]);
+      expect(t.concur.deletes.size).toBe(0);
+    }
+  });
+});
+
+describe('failedQueueMinutes 0', () => {
+  it('reads nothing from Concur and deletes nothing there', { timeout: 30_000 }, async () => {
+    const h = await harness({}, {}, (c) => withCallout(c, '127.0.0.1:0', { 'pollbridge.callout.failedQueueMinutes': '0' }));
+    h.sim.setCallout({ url: 'http://127.0.0.1:9/nowhere', ...CONNECTOR, retryDelaysMs: [] });
+    h.sim.createReport({ ApprovalStatusCode: 'A_PEND' });
+    await h.sim.calloutsSettled();
+    h.sim.setCallout(undefined);
+    const { daemon } = h.daemon();
+    await daemon.start();
+    await waitFor('a poll', () => h.sim.listQueries.length > 0 || undefined);
+    await new Promise((r) => setTimeout(r, 500));
+    await daemon.stop();
+    expect(h.sim.callouts.failed()).toHaveLength(1);
+    expect(h.sim.deletes.size).toBe(0);
+    expect(await daemonCounts(daemon)).toMatchObject({ received: 0 });
+  });
+});
