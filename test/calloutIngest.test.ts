@@ -329,6 +329,13 @@ describe("Concur's failed-notification queue, against a local stand-in", () => {
     expect(t.received()).toBe(1);
   });
 
+  it('records a notification Concur lists twice once, and DELETEs it once', { timeout: 30_000 }, async () => {
+    const t = await setup((base) => ({ status: 200, body: JSON.stringify([failedItem(base, 'A'), failedItem(base, 'A')]) }), () => 200);
+    expect(await t.round()).toMatchObject({ listed: 2, received: 1, deleted: 1 });
+    expect(Object.fromEntries(t.concur.deletes)).toEqual({ A: 1 });
+    expect((await t.store.calloutCounts())[0]).toMatchObject({ received: 1, awaitingEvent: 1, awaitingDelete: 0 });
+  });
+
   it('keeps asking for a DELETE answered 400 while Concur still lists the notification', { timeout: 30_000 }, async () => {
     const t = await setup((base) => ({ status: 200, body: JSON.stringify([failedItem(base, 'A')]) }), () => 400);
     expect(await t.round()).toMatchObject({ deleted: 0 });

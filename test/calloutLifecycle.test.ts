@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
 import type { Daemon } from '../src/daemon/daemon.js';
+import type { Store } from '../src/store/types.js';
 import { ThreadedStore } from '../dist/store/threadedStore.js';
 import { CONNECTOR, NOTIFY_PATH, basicAuth, post, withCallout } from './helpers/callout.js';
 import { harness } from './helpers/harness.js';
@@ -213,5 +214,96 @@ describe('a stop while a failed notification is DELETEd at Concur', () => {
     // Concur no longer holds it: nothing is to be deleted, every round, forever.
     expect((await receiptCounts(database))[0]).toMatchObject({ received: 1, awaitingEvent: 0, awaitingDelete: 0 });
     expect(h.receiver.accepted.filter((e) => (e.raw as { notification?: unknown }).notification).map((e) => e.events[0]!.objectId)).toEqual([report.ID]);
+  });
+});
+
+describe("a reload that moves the callout listener's host on the same port", () => {
+  it('takes the new address, or, when it cannot be had, keeps the old one answering', { timeout: 60_000 }, async () => {
+    const port = await freePort();
+    const h = await harness({}, {}, (c) => withCallout(c, `127.0.0.1:${port}`, { 'pollbridge.callout.failedQueueMinutes': '0' }));
+    const base = JSON.parse(readFileSync(h.configFile, 'utf8')) as ConfigJson;
+    const at = (listen: string) => loadConfig(writeJson(h.dir, `${listen.replace(/\W/g, '_')}.json`, { ...base, callout: { listen } }), { env: SIM_ENV });
+    const { daemon } = h.daemon();
+    await daemon.start();
+    const testConnection = async () => (await post(`http://127.0.0.1:${port}/system/v1.0/testconnection`, '', { authorization: basicAuth(CONNECTOR.username, CONNECTOR.password) }, 'GET')).status;
+    expect(await testConnection()).toBe(200);
+    expect(await daemon.reload(() => at(`0.0.0.0:${port}`))).toBe(true);
+    expect(daemon.calloutUrl).toBe(`http://0.0.0.0:${port}`);
+    expect(await testConnection()).toBe(200);
+    expect(await daemon.reload(() => at(`127.0.0.1:${port}`))).toBe(true);
+    expect(daemon.calloutUrl).toBe(`http://127.0.0.1:${port}`);
+    // Another program on 127.0.0.2:P makes 0.0.0.0:P unbindable whatever the daemon does.
+    const other = createServer();
+    servers.push(other);
+    await new Promise<void>((resolve) => other.listen(port, '127.0.0.2', resolve));
+    await expect(daemon.reload(() => at(`0.0.0.0:${port}`))).rejects.toThrow(`cannot listen on 0.0.0.0:${port} (callout.listen): EADDRINUSE`);
+    expect(daemon.calloutUrl).toBe(`http://127.0.0.1:${port}`);
+    expect(await testConnection()).toBe(200);
+    h.sim.setCallout({ url: `http://127.0.0.1:${port}${NOTIFY_PATH}`, ...CONNECTOR, retryDelaysMs: [50] });
+    const report = h.sim.createReport({ ApprovalStatusCode: 'A_PEND' });
+    await h.sim.calloutsSettled();
+    expect(h.sim.callouts.delivered().map((n) => n.reportId)).toEqual([report.ID]);
+    await daemon.stop();
+    expect(await testConnection().catch((err: Error) => err)).toBeInstanceOf(Error);
+  });
+});
+
+describe('a stop while pushed notifications wait for their commit', () => {
+  /** The built store, with commits of receipts the test can hold. */
+  function holdingCommits() {
+    const held: (() => void)[] = [];
+    let holding = false;
+    const open = async (path: string): Promise<Store> => {
+      const store = await ThreadedStore.open(path);
+      return new Proxy(store, {
+        get(target, prop) {
+          if (prop === 'recordCallouts' && holding) {
+            return (...args: Parameters<Store['recordCallouts']>) => new Promise((resolve, reject) => held.push(() => target.recordCallouts(...args).then(resolve, reject)));
+          }
+          const value = Reflect.get(target, prop, target) as unknown;
+          return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+        },
+      });
+    };
+    return { open, held, hold: (on: boolean) => { holding = on; } };
+  }
+
+  it('answers 200 to what commits within the grace, and cuts, never 200, what does not', { timeout: 60_000 }, async () => {
+    const h = await harness({}, {}, (c) => withCallout(c, '127.0.0.1:0', { 'pollbridge.callout.failedQueueMinutes': '0' }));
+    const gate = holdingCommits();
+    const [early, late] = [h.sim.createReport({ ApprovalStatusCode: 'A_PEND' }), h.sim.createReport({ ApprovalStatusCode: 'A_PEND' })];
+    const pushOf = (url: string, id: string) => post(`${url}${NOTIFY_PATH}`, `<Notification><EventType>Report Entered Expense Report Workflow Step - SUBMIT</EventType><ObjectType>EXPRPT</ObjectType><ObjectURI>${h.simUrl}/api/expense/expensereport/v1.1/report/${id}</ObjectURI><EventDateTime>2026-11-26</EventDateTime><Context/></Notification>`,
+      { authorization: basicAuth(CONNECTOR.username, CONNECTOR.password) }).then((r) => r.status, (err: Error) => err);
+
+    // Committed during the stop's grace: answered 200, and its event comes.
+    const first = h.daemon({ openStore: gate.open }).daemon;
+    await first.start();
+    gate.hold(true);
+    const answered = pushOf(first.calloutUrl!, early.ID);
+    await waitFor('the commit held', () => gate.held.length === 1 || undefined);
+    const stopping = first.stop();
+    await sleep(300);
+    gate.hold(false);
+    gate.held.shift()!();
+    expect(await answered).toBe(200);
+    await stopping;
+
+    // Not committed by the end of the grace: the connection is cut, nothing answered 200.
+    const second = h.daemon({ openStore: gate.open }).daemon;
+    await second.start();
+    gate.hold(true);
+    const cut = pushOf(second.calloutUrl!, late.ID);
+    await waitFor('the commit held', () => gate.held.length === 1 || undefined);
+    await second.stop();
+    gate.hold(false);
+    gate.held.shift()!();
+    expect(await cut).toBeInstanceOf(Error);
+
+    const third = h.daemon().daemon;
+    await third.start();
+    await waitFor('the event of the committed push', () => h.receiver.accepted.some((e) => (e.raw as { notification?: unknown }).notification) || undefined);
+    await sleep(300);
+    expect(h.receiver.accepted.filter((e) => (e.raw as { notification?: unknown }).notification).map((e) => e.events[0]!.objectId)).toEqual([early.ID]);
+    expect((await receiptCounts(third.config.database))[0]).toMatchObject({ received: 1, awaitingEvent: 0 });
   });
 });
