@@ -13,6 +13,7 @@ import type { Store } from '../src/store/types.js';
 import { ThreadedStore } from '../dist/store/threadedStore.js';
 import { CONNECTOR, NOTIFICATION_XML, NOTIFY_PATH, basicAuth, post, withCallout } from './helpers/callout.js';
 import { captureLogger, FAST_FETCH, harness } from './helpers/harness.js';
+import { rng } from './helpers/rng.js';
 import { tempDir, waitFor } from './helpers/tmp.js';
 
 const servers: Server[] = [];
@@ -293,22 +294,23 @@ const failedItem = (base: string, id: string, objectUri = `${base}/api/expense/e
   NotificationURI: `${base}/api/platform/notifications/v1.0/notification/${id}`, ObjectType: 'EXPRPT', ObjectURI: objectUri,
 });
 
-describe("Concur's failed-notification queue, against a local stand-in", () => {
-  async function setup(list: (base: string) => { status: number; body: string; type?: string }, deleteAnswer: (id: string, n: number) => number | 'reset') {
-    let base = '';
-    const concur = await fakeConcur(() => list(base), deleteAnswer);
-    base = concur.url;
-    const store = await ThreadedStore.open(join(tempDir(), 'pollbridge.db'));
-    stores.push(store);
-    const http = createHttpClient({ timeoutMs: 5000 });
-    const auth = createAuthenticator({ type: 'bearer', token: 'fake-bearer-token' }, {} as AuthDeps);
-    const instance: CalloutInstance = { config: { name: 'Fake', elementKey: 'concur', baseUrl: base } as InstanceConfig, streamId: 0, auth };
-    const logs = captureLogger();
-    let received = 0;
-    const round = () => drainFailedQueue(instance, { store, http, getText: createGetText({ timeoutMs: 5000 }), fetchPolicy: FAST_FETCH, log: logs.log, onReceived: () => { received++; } }, new AbortController().signal);
-    return { concur, store, round, logs, received: () => received };
-  }
+/** The failed queue of one instance against a fake Concur, on the built store. */
+async function setup(list: (base: string) => { status: number; body: string; type?: string }, deleteAnswer: (id: string, n: number) => number | 'reset') {
+  let base = '';
+  const concur = await fakeConcur(() => list(base), deleteAnswer);
+  base = concur.url;
+  const store = await ThreadedStore.open(join(tempDir(), 'pollbridge.db'));
+  stores.push(store);
+  const http = createHttpClient({ timeoutMs: 5000 });
+  const auth = createAuthenticator({ type: 'bearer', token: 'fake-bearer-token' }, {} as AuthDeps);
+  const instance: CalloutInstance = { config: { name: 'Fake', elementKey: 'concur', baseUrl: base } as InstanceConfig, streamId: 0, auth };
+  const logs = captureLogger();
+  let received = 0;
+  const round = () => drainFailedQueue(instance, { store, http, getText: createGetText({ timeoutMs: 5000 }), fetchPolicy: FAST_FETCH, log: logs.log, onReceived: () => { received++; } }, new AbortController().signal);
+  return { concur, store, round, logs, received: () => received };
+}
 
+describe("Concur's failed-notification queue, against a local stand-in", () => {
   it('leaves items it cannot read at Concur, and DELETEs the others only', { timeout: 30_000 }, async () => {
     const t = await setup((base) => ({ status: 200, body: JSON.stringify([failedItem(base, 'A'), { ...failedItem(base, 'B'), ObjectURI: 'not a url' }, failedItem(base, 'C')]) }), () => 200);
     expect(await t.round()).toEqual({ listed: 2, received: 2, deleted: 2, problems: 1 });
@@ -369,4 +371,40 @@ describe('failedQueueMinutes 0', () => {
     expect(h.sim.deletes.size).toBe(0);
     expect(await daemonCounts(daemon)).toMatchObject({ received: 0 });
   });
+});
+
+const QUEUE_SEEDS = Number(process.env.POLLBRIDGE_FAILED_QUEUE_SEEDS ?? 30);
+
+describe("seeded rounds of Concur's failed queue with DELETEs refused, cut, or applied and their answer lost", () => {
+  for (let seed = 1; seed <= QUEUE_SEEDS; seed++) {
+    it(`seed ${seed}: one receipt per notification, none marked deleted while Concur holds it, all deleted in the end`, { timeout: 30_000 }, async () => {
+      const random = rng(seed);
+      const atConcur = new Set<string>();
+      let next = 0;
+      let calm = false;
+      const fates = ['ok', 'ok', 'lost', '403', '500', '401', 'reset'] as const;
+      const t = await setup((base) => ({ status: 200, body: JSON.stringify([...atConcur].map((id) => failedItem(base, id))) }), (id) => {
+        if (!atConcur.has(id)) return 400;
+        const fate = calm ? 'ok' : fates[Math.floor(random() * fates.length)]!;
+        if (fate === 'ok' || fate === 'lost') atConcur.delete(id);
+        return fate === 'ok' ? 200 : fate === 'lost' || fate === 'reset' ? 'reset' : Number(fate);
+      });
+      const history: string[] = [];
+      const everListed = new Set<string>();
+      for (let round = 0; round < 12; round++) {
+        calm = round >= 9;
+        if (!calm) for (let n = Math.floor(random() * 4); n > 0; n--) atConcur.add(`N${next++}`);
+        for (const id of atConcur) everListed.add(id);
+        const result = await t.round();
+        history.push(`round ${round}: ${JSON.stringify(result)}, at Concur ${[...atConcur].join(' ')}`);
+        const counts = (await t.store.calloutCounts())[0] ?? { received: 0, awaitingDelete: 0 };
+        const context = `seed ${seed}: ${history.join('; ')}`;
+        expect(counts.received, context).toBe(everListed.size);
+        expect(counts.awaitingDelete, context).toBeGreaterThanOrEqual(atConcur.size);
+      }
+      const context = `seed ${seed}: ${history.join('; ')}`;
+      expect(atConcur.size, context).toBe(0);
+      expect((await t.store.calloutCounts())[0]?.awaitingDelete ?? 0, context).toBe(0);
+    });
+  }
 });
