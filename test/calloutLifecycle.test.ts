@@ -307,3 +307,58 @@ describe('a stop while pushed notifications wait for their commit', () => {
     expect((await receiptCounts(third.config.database))[0]).toMatchObject({ received: 1, awaitingEvent: 0 });
   });
 });
+
+describe('a reload refused for its callout port leaves the http listener as it was', () => {
+  for (const move of ['another port', 'another host on its port'] as const) {
+    it(`when the http listener was to move to ${move}`, { timeout: 60_000 }, async () => {
+      const [httpPort, calloutPort, newPort] = [await freePort(), await freePort(), await freePort()];
+      const h = await harness({}, {}, (c) => ({ ...withCallout(c, `127.0.0.1:${calloutPort}`, { 'pollbridge.callout.failedQueueMinutes': '0' }), http: { listen: `127.0.0.1:${httpPort}` } }));
+      const busy = await listen();
+      servers.push(busy);
+      const base = JSON.parse(readFileSync(h.configFile, 'utf8')) as ConfigJson & { http: { listen: string } };
+      const { daemon, config } = h.daemon();
+      await daemon.start();
+      const httpListen = move === 'another port' ? `127.0.0.1:${newPort}` : `0.0.0.0:${httpPort}`;
+      const next = loadConfig(writeJson(h.dir, 'next.json', { ...base, http: { listen: httpListen }, callout: { listen: `127.0.0.1:${portOf(busy)}` } }), { env: SIM_ENV });
+      await expect(daemon.reload(() => next)).rejects.toThrow(/callout\.listen/);
+      expect(daemon.config).toBe(config);
+      expect(daemon.httpUrl).toBe(`http://127.0.0.1:${httpPort}`);
+      expect((await fetch(`http://127.0.0.1:${httpPort}/healthz`)).status).toBeLessThan(600);
+      if (move === 'another port') expect(await fetch(`http://127.0.0.1:${newPort}/healthz`).catch((err: Error) => err)).toBeInstanceOf(Error);
+      expect(daemon.calloutUrl).toBe(`http://127.0.0.1:${calloutPort}`);
+      const answer = await post(`http://127.0.0.1:${calloutPort}/system/v1.0/testconnection`, '', { authorization: basicAuth(CONNECTOR.username, CONNECTOR.password) }, 'GET');
+      expect(answer.status).toBe(200);
+    });
+  }
+});
+
+describe('a reload that adds and removes a callout instance', () => {
+  it("answers the new instance's path with its own credentials, its receipts become its events, and its path is gone once removed", { timeout: 60_000 }, async () => {
+    const h = await harness({}, {}, (c) => withCallout(c, '127.0.0.1:0', { 'pollbridge.callout.failedQueueMinutes': '0' }));
+    const base = JSON.parse(readFileSync(h.configFile, 'utf8')) as ConfigJson & { instances: { name: string; configuration: Record<string, unknown> }[] };
+    const two = { username: 'second-connector', password: 'another-long-connector-password' };
+    const withTwo = structuredClone(base);
+    withTwo.instances.push({
+      ...structuredClone(base.instances[0]!), name: 'ConcurTwo',
+      configuration: {
+        ...base.instances[0]!.configuration,
+        'pollbridge.callout.path': '/two/notify', 'pollbridge.callout.username': two.username, 'pollbridge.callout.password': two.password,
+      },
+    });
+    const { daemon, config } = h.daemon();
+    await daemon.start();
+    const url = daemon.calloutUrl!;
+    const report = h.sim.createReport({ ApprovalStatusCode: 'A_PEND' });
+    const body = `<Notification><EventType>Report Entered Expense Report Workflow Step - SUBMIT</EventType><ObjectType>EXPRPT</ObjectType><ObjectURI>${h.simUrl}/api/expense/expensereport/v1.1/report/${report.ID}</ObjectURI><EventDateTime>2026-11-26</EventDateTime><Context/></Notification>`;
+    const pushTwo = (username = two.username, password = two.password) => post(`${url}/two/notify`, body, { authorization: basicAuth(username, password) });
+    expect((await pushTwo()).status).toBe(404);
+    expect(await daemon.reload(() => loadConfig(writeJson(h.dir, 'two.json', withTwo), { env: SIM_ENV }))).toBe(true);
+    expect(daemon.calloutUrl).toBe(url);
+    expect((await pushTwo(CONNECTOR.username, CONNECTOR.password)).status).toBe(401);
+    expect((await pushTwo()).status).toBe(200);
+    const event = await waitFor("ConcurTwo's event", () => h.receiver.accepted.find((e) => (e.raw as { notification?: unknown }).notification));
+    expect((JSON.parse(event.body) as { message: { instanceName: string } }).message.instanceName).toBe('ConcurTwo');
+    expect(await daemon.reload(() => config)).toBe(true);
+    expect((await pushTwo()).status).toBe(404);
+  });
+});
