@@ -248,26 +248,26 @@ describe("a reload that moves the callout listener's host on the same port", () 
   });
 });
 
-describe('a stop while pushed notifications wait for their commit', () => {
-  /** The built store, with commits of receipts the test can hold. */
-  function holdingCommits() {
-    const held: (() => void)[] = [];
-    let holding = false;
-    const open = async (path: string): Promise<Store> => {
-      const store = await ThreadedStore.open(path);
-      return new Proxy(store, {
-        get(target, prop) {
-          if (prop === 'recordCallouts' && holding) {
-            return (...args: Parameters<Store['recordCallouts']>) => new Promise((resolve, reject) => held.push(() => target.recordCallouts(...args).then(resolve, reject)));
-          }
-          const value = Reflect.get(target, prop, target) as unknown;
-          return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-        },
-      });
-    };
-    return { open, held, hold: (on: boolean) => { holding = on; } };
-  }
+/** The built store, with commits of receipts the test can hold. */
+function holdingCommits() {
+  const held: (() => void)[] = [];
+  let holding = false;
+  const open = async (path: string): Promise<Store> => {
+    const store = await ThreadedStore.open(path);
+    return new Proxy(store, {
+      get(target, prop) {
+        if (prop === 'recordCallouts' && holding) {
+          return (...args: Parameters<Store['recordCallouts']>) => new Promise((resolve, reject) => held.push(() => target.recordCallouts(...args).then(resolve, reject)));
+        }
+        const value = Reflect.get(target, prop, target) as unknown;
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+  };
+  return { open, held, hold: (on: boolean) => { holding = on; } };
+}
 
+describe('a stop while pushed notifications wait for their commit', () => {
   it('answers 200 to what commits within the grace, and cuts, never 200, what does not', { timeout: 60_000 }, async () => {
     const h = await harness({}, {}, (c) => withCallout(c, '127.0.0.1:0', { 'pollbridge.callout.failedQueueMinutes': '0' }));
     const gate = holdingCommits();
@@ -360,5 +360,28 @@ describe('a reload that adds and removes a callout instance', () => {
     expect((JSON.parse(event.body) as { message: { instanceName: string } }).message.instanceName).toBe('ConcurTwo');
     expect(await daemon.reload(() => config)).toBe(true);
     expect((await pushTwo()).status).toBe(404);
+  });
+});
+
+describe("a push committed while a reload turns its instance's callout off", () => {
+  it('still becomes an event, without waiting for another reload or a restart', { timeout: 60_000 }, async () => {
+    const h = await harness({}, {}, (c) => withCallout(c, '127.0.0.1:0', { 'pollbridge.callout.failedQueueMinutes': '0' }));
+    const base = JSON.parse(readFileSync(h.configFile, 'utf8')) as ConfigJson;
+    const off = structuredClone(base);
+    off.instances[0]!.configuration['pollbridge.callout.enabled'] = 'false';
+    const gate = holdingCommits();
+    const { daemon } = h.daemon({ openStore: gate.open });
+    await daemon.start();
+    const report = h.sim.createReport({ ApprovalStatusCode: 'A_PEND' });
+    gate.hold(true);
+    const answered = post(`${daemon.calloutUrl!}${NOTIFY_PATH}`, `<Notification><EventType>Report Entered Expense Report Workflow Step - SUBMIT</EventType><ObjectType>EXPRPT</ObjectType><ObjectURI>${h.simUrl}/api/expense/expensereport/v1.1/report/${report.ID}</ObjectURI><EventDateTime>2026-11-26</EventDateTime><Context/></Notification>`,
+      { authorization: basicAuth(CONNECTOR.username, CONNECTOR.password) });
+    await waitFor('the commit held', () => gate.held.length === 1 || undefined);
+    expect(await daemon.reload(() => loadConfig(writeJson(h.dir, 'off.json', off), { env: SIM_ENV }))).toBe(true);
+    gate.hold(false);
+    gate.held.shift()!();
+    expect((await answered).status).toBe(200);
+    const event = await waitFor('the event of the push answered 200', () => h.receiver.accepted.find((e) => (e.raw as { notification?: unknown }).notification), 10_000);
+    expect(event.events[0]!.objectId).toBe(report.ID);
   });
 });
