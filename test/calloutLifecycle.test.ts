@@ -8,6 +8,7 @@ import type { Daemon } from '../src/daemon/daemon.js';
 import type { Store } from '../src/store/types.js';
 import { ThreadedStore } from '../dist/store/threadedStore.js';
 import { CONNECTOR, NOTIFY_PATH, basicAuth, post, withCallout } from './helpers/callout.js';
+import { startCli } from './helpers/cli.js';
 import { harness } from './helpers/harness.js';
 import { rng } from './helpers/rng.js';
 import { SIM_ENV } from './helpers/simConfig.js';
@@ -383,5 +384,33 @@ describe("a push committed while a reload turns its instance's callout off", () 
     expect((await answered).status).toBe(200);
     const event = await waitFor('the event of the push answered 200', () => h.receiver.accepted.find((e) => (e.raw as { notification?: unknown }).notification), 10_000);
     expect(event.events[0]!.objectId).toBe(report.ID);
+  });
+});
+
+describe('the built CLI: SIGHUP and SIGTERM while Concur pushes', () => {
+  it('reloads and exits 0 with pushes in flight; every notification then ends as exactly one event', { timeout: 120_000 }, async () => {
+    const port = await freePort();
+    const h = await harness({}, {}, (c) => withCallout(c, `127.0.0.1:${port}`));
+    const p = startCli(['run', '-c', h.configFile], SIM_ENV);
+    await p.waitForLog("Concur's callout answered");
+    h.sim.setCallout({ url: `http://127.0.0.1:${port}${NOTIFY_PATH}`, ...CONNECTOR, retryDelaysMs: [30, 60, 120], timeoutMs: 3000 });
+    const reports: string[] = [];
+    for (let i = 0; i < 30; i++) {
+      reports.push(h.sim.createReport({ ApprovalStatusCode: 'A_PEND' }).ID);
+      if (i === 8 || i === 16) p.child.kill('SIGHUP');
+      if (i === 24) p.child.kill('SIGTERM');
+      await sleep(20);
+    }
+    expect(await p.exited).toEqual({ code: 0, signal: null });
+    await h.sim.calloutsSettled();
+    // What was not answered 200 is failed at Concur: the next daemon reads it at its start.
+    const { daemon } = h.daemon();
+    await daemon.start();
+    await waitFor('the failed queue drained', () => h.sim.callouts.failed().length === 0 || undefined);
+    const pushed = () => h.receiver.accepted.filter((e) => (e.raw as { notification?: unknown }).notification);
+    await waitFor('an event per notification', () => pushed().length >= reports.length || undefined, 20_000);
+    await waitFor('nothing waits in the database', async () => (await receiptCounts(daemon.config.database)).every((c) => c.awaitingEvent === 0 && c.awaitingDelete === 0) || undefined);
+    await sleep(300);
+    expect(pushed().map((e) => e.events[0]!.objectId).sort()).toEqual([...reports].sort());
   });
 });
