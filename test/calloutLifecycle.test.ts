@@ -14,7 +14,7 @@ import { rng } from './helpers/rng.js';
 import { SIM_ENV } from './helpers/simConfig.js';
 import { waitFor, writeJson } from './helpers/tmp.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const fixture = (name: string) => new URL(`./fixtures/tls/${name}`, import.meta.url);
 const CA = readFileSync(fixture('a.crt'), 'utf8');
 
@@ -98,6 +98,9 @@ describe('seeded random start, reload and stop while Concur pushes', () => {
         expect(objectRequests(), history.join(', ')).toBe(after);
       };
 
+      // Slow object reads, so that stops and reloads find fetches in flight.
+      const slow = rng(seed + 1_000_000);
+      h.sim.faults.beforeObject = () => sleep(Math.floor(slow() * 120));
       await startDaemon();
       target(shape);
       let pushing = true;
