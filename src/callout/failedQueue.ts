@@ -49,11 +49,11 @@ export async function drainFailedQueue(instance: CalloutInstance, deps: FailedQu
   const recorded = receipts.length > 0 ? await deps.store.recordCallouts(receipts) : [];
   const received = recorded.filter((r) => !r.duplicate).length;
   if (received > 0) deps.onReceived();
-  const listed = new Set(items.map((item) => item.notificationUri));
+  const listedNow = new Set(items.map((item) => item.notificationUri));
   let deleted = 0;
   for (const { id, notificationUri } of await deps.store.calloutsToDelete(name)) {
     if (signal.aborted) break;
-    if (await deleteAtConcur(instance, notificationUri, listed.has(notificationUri), deps, signal, log)) {
+    if (await deleteAtConcur(instance, notificationUri, listedNow.has(notificationUri), deps, signal, log)) {
       await deps.store.markCalloutDeleted(id, Date.now());
       deleted++;
     }
@@ -65,10 +65,13 @@ export async function drainFailedQueue(instance: CalloutInstance, deps: FailedQu
 }
 
 /**
- * True once Concur no longer holds it: deleted now (200/204) or before (404, or 400 for one the
- * list just read no longer holds: our DELETE landed before a crash kept us from recording it).
+ * True once Concur no longer holds it: deleted now (200/204) or before (404, or Concur's 400 for
+ * a notification it does not have, when this round's list no longer names it: our earlier DELETE
+ * was applied but its answer was lost to a stop or a crash).
  */
-async function deleteAtConcur(instance: CalloutInstance, uri: string, listed: boolean, deps: FailedQueueDeps, signal: AbortSignal, log: Logger): Promise<boolean> {
+async function deleteAtConcur(
+  instance: CalloutInstance, uri: string, listedNow: boolean, deps: FailedQueueDeps, signal: AbortSignal, log: Logger,
+): Promise<boolean> {
   if (!tokenMayGoTo(uri, instance.config, instance.auth.apiBase())) {
     log.warn("a failed notification's NotificationURI is not on the instance's API host: not deleted, so the token is not sent there", { notificationUri: uri });
     return false;
@@ -77,7 +80,7 @@ async function deleteAtConcur(instance: CalloutInstance, uri: string, listed: bo
     const headers = { accept: 'application/json', ...(await instance.auth.headers(signal)) };
     const response = await deps.http(uri, { method: 'DELETE', headers, signal });
     if (response.statusCode === 401) instance.auth.invalidate();
-    if (response.statusCode < 300 || response.statusCode === 404 || (response.statusCode === 400 && !listed)) return true;
+    if (response.statusCode < 300 || response.statusCode === 404 || (response.statusCode === 400 && !listedNow)) return true;
     log.warn('Concur refused to delete a failed notification; trying again next round', { notificationUri: uri, status: response.statusCode });
   } catch (err) {
     if (!signal.aborted) log.warn('could not delete a failed notification at Concur; trying again next round', { notificationUri: uri, error: describeNetworkError(err) });

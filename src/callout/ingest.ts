@@ -105,7 +105,8 @@ export class CalloutIngester {
       }
       for (const row of rows) this.track(row);
       if (rows.length === free && free > 0) continue;
-      if (this.woken) continue;
+      // A stop during the read above found no wakeUp to call: it must not wait out the idle check.
+      if (this.woken || signal.aborted) continue;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, IDLE_CHECK_MS);
         this.wakeUp = () => {
@@ -138,6 +139,9 @@ export class CalloutIngester {
     const log = this.deps.log.child({ instance: row.instance });
     const fetched = await this.fetch(row, instance, log);
     if (this.controller.signal.aborted) return;
+    // A reload replaced (and closed) the authenticator the fetch used, or took the instance out:
+    // the failure may be that alone, so the receipt is tried again as the running config says.
+    if (fetched.error !== undefined && this.deps.instances().get(row.instance)?.auth !== instance.auth) return;
     const draft = calloutNotification({
       id: this.deps.newId(), instanceName: row.instance, elementKey: instance.config.elementKey, notification: row.notification,
       source: row.source, receivedAt: row.receivedAt, fetched,

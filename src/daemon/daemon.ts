@@ -501,8 +501,11 @@ export class Daemon {
     const auths = new Map<string, { auth: Authenticator; fresh: boolean }>();
     const running = [...this.streams.map((s) => ({ instance: s.instance, auth: s.auth })), ...[...this.callouts.values()].map((c) => ({ instance: c.config, auth: c.auth }))];
     try {
-      // Receipts answered 200 before an instance's callout was turned off still become events.
+      // Receipts answered 200 before an instance's callout was turned off still become events:
+      // those waiting now, and those of pushes the running routes let in, whose commits may land
+      // after this count (the next plan counts them).
       const waiting = new Set((await store.calloutCounts()).filter((c) => c.awaitingEvent > 0).map((c) => c.instance));
+      for (const route of this.calloutRoutes) waiting.add(route.instance);
       for (const instance of config.instances) {
         if (!instance.enabled) continue;
         // Kept across a reload while its credentials are unchanged: it may hold a rotated refresh
