@@ -1,0 +1,327 @@
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import net from 'node:net';
+import { dirname, join } from 'node:path';
+import Database from 'better-sqlite3';
+import { afterEach, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config/load.js';
+import { basicAuth, CONNECTOR, NOTIFICATION_XML, NOTIFY_PATH, withCallout } from './helpers/callout.js';
+import { type CliProcess, startCli } from './helpers/cli.js';
+import { harness } from './helpers/harness.js';
+import { SIM_ENV } from './helpers/simConfig.js';
+import { tempDir, waitFor } from './helpers/tmp.js';
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A second instance on the same listener, with its own path and credentials. */
+const B = { name: 'ConcurB', path: '/concur-b/v1.0/notify', username: 'connector-b', password: 'b-connector-password-long' };
+const RESULTS = ['accepted', 'test_connection', 'unauthorized', 'throttled', 'too_large', 'malformed', 'unsafe_xml', 'not_found', 'method_not_allowed', 'timeout', 'unavailable'];
+
+type Instances = { instances: { name: string; configuration: Record<string, unknown> }[] };
+
+/** Adds instance B (a copy of the first, its callout on B.path as B.username). */
+function withSecondCallout<T extends Instances>(c: T): T {
+  const first = c.instances[0]!;
+  return {
+    ...c,
+    instances: [...c.instances, {
+      ...first,
+      name: B.name,
+      configuration: { ...first.configuration, 'pollbridge.callout.path': B.path, 'pollbridge.callout.username': B.username, 'pollbridge.callout.password': B.password },
+    }],
+  };
+}
+
+/**
+ * The built CLI with two callout instances on one listener and /metrics on another, and no
+ * reports at the simulator: nothing the daemon does on its own puts a row in the outbox.
+ */
+async function startConnector() {
+  const h = await harness({}, {}, (c) => withSecondCallout(withCallout({ ...c, http: { listen: '127.0.0.1:0' } })));
+  const p = startCli(['run', '-c', h.configFile], SIM_ENV);
+  cleanups.push(async () => {
+    if (p.child.exitCode === null && p.child.signalCode === null) {
+      p.child.kill('SIGTERM');
+      await p.exited;
+    }
+  });
+  const calloutUrl = String((await p.waitForLog("Concur's callout answered")).url);
+  const httpUrl = String((await p.waitForLog('health and metrics listening')).url);
+  await p.waitForLog('pollbridge started');
+  const database = loadConfig(h.configFile, { env: SIM_ENV }).database;
+  return { h, p, calloutUrl, httpUrl, database, port: Number(new URL(calloutUrl).port) };
+}
+
+type Connector = Awaited<ReturnType<typeof startConnector>>;
+
+/** `pollbridge_callouts_total` by result, from the daemon's /metrics (absent results: 0). */
+async function calloutCounts(httpUrl: string): Promise<Record<string, number>> {
+  const text = await (await fetch(`${httpUrl}/metrics`)).text();
+  const counts: Record<string, number> = Object.fromEntries(RESULTS.map((r) => [r, 0]));
+  for (const m of text.matchAll(/^pollbridge_callouts_total\{result="(\w+)"\} (\d+)$/gm)) counts[m[1]!] = Number(m[2]);
+  return counts;
+}
+
+function tableCounts(database: string): { callouts: number; outbox: number } {
+  const db = new Database(database, { readonly: true });
+  try {
+    return {
+      callouts: db.prepare('SELECT count(*) FROM callouts').pluck().get() as number,
+      outbox: db.prepare('SELECT count(*) FROM notifications').pluck().get() as number,
+    };
+  } finally {
+    db.close();
+  }
+}
+
+/** Every byte of the database's files (main, WAL, journal) as latin1 text, to look for a string in. */
+function databaseBytes(database: string): string {
+  const dir = dirname(database);
+  return readdirSync(dir).filter((f) => f.startsWith(database.slice(dir.length + 1))).map((f) => readFileSync(join(dir, f)).toString('latin1')).join('\n');
+}
+
+type Answer = { status: number; headers: http.IncomingHttpHeaders; body: string };
+
+/** One request from `from` (any 127.0.0.0/8 address: Linux routes them all to lo), never throwing on status. */
+function send(url: string, opts: { method?: string; headers?: Record<string, string>; body?: string | Buffer; from?: string } = {}): Promise<Answer> {
+  const target = new URL(url);
+  return new Promise((resolve, reject) => {
+    const req = http.request({
+      host: target.hostname, port: target.port, path: target.pathname, method: opts.method ?? 'POST', agent: false,
+      headers: { 'content-type': 'application/xml', ...opts.headers }, ...(opts.from ? { localAddress: opts.from } : {}),
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(opts.body);
+  });
+}
+
+/**
+ * A raw connection: `write` what the test wants, then wait for the status line of an answer.
+ * Write errors are kept, not thrown: a server that answered early may close while we still send.
+ */
+function rawConnection(port: number, from = '127.0.0.1') {
+  const socket = net.connect({ host: '127.0.0.1', port, localAddress: from });
+  let received = '';
+  let closed = false;
+  socket.on('data', (c: Buffer) => { received += c.toString('latin1'); });
+  socket.on('error', () => {});
+  socket.on('close', () => { closed = true; });
+  cleanups.push(() => { socket.destroy(); });
+  return {
+    socket,
+    get received() { return received; },
+    get closed() { return closed; },
+    write: (data: string | Buffer) => new Promise<void>((resolve) => {
+      if (socket.destroyed) return resolve();
+      socket.write(data, () => resolve());
+    }),
+    /** The answer's body, its chunked encoding undone. */
+    body: () => {
+      const [head = '', ...rest] = received.split('\r\n\r\n');
+      let body = rest.join('\r\n\r\n');
+      if (!/^transfer-encoding: chunked$/im.test(head)) return body;
+      let decoded = '';
+      for (let size = 0, n = 0; n < 1000 && (size = Number.parseInt(body, 16)) > 0; n++) {
+        const start = body.indexOf('\r\n') + 2;
+        decoded += body.slice(start, start + size);
+        body = body.slice(start + size + 2);
+      }
+      return decoded;
+    },
+    status: (timeoutMs = 15_000) => waitFor('an answer on the raw connection', () => /^HTTP\/1\.1 (\d{3})/.exec(received)?.[1], timeoutMs).then(Number),
+  };
+}
+
+const MARK = 'BODY-MARK-7f3a91';
+const objectUri = (c: Connector) => `${c.h.simUrl}/api/expense/expensereport/v1.1/report/${MARK}`;
+const validBody = (c: Connector) => NOTIFICATION_XML(objectUri(c));
+const auth = basicAuth(CONNECTOR.username, CONNECTOR.password);
+
+/**
+ * What every refused request must leave: its answer, nothing stored, its result counted once and
+ * nothing else counted, and one log line naming the result with neither credentials nor body.
+ */
+async function expectRefused(c: Connector, answer: Answer, expected: { status: number; result: string }, secrets: string[] = []) {
+  expect(answer.status).toBe(expected.status);
+  expect(answer.body.length).toBeLessThan(400);
+  expect(answer.body.trimEnd().split('\n')).toHaveLength(1);
+  const counts = await calloutCounts(c.httpUrl);
+  expect(counts).toEqual({ ...Object.fromEntries(RESULTS.map((r) => [r, 0])), [expected.result]: 1 });
+  const line = await waitFor(`a log line for ${expected.result}`, () => c.p.logs().find((l) => l.message === 'callout refused' && l.result === expected.result));
+  expect(line).toMatchObject({ level: 'warn', status: expected.status });
+  expect(tableCounts(c.database)).toEqual({ callouts: 0, outbox: 0 });
+  const output = [...c.p.stdout, ...c.p.stderr].join('\n');
+  for (const secret of [CONNECTOR.password, B.password, auth.slice('Basic '.length), MARK, ...secrets]) {
+    expect(output, `"${secret}" is in the output`).not.toContain(secret);
+    expect(answer.body).not.toContain(secret);
+  }
+}
+
+describe('bad credentials: 401, nothing stored, counted and logged without the credentials (built CLI)', () => {
+  const cases: { name: string; headers: (c: Connector) => Record<string, string>; path?: string; secrets: string[] }[] = [
+    { name: 'a wrong password', headers: () => ({ authorization: basicAuth(CONNECTOR.username, 'wrong-password-guess-1') }), secrets: ['wrong-password-guess-1', basicAuth(CONNECTOR.username, 'wrong-password-guess-1').slice(6)] },
+    { name: 'a wrong user name', headers: () => ({ authorization: basicAuth('not-the-connector', CONNECTOR.password) }), secrets: [basicAuth('not-the-connector', CONNECTOR.password).slice(6)] },
+    { name: 'no Authorization header', headers: () => ({}), secrets: [] },
+    { name: 'another scheme (Bearer)', headers: () => ({ authorization: 'Bearer tok-3b1d5e9c0a' }), secrets: ['tok-3b1d5e9c0a'] },
+    { name: "instance A's credentials on instance B's path", headers: () => ({ authorization: auth }), path: B.path, secrets: [] },
+    { name: "instance B's credentials on instance A's path", headers: () => ({ authorization: basicAuth(B.username, B.password) }), secrets: [basicAuth(B.username, B.password).slice(6)] },
+  ];
+  for (const k of cases) {
+    it(k.name, { timeout: 60_000 }, async () => {
+      const c = await startConnector();
+      const answer = await send(`${c.calloutUrl}${k.path ?? NOTIFY_PATH}`, { headers: k.headers(c), body: validBody(c) });
+      expect(answer.headers['www-authenticate']).toMatch(/^Basic /);
+      await expectRefused(c, answer, { status: 401, result: 'unauthorized' }, k.secrets);
+    });
+  }
+
+  it('both instances accept their own credentials on their own path, each a receipt of its own instance (the control)', { timeout: 60_000 }, async () => {
+    const c = await startConnector();
+    expect((await send(`${c.calloutUrl}${NOTIFY_PATH}`, { headers: { authorization: auth }, body: validBody(c) })).status).toBe(200);
+    expect((await send(`${c.calloutUrl}${B.path}`, { headers: { authorization: basicAuth(B.username, B.password) }, body: validBody(c) })).status).toBe(200);
+    expect((await calloutCounts(c.httpUrl)).accepted).toBe(2);
+    const db = new Database(c.database, { readonly: true });
+    try {
+      expect(db.prepare('SELECT instance FROM callouts ORDER BY id').pluck().all()).toEqual(['ConcurTest', B.name]);
+    } finally {
+      db.close();
+    }
+  });
+});
+
+describe('XML that must not be expanded: 400 before parsing, nothing read or fetched (built CLI)', () => {
+  it('an external entity naming a local file: its content appears nowhere', { timeout: 60_000 }, async () => {
+    const c = await startConnector();
+    const secretFile = join(tempDir(), 'secret.txt');
+    const secret = 'FILE-CONTENT-d41d8cd98f';
+    writeFileSync(secretFile, secret);
+    const body = `<?xml version="1.0"?><!DOCTYPE Notification [<!ENTITY xxe SYSTEM "file://${secretFile}">]>`
+      + `<Notification><EventType>&xxe;</EventType><ObjectType>EXPRPT</ObjectType><ObjectURI>${objectUri(c)}</ObjectURI><EventDateTime>2026-11-26</EventDateTime><Context>&xxe;</Context></Notification>`;
+    const answer = await send(`${c.calloutUrl}${NOTIFY_PATH}`, { headers: { authorization: auth }, body });
+    await expectRefused(c, answer, { status: 400, result: 'unsafe_xml' }, [secret]);
+    expect(databaseBytes(c.database)).not.toContain(secret);
+  });
+
+  it('an external entity naming a URL: the server there receives no request', { timeout: 60_000 }, async () => {
+    const c = await startConnector();
+    let requests = 0;
+    const bait = http.createServer((_req, res) => { requests++; res.end('BAIT-CONTENT'); });
+    await new Promise<void>((resolve) => bait.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => bait.close(() => resolve())));
+    const url = `http://127.0.0.1:${(bait.address() as AddressInfo).port}/entity`;
+    for (const dtd of [`<!DOCTYPE Notification [<!ENTITY xxe SYSTEM "${url}">]>`, `<!DOCTYPE Notification SYSTEM "${url}">`, `<!DOCTYPE Notification [<!ENTITY % p SYSTEM "${url}"> %p;]>`]) {
+      const body = `${dtd}<Notification><EventType>&xxe;</EventType><ObjectType>EXPRPT</ObjectType><ObjectURI>${objectUri(c)}</ObjectURI><EventDateTime>2026-11-26</EventDateTime><Context/></Notification>`;
+      expect((await send(`${c.calloutUrl}${NOTIFY_PATH}`, { headers: { authorization: auth }, body })).status).toBe(400);
+    }
+    // A fetch would have been made while parsing, before the answer; a moment more for a late one.
+    await sleep(300);
+    expect(requests).toBe(0);
+    expect((await calloutCounts(c.httpUrl)).unsafe_xml).toBe(3);
+    expect(tableCounts(c.database)).toEqual({ callouts: 0, outbox: 0 });
+  });
+
+  it('billion laughs', { timeout: 60_000 }, async () => {
+    const c = await startConnector();
+    const levels = Array.from({ length: 9 }, (_, i) => `<!ENTITY lol${i + 1} "${`&lol${i};`.repeat(10)}">`).join('');
+    const body = `<?xml version="1.0"?><!DOCTYPE Notification [<!ENTITY lol0 "lol">${levels}]>`
+      + `<Notification><EventType>&lol9;</EventType><ObjectType>EXPRPT</ObjectType><ObjectURI>${objectUri(c)}</ObjectURI><EventDateTime>2026-11-26</EventDateTime><Context/></Notification>`;
+    const answer = await send(`${c.calloutUrl}${NOTIFY_PATH}`, { headers: { authorization: auth }, body });
+    await expectRefused(c, answer, { status: 400, result: 'unsafe_xml' }, ['lollollol']);
+  });
+
+  it('a DOCTYPE alone, before an otherwise valid notification', { timeout: 60_000 }, async () => {
+    const c = await startConnector();
+    const answer = await send(`${c.calloutUrl}${NOTIFY_PATH}`, { headers: { authorization: auth }, body: `<!DOCTYPE Notification>${validBody(c)}` });
+    await expectRefused(c, answer, { status: 400, result: 'unsafe_xml' });
+  });
+});
+
+describe('bodies that are not a notification: 400, one-line reason (built CLI)', () => {
+  const cases: { name: string; body: (c: Connector) => string }[] = [
+    { name: 'malformed XML', body: (c) => validBody(c).replace('</EventType>', '') },
+    { name: 'not XML at all', body: () => `{"ObjectURI": "${MARK}"}` },
+    { name: 'well-formed, but not a <Notification>', body: (c) => `<Invoice><ObjectURI>${objectUri(c)}</ObjectURI></Invoice>` },
+    { name: 'an unknown ObjectType', body: (c) => validBody(c).replace('<ObjectType>EXPRPT</ObjectType>', '<ObjectType>INVOICE</ObjectType>') },
+    { name: 'an empty body', body: () => '' },
+  ];
+  for (const k of cases) {
+    it(k.name, { timeout: 60_000 }, async () => {
+      const c = await startConnector();
+      const answer = await send(`${c.calloutUrl}${NOTIFY_PATH}`, { headers: { authorization: auth }, body: k.body(c) });
+      expect(answer.body).toMatch(/^not a Concur notification: /);
+      await expectRefused(c, answer, { status: 400, result: 'malformed' });
+    });
+  }
+});
+
+describe('paths and methods (built CLI)', () => {
+  it('an unknown path is 404 even with valid credentials', { timeout: 60_000 }, async () => {
+    const c = await startConnector();
+    const answer = await send(`${c.calloutUrl}/concur/v1.0/other`, { headers: { authorization: auth }, body: validBody(c) });
+    await expectRefused(c, answer, { status: 404, result: 'not_found' });
+  });
+
+  it('GET on the notify path is 405 with Allow: POST', { timeout: 60_000 }, async () => {
+    const c = await startConnector();
+    const answer = await send(`${c.calloutUrl}${NOTIFY_PATH}`, { method: 'GET', headers: { authorization: auth } });
+    expect(answer.headers.allow).toBe('POST');
+    await expectRefused(c, answer, { status: 405, result: 'method_not_allowed' });
+  });
+});
+
+describe('oversize bodies: 413 without reading on (built CLI)', () => {
+  it('70 KiB declared in Content-Length: answered while the client is still sending', { timeout: 60_000 }, async () => {
+    const c = await startConnector();
+    const conn = rawConnection(c.port);
+    await conn.write(`POST ${NOTIFY_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: ${auth}\r\nContent-Type: application/xml\r\nContent-Length: ${70 * 1024}\r\n\r\n`);
+    await conn.write(`<Notification><EventType>${MARK}`.padEnd(1024, 'x'));
+    // 69 KiB of the body are never sent: the answer cannot have waited for them.
+    expect(await conn.status()).toBe(413);
+    await waitFor('the connection closed by the server', () => conn.closed);
+    await expectRefused(c, { status: 413, headers: {}, body: conn.body() }, { status: 413, result: 'too_large' });
+  });
+
+  it('over 64 KiB in chunks, without Content-Length', { timeout: 60_000 }, async () => {
+    const c = await startConnector();
+    const conn = rawConnection(c.port);
+    await conn.write(`POST ${NOTIFY_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: ${auth}\r\nContent-Type: application/xml\r\nTransfer-Encoding: chunked\r\n\r\n`);
+    const chunk = Buffer.alloc(8 * 1024, 'y');
+    for (let i = 0; i < 9 && !conn.received; i++) await conn.write(Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, Buffer.from('\r\n')]));
+    expect(await conn.status()).toBe(413);
+    await waitFor('the connection closed by the server', () => conn.closed);
+    await expectRefused(c, { status: 413, headers: {}, body: conn.body() }, { status: 413, result: 'too_large' });
+  });
+});
+
+describe('Test Connection (built CLI)', () => {
+  it("200 with either instance's credentials, 401 with WWW-Authenticate: Basic otherwise; the simulator's button works", { timeout: 60_000 }, async () => {
+    const c = await startConnector();
+    const url = `${c.calloutUrl}/system/v1.0/testconnection`;
+    expect((await send(url, { method: 'GET', headers: { authorization: auth } })).status).toBe(200);
+    expect((await send(url, { method: 'GET', headers: { authorization: basicAuth(B.username, B.password) } })).status).toBe(200);
+    const refusedHeaders: Record<string, string>[] = [{}, { authorization: basicAuth(CONNECTOR.username, B.password) }, { authorization: basicAuth(B.username, 'nope-not-it') }];
+    for (const headers of refusedHeaders) {
+      const answer = await send(url, { method: 'GET', headers, from: '127.0.0.9' });
+      expect(answer.status).toBe(401);
+      expect(answer.headers['www-authenticate']).toMatch(/^Basic realm=/);
+    }
+    c.h.sim.setCallout({ url: `${c.calloutUrl}${NOTIFY_PATH}`, ...CONNECTOR });
+    expect(await c.h.sim.testConnection()).toBe(200);
+    c.h.sim.setCallout({ url: `${c.calloutUrl}${NOTIFY_PATH}`, username: CONNECTOR.username, password: 'not-the-password' });
+    expect(await c.h.sim.testConnection()).toBe(401);
+    const counts = await calloutCounts(c.httpUrl);
+    expect([counts.test_connection, counts.unauthorized]).toEqual([3, 4]);
+    expect(tableCounts(c.database)).toEqual({ callouts: 0, outbox: 0 });
+  });
+});
