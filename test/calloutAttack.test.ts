@@ -304,6 +304,28 @@ describe('oversize bodies: 413 without reading on (built CLI)', () => {
   });
 });
 
+describe('slow clients are cut off (built CLI, the real 10 s timeouts)', () => {
+  it('headers never finished, and a body trickled slower than the timeout: 408 each, counted and logged', { timeout: 60_000 }, async () => {
+    // Two daemons side by side: both are result "timeout", and one daemon logs a result once per 10 s.
+    const [headersOnly, trickled] = await Promise.all([startConnector(), startConnector()]);
+    const slowHeaders = rawConnection(headersOnly.port);
+    await slowHeaders.write(`POST ${NOTIFY_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: ${auth}\r\n`);
+    const slowBody = rawConnection(trickled.port);
+    const body = validBody(trickled);
+    await slowBody.write(`POST ${NOTIFY_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: ${auth}\r\nContent-Type: application/xml\r\nContent-Length: ${body.length}\r\n\r\n`);
+    // One byte every 200 ms: 30 s for the whole body, so the body timeout (10 s) comes first.
+    for (let i = 0; i < 100 && !slowBody.received && !slowBody.closed; i++) {
+      await slowBody.write(body[i]!);
+      await sleep(200);
+    }
+    expect(await slowBody.status(1000)).toBe(408);
+    expect(await slowHeaders.status(15_000)).toBe(408);
+    await waitFor('both connections closed by the server', () => slowHeaders.closed && slowBody.closed);
+    await expectRefused(trickled, { status: 408, headers: {}, body: slowBody.body() }, { status: 408, result: 'timeout' });
+    await expectRefused(headersOnly, { status: 408, headers: {}, body: slowHeaders.body() }, { status: 408, result: 'timeout' });
+  });
+});
+
 describe('Test Connection (built CLI)', () => {
   it("200 with either instance's credentials, 401 with WWW-Authenticate: Basic otherwise; the simulator's button works", { timeout: 60_000 }, async () => {
     const c = await startConnector();
