@@ -5,10 +5,12 @@ import net from 'node:net';
 import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
+import { type CalloutResult, startCalloutServer } from '../src/callout/server.js';
+import { type Admission, AuthThrottle } from '../src/callout/throttle.js';
 import { loadConfig } from '../src/config/load.js';
 import { basicAuth, CONNECTOR, NOTIFICATION_XML, NOTIFY_PATH, withCallout } from './helpers/callout.js';
 import { type CliProcess, startCli } from './helpers/cli.js';
-import { harness } from './helpers/harness.js';
+import { captureLogger, harness } from './helpers/harness.js';
 import { SIM_ENV } from './helpers/simConfig.js';
 import { tempDir, waitFor } from './helpers/tmp.js';
 
@@ -345,5 +347,113 @@ describe('Test Connection (built CLI)', () => {
     const counts = await calloutCounts(c.httpUrl);
     expect([counts.test_connection, counts.unauthorized]).toEqual([3, 4]);
     expect(tableCounts(c.database)).toEqual({ callouts: 0, outbox: 0 });
+  });
+});
+
+/** The daemon's throttle, recording when it admitted what and when it counted a failure. */
+class RecordingThrottle extends AuthThrottle {
+  readonly admissions: { address: string; admission: Admission; at: number }[] = [];
+  readonly failures: { address: string; at: number }[] = [];
+
+  override admit(address: string, now: number): Admission {
+    const admission = super.admit(address, now);
+    this.admissions.push({ address, admission, at: now });
+    return admission;
+  }
+
+  override failed(address: string, now: number): void {
+    this.failures.push({ address, at: now });
+    super.failed(address, now);
+  }
+}
+
+describe('failed Basic auth from one address is paced (in-process, a real listener)', () => {
+  it('a burst of guesses gets one credential check per interval, the rest 429 unchecked; another address is answered at once; the guessing address is slowed, never locked out', { timeout: 60_000 }, async () => {
+    const intervalMs = 400;
+    const throttle = new RecordingThrottle({ intervalMs });
+    const results: CalloutResult[] = [];
+    const received: string[] = [];
+    const logs = captureLogger();
+    const server = await startCalloutServer({ host: '127.0.0.1', port: 0, tls: undefined }, {
+      routes: () => [{ instance: 'A', path: NOTIFY_PATH, ...CONNECTOR }],
+      receive: async (instance) => { received.push(instance); },
+      onResult: (r) => results.push(r),
+      log: logs.log,
+      throttle,
+    });
+    cleanups.push(() => server.close());
+    const url = `${server.url}${NOTIFY_PATH}`;
+    const body = NOTIFICATION_XML('https://us.api.concursolutions.com/api/expense/expensereport/v1.1/report/R1');
+    const guess = (n: number, from = '127.0.0.2') => send(url, { headers: { authorization: basicAuth(CONNECTOR.username, `guess-${n}`) }, body, from });
+    const right = (from: string) => send(url, { headers: { authorization: auth }, body, from });
+
+    // The free failures: answered at once, each checked.
+    for (let n = 0; n < 5; n++) expect((await guess(n)).status).toBe(401);
+    // 19 wrong guesses at once: 8 are admitted (the first checked now, the others one interval apart), 11 refused unchecked.
+    const burst = Array.from({ length: 19 }, (_, n) => guess(100 + n));
+    await waitFor('8 admitted and 11 refused', () => throttle.waitingCount('127.0.0.2') === 8 && results.filter((r) => r === 'throttled').length === 11);
+    // The right password now, from the guessing address: refused like the rest, it is not checked (a 429 tells nothing).
+    const hidden = await right('127.0.0.2');
+    expect(hidden.status).toBe(429);
+    expect(Number(hidden.headers['retry-after'])).toBeGreaterThan(0);
+    // Concur, from another address, meanwhile: answered 200 while the guesses are still being paced.
+    expect((await right('127.0.0.3')).status).toBe(200);
+    expect(throttle.waitingCount('127.0.0.2')).toBeGreaterThan(1);
+    const answers = await Promise.all(burst);
+    expect(answers.filter((a) => a.status === 401)).toHaveLength(8);
+    expect(answers.filter((a) => a.status === 429)).toHaveLength(11);
+    // The i-th check of the burst no sooner than i intervals after the first one's slot: never
+    // faster than the pace, however late the event loop ran one of them (2 ms for clock rounding).
+    const paced = throttle.failures.filter((f) => f.address === '127.0.0.2').slice(5).map((f) => f.at);
+    expect(paced).toHaveLength(8);
+    const first = throttle.admissions.filter((a) => a.address === '127.0.0.2')[5]!;
+    const firstSlot = first.at + (first.admission.kind === 'wait' ? first.admission.ms : 0);
+    paced.forEach((at, i) => expect(at - firstSlot, `check ${i}`).toBeGreaterThanOrEqual(i * intervalMs - 2));
+    // The right password from the guessing address once its turn comes: slowed, accepted.
+    const late = await right('127.0.0.2');
+    expect(late.status).toBe(200);
+    expect(throttle.admissions.filter((a) => a.address === '127.0.0.2').at(-1)!.admission.kind).toBe('wait');
+    expect(received).toEqual(['A', 'A']);
+    expect(throttle.failures.filter((f) => f.address === '127.0.0.3')).toEqual([]);
+    expect(results.filter((r) => r === 'unauthorized')).toHaveLength(13);
+    expect(results.filter((r) => r === 'throttled')).toHaveLength(12);
+    expect(logs.raw.join('\n')).not.toMatch(/guess-|a-long-connector-password/);
+  });
+});
+
+describe('503 when the database cannot take the write (built CLI)', () => {
+  it('another process holds the write lock past the busy timeout: 503, nothing stored; once released, the re-send makes exactly one event', { timeout: 90_000 }, async () => {
+    const c = await startConnector();
+    const other = new Database(c.database);
+    cleanups.push(() => {
+      if (other.inTransaction) other.exec('ROLLBACK');
+      other.close();
+    });
+    other.exec('BEGIN IMMEDIATE');
+    c.h.sim.setCallout({ url: `${c.calloutUrl}${NOTIFY_PATH}`, ...CONNECTOR, retryDelaysMs: [300, 300, 300, 300, 300, 300, 300, 300], timeoutMs: 30_000 });
+    const report = c.h.sim.createReport({ ApprovalStatusCode: 'A_PEND' });
+    // The store waits 5 s for the lock, then the listener answers 503.
+    await waitFor(`a 503 to the simulator (attempts: ${JSON.stringify(c.h.sim.callouts.attempts)})`, () => c.h.sim.callouts.attempts.some((a) => a.status === 503), 30_000);
+    expect(other.prepare('SELECT count(*) FROM callouts').pluck().get()).toBe(0);
+    expect(other.prepare('SELECT count(*) FROM notifications').pluck().get()).toBe(0);
+    other.exec('ROLLBACK');
+    await c.h.sim.calloutsSettled();
+    expect(c.h.sim.callouts.delivered().map((n) => n.reportId)).toEqual([report.ID]);
+    const pushed = () => c.h.receiver.accepted.filter((r) => (r.raw as { notification?: unknown }).notification);
+    await waitFor('the pushed event', () => pushed().length === 1, 20_000);
+    expect(pushed()[0]!.events.map((e) => e.objectId)).toEqual([report.ID]);
+    const attempts = c.h.sim.callouts.attempts.map((a) => a.status);
+    expect(attempts.at(-1)).toBe(200);
+    expect(attempts.filter((s) => s === 200)).toHaveLength(1);
+    const counts = await calloutCounts(c.httpUrl);
+    expect(counts.unavailable).toBe(attempts.filter((s) => s === 503).length);
+    expect(counts.accepted).toBe(1);
+    expect(tableCounts(c.database).callouts).toBe(1);
+    const refused = c.p.logs().filter((l) => l.message === 'callout not committed; answered 503 so that Concur sends it again');
+    expect(refused.length).toBe(counts.unavailable);
+    expect(refused[0]).toMatchObject({ level: 'error', instance: 'ConcurTest' });
+    // A moment for a second event that must not come (the polled one is on its own stream).
+    await sleep(1000);
+    expect(pushed()).toHaveLength(1);
   });
 });
