@@ -306,6 +306,25 @@ describe('oversize bodies: 413 without reading on (built CLI)', () => {
   });
 });
 
+describe('answers before the body is read close the connection: nothing more is read (built CLI)', () => {
+  for (const k of [
+    { name: 'POST to the Test Connection path: 405', path: '/system/v1.0/testconnection', status: 405, result: 'method_not_allowed' },
+    { name: 'POST to the notify path with a wrong password: 401', path: NOTIFY_PATH, status: 401, result: 'unauthorized' },
+    { name: 'POST to an unknown path: 404', path: '/elsewhere', status: 404, result: 'not_found' },
+  ]) {
+    it(k.name, { timeout: 60_000 }, async () => {
+      const c = await startConnector();
+      const conn = rawConnection(c.port);
+      await conn.write(`POST ${k.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: ${basicAuth(CONNECTOR.username, 'wrong-password-xyz')}\r\nContent-Length: ${60 * 1024}\r\n\r\n`);
+      await conn.write('z'.repeat(1024));
+      expect(await conn.status()).toBe(k.status);
+      expect(conn.received).toMatch(/\r\nconnection: close\r\n/i);
+      await waitFor('the connection closed by the server, the body unread', () => conn.closed, 5000);
+      await expectRefused(c, { status: k.status, headers: {}, body: conn.body() }, k, ['wrong-password-xyz']);
+    });
+  }
+});
+
 describe('slow clients are cut off (built CLI, the real 10 s timeouts)', () => {
   it('headers never finished, and a body trickled slower than the timeout: 408 each, counted and logged', { timeout: 60_000 }, async () => {
     // Two daemons side by side: both are result "timeout", and one daemon logs a result once per 10 s.

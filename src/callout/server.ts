@@ -103,7 +103,7 @@ export async function startCalloutServer(listen: CalloutListenConfig, deps: Call
     const path = pathOf(req);
     const routes = deps.routes();
     if (path === TEST_CONNECTION_PATH) {
-      if (req.method !== 'GET' && req.method !== 'HEAD') return end(res, 'method_not_allowed', 'use GET', req, { allow: 'GET, HEAD' });
+      if (req.method !== 'GET' && req.method !== 'HEAD') return end(res, 'method_not_allowed', 'use GET', req, { allow: 'GET, HEAD', ...closing(req) });
       const route = await authenticate(req, res, routes);
       if (route) end(res, 'test_connection', 'OK', req);
       return;
