@@ -306,6 +306,26 @@ describe('oversize bodies: 413 without reading on (built CLI)', () => {
   });
 });
 
+describe('requests node refuses before they reach a route: answered, counted once, logged (built CLI)', () => {
+  it('headers over 16 KiB: 413', { timeout: 60_000 }, async () => {
+    const c = await startConnector();
+    const conn = rawConnection(c.port);
+    await conn.write(`POST ${NOTIFY_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: ${auth}\r\nX-Pad: ${'p'.repeat(20_000)}\r\n\r\n`);
+    expect(await conn.status()).toBe(413);
+    await waitFor('the connection closed by the server', () => conn.closed);
+    await expectRefused(c, { status: 413, headers: {}, body: conn.body() }, { status: 413, result: 'too_large' });
+  });
+
+  it('not HTTP at all: 400', { timeout: 60_000 }, async () => {
+    const c = await startConnector();
+    const conn = rawConnection(c.port);
+    await conn.write(`HELLO ${MARK}\r\n\r\n`);
+    expect(await conn.status()).toBe(400);
+    await waitFor('the connection closed by the server', () => conn.closed);
+    await expectRefused(c, { status: 400, headers: {}, body: conn.body() }, { status: 400, result: 'malformed' });
+  });
+});
+
 describe('answers before the body is read close the connection: nothing more is read (built CLI)', () => {
   for (const k of [
     { name: 'POST to the Test Connection path: 405', path: '/system/v1.0/testconnection', status: 405, result: 'method_not_allowed' },
