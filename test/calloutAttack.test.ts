@@ -11,6 +11,7 @@ import { loadConfig } from '../src/config/load.js';
 import { basicAuth, CONNECTOR, NOTIFICATION_XML, NOTIFY_PATH, withCallout } from './helpers/callout.js';
 import { type CliProcess, startCli } from './helpers/cli.js';
 import { captureLogger, harness } from './helpers/harness.js';
+import { rng } from './helpers/rng.js';
 import { SIM_ENV } from './helpers/simConfig.js';
 import { tempDir, waitFor } from './helpers/tmp.js';
 
@@ -494,5 +495,69 @@ describe('503 when the database cannot take the write (built CLI)', () => {
     // A moment for a second event that must not come (the polled one is on its own stream).
     await sleep(1000);
     expect(pushed()).toHaveLength(1);
+  });
+});
+
+describe('paced guessing over random waves of requests from several addresses (in-process, a real listener)', () => {
+  const SEEDS = 25;
+  const intervalMs = 40;
+  const freeFailures = 3;
+
+  /** One seed; a description of what broke, or undefined. */
+  async function runSeed(seed: number): Promise<string | undefined> {
+    const random = rng(seed);
+    const throttle = new RecordingThrottle({ intervalMs, freeFailures, maxWaiting: 3 });
+    let received = 0;
+    const server = await startCalloutServer({ host: '127.0.0.1', port: 0, tls: undefined }, {
+      routes: () => [{ instance: 'A', path: NOTIFY_PATH, ...CONNECTOR }],
+      receive: async () => { received++; },
+      onResult: () => {},
+      log: captureLogger().log,
+      throttle,
+    });
+    try {
+      const url = `${server.url}${NOTIFY_PATH}`;
+      const body = NOTIFICATION_XML('https://us.api.concursolutions.com/api/expense/expensereport/v1.1/report/R1');
+      // Concur never fails; the attacker mostly does; the proxy carries both.
+      const senders = [{ from: '127.0.0.20', wrong: 0 }, { from: '127.0.0.21', wrong: 0.9 }, { from: '127.0.0.22', wrong: 0.5 }];
+      const wrongChecks = new Map<string, number>();
+      const started = Date.now();
+      let accepted = 0;
+      for (let wave = 0; wave < 10; wave++) {
+        const requests = Array.from({ length: 1 + Math.floor(random() * 8) }, () => {
+          const sender = senders[Math.floor(random() * senders.length)]!;
+          const wrong = random() < sender.wrong;
+          const authorization = wrong ? basicAuth(CONNECTOR.username, `guess-${Math.floor(random() * 1e6)}`) : auth;
+          return send(url, { headers: { authorization }, body, from: sender.from }).then((a) => ({ ...a, wrong, from: sender.from }));
+        });
+        for (const a of await Promise.all(requests)) {
+          const allowed = a.wrong ? [401, 429] : a.from === senders[0]!.from ? [200] : [200, 429];
+          if (!allowed.includes(a.status)) return `seed ${seed}: ${a.wrong ? 'wrong' : 'right'} credentials from ${a.from} answered ${a.status}`;
+          if (a.status === 401) wrongChecks.set(a.from, (wrongChecks.get(a.from) ?? 0) + 1);
+          if (a.status === 200) accepted++;
+        }
+        await sleep(Math.floor(random() * 15));
+      }
+      const elapsed = Date.now() - started;
+      for (const [from, checks] of wrongChecks) {
+        const allowed = freeFailures + Math.ceil(elapsed / intervalMs) + 1;
+        if (checks > allowed) return `seed ${seed}: ${checks} wrong guesses from ${from} checked in ${elapsed} ms, more than the pace allows (${allowed})`;
+      }
+      if (throttle.admissions.some((a) => a.address === senders[0]!.from && a.admission.kind !== 'now')) return `seed ${seed}: an address without failures was slowed`;
+      if (received !== accepted) return `seed ${seed}: ${received} received but ${accepted} answered 200`;
+      if (throttle.waitingCount() !== 0) return `seed ${seed}: ${throttle.waitingCount()} requests still counted waiting after all were answered`;
+      return undefined;
+    } finally {
+      await server.close();
+    }
+  }
+
+  it(`${SEEDS} seeds: answers as the credentials say, guesses never checked faster than the pace, Concur's address never slowed, nothing left waiting`, { timeout: 120_000 }, async () => {
+    const failures: string[] = [];
+    for (let seed = 1; seed <= SEEDS; seed++) {
+      const failure = await runSeed(seed);
+      if (failure) failures.push(failure);
+    }
+    expect(failures).toEqual([]);
   });
 });
