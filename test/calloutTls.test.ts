@@ -118,6 +118,8 @@ describe('the callout over TLS (built CLI)', () => {
     copyFileSync(join(FIXTURES, 'b.key'), d.files.key);
     await reload(d, RELOADED, 1);
     expect(await handshake(d.port)).toMatchObject({ fingerprint256: fingerprint(fixture('b.crt')), protocol: 'TLSv1.3' });
+    const old = await handshake(d.port, { minVersion: 'TLSv1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT@SECLEVEL=0' });
+    expect('error' in old && old.error.code).toBe('ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION');
     // Verified against b alone: the simulator trusts only the new certificate now.
     await pushOne(d, fixture('b.crt'));
 
