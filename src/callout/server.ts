@@ -1,6 +1,6 @@
 import http from 'node:http';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { CalloutListenConfig } from '../config/types.js';
 import type { Logger } from '../log.js';
 import type { CalloutNotification } from '../store/types.js';
@@ -80,20 +80,21 @@ const WARN_EVERY_MS = 10_000;
 export async function startCalloutServer(listen: CalloutListenConfig, deps: CalloutServerDeps): Promise<CalloutServer> {
   const throttle = deps.throttle ?? new AuthThrottle();
   const lastWarned = new Map<CalloutResult, { at: number; suppressed: number }>();
+  const warn = (result: CalloutResult, fields: { reason: string; method?: string; path?: string; from?: string }): void => {
+    const now = Date.now();
+    const last = lastWarned.get(result);
+    if (!last || now - last.at >= WARN_EVERY_MS) {
+      lastWarned.set(result, { at: now, suppressed: 0 });
+      deps.log.warn('callout refused', { result, status: ANSWERS[result].status, ...fields, ...(last?.suppressed ? { alikeSinceLast: last.suppressed } : {}) });
+    } else {
+      last.suppressed++;
+    }
+  };
   const end = (res: http.ServerResponse, result: CalloutResult, reason: string, req: http.IncomingMessage, headers: http.OutgoingHttpHeaders = {}): void => {
     deps.onResult(result);
-    const { status, warn } = ANSWERS[result];
-    if (warn) {
-      const now = Date.now();
-      const last = lastWarned.get(result);
-      if (!last || now - last.at >= WARN_EVERY_MS) {
-        lastWarned.set(result, { at: now, suppressed: 0 });
-        // The path is logged, never a header: the Authorization header holds the password.
-        deps.log.warn('callout refused', { result, status, reason, method: req.method, path: pathOf(req), from: req.socket.remoteAddress, ...(last?.suppressed ? { alikeSinceLast: last.suppressed } : {}) });
-      } else {
-        last.suppressed++;
-      }
-    }
+    const { status } = ANSWERS[result];
+    // The path is logged, never a header: the Authorization header holds the password.
+    if (ANSWERS[result].warn) warn(result, { reason, method: req.method, path: pathOf(req), from: req.socket.remoteAddress });
     if (res.headersSent || res.destroyed) return;
     res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', ...headers }).end(`${reason}\n`);
   };
@@ -102,7 +103,7 @@ export async function startCalloutServer(listen: CalloutListenConfig, deps: Call
     const path = pathOf(req);
     const routes = deps.routes();
     if (path === TEST_CONNECTION_PATH) {
-      if (req.method !== 'GET' && req.method !== 'HEAD') return end(res, 'method_not_allowed', 'use GET', req, { allow: 'GET, HEAD' });
+      if (req.method !== 'GET' && req.method !== 'HEAD') return end(res, 'method_not_allowed', 'use GET', req, { allow: 'GET, HEAD', ...closing(req) });
       const route = await authenticate(req, res, routes);
       if (route) end(res, 'test_connection', 'OK', req);
       return;
@@ -186,10 +187,20 @@ export async function startCalloutServer(listen: CalloutListenConfig, deps: Call
   const server: http.Server = listen.tls
     ? https.createServer({ ...options, cert: listen.tls.cert, key: listen.tls.key, minVersion: 'TLSv1.2' }, onRequest)
     : http.createServer(options, onRequest);
+  // Sockets answered from clientError: the parser reports their end once more (HPE_INVALID_EOF_STATE),
+  // which is the same request, not another bad one.
+  const answered = new WeakSet<object>();
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-    // Headers too slow or too large, or not HTTP at all: answered by node, counted here.
+    if (answered.has(socket)) {
+      socket.destroy();
+      return;
+    }
+    answered.add(socket);
+    // Headers too slow or too large, or not HTTP at all: answered, counted and logged here.
     const result: CalloutResult = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'timeout' : err.code === 'HPE_HEADER_OVERFLOW' ? 'too_large' : 'malformed';
     deps.onResult(result);
+    const reason = result === 'timeout' ? `the headers did not arrive within ${HEADERS_TIMEOUT_MS / 1000} s` : result === 'too_large' ? 'the headers are too large' : `not an HTTP request (${err.code ?? 'unknown'})`;
+    warn(result, { reason, from: (socket as Socket).remoteAddress });
     if (socket.writable) socket.end(`HTTP/1.1 ${ANSWERS[result].status} ${http.STATUS_CODES[ANSWERS[result].status]}\r\nconnection: close\r\n\r\n`);
     else socket.destroy();
   });
