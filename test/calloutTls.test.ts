@@ -104,6 +104,8 @@ describe('the callout over TLS (built CLI)', () => {
     // The client allows TLS 1.1 (security level 0): only the server can be the one that refuses.
     const old = await handshake(d.port, { minVersion: 'TLSv1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT@SECLEVEL=0' });
     expect('error' in old && old.error.code).toBe('ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION');
+    // Counted and said, as every other refusal is.
+    expect(await d.p.waitForLog('callout refused'), JSON.stringify(d.p.logs().filter((l) => l.message === 'callout refused'))).toMatchObject({ result: 'tls_failed', from: '127.0.0.1' });
     expect(await handshake(d.port, { maxVersion: 'TLSv1.2' })).toMatchObject({ protocol: 'TLSv1.2', fingerprint256: fingerprint(fixture('a.crt')) });
     // Plain HTTP to the TLS port: the connection is dropped, nothing answered in clear.
     await expect(request(`http://127.0.0.1:${d.port}${NOTIFY_PATH}`, { authorization: basicAuth(CONNECTOR.username, CONNECTOR.password) }, NOTIFICATION_XML('https://x.example/r'))).rejects.toThrow(/socket hang up|ECONNRESET/);

@@ -17,6 +17,7 @@ export const MAX_BODY_BYTES = 64 * 1024;
 /** A client that has not sent its headers, or its whole body, by then is cut off. */
 const HEADERS_TIMEOUT_MS = 10_000;
 const BODY_TIMEOUT_MS = 10_000;
+const MAX_CONNECTIONS = 1024;
 /** The longest a stop waits for answers in progress (each waits for its commit). */
 const CLOSE_GRACE_MS = 5_000;
 
@@ -26,7 +27,7 @@ export type CalloutRoute = BasicCredentials & { instance: string; path: string }
 /** Every way a request ends, for `pollbridge_callouts_total{result}` and the log. */
 export type CalloutResult =
   | 'accepted' | 'test_connection' | 'unauthorized' | 'throttled' | 'too_large' | 'malformed' | 'unsafe_xml' | 'not_found'
-  | 'method_not_allowed' | 'timeout' | 'unavailable';
+  | 'method_not_allowed' | 'timeout' | 'unavailable' | 'tls_failed';
 
 export type CalloutServerDeps = {
   /** The routes of the running config: a reload changes them without a new listener. */
@@ -64,6 +65,8 @@ const ANSWERS: Record<CalloutResult, { status: number; warn: boolean }> = {
   method_not_allowed: { status: 405, warn: true },
   timeout: { status: 408, warn: true },
   unavailable: { status: 503, warn: false },
+  // No HTTP answer: the handshake failed (an old TLS version, plain HTTP to the TLS port, a scanner).
+  tls_failed: { status: 0, warn: true },
 };
 
 /** Bad input from the open internet can come by the thousand: its log lines are sampled per result. */
@@ -190,18 +193,28 @@ export async function startCalloutServer(listen: CalloutListenConfig, deps: Call
   // Sockets answered from clientError: the parser reports their end once more (HPE_INVALID_EOF_STATE),
   // which is the same request, not another bad one.
   const answered = new WeakSet<object>();
+  // Concur opens a few; a client opening thousands only gets refused connections.
+  server.maxConnections = MAX_CONNECTIONS;
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     if (answered.has(socket)) {
       socket.destroy();
       return;
     }
     answered.add(socket);
-    // Headers too slow or too large, or not HTTP at all: answered, counted and logged here.
-    const result: CalloutResult = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'timeout' : err.code === 'HPE_HEADER_OVERFLOW' ? 'too_large' : 'malformed';
+    // A client that hung up is no refusal of ours.
+    if (err.code === 'ECONNRESET') {
+      socket.destroy();
+      return;
+    }
+    // Headers too slow or too large, a failed TLS handshake (it comes here too), or not HTTP at
+    // all: answered, counted and logged here.
+    const result: CalloutResult = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'timeout' : err.code === 'HPE_HEADER_OVERFLOW' ? 'too_large'
+      : err.code?.startsWith('ERR_SSL_') || (err as { library?: string }).library === 'SSL routines' ? 'tls_failed' : 'malformed';
     deps.onResult(result);
-    const reason = result === 'timeout' ? `the headers did not arrive within ${HEADERS_TIMEOUT_MS / 1000} s` : result === 'too_large' ? 'the headers are too large' : `not an HTTP request (${err.code ?? 'unknown'})`;
+    const reason = result === 'timeout' ? `the headers did not arrive within ${HEADERS_TIMEOUT_MS / 1000} s` : result === 'too_large' ? 'the headers are too large'
+      : result === 'tls_failed' ? `TLS handshake failed (${err.code ?? err.message})` : `not an HTTP request (${err.code ?? 'unknown'})`;
     warn(result, { reason, from: (socket as Socket).remoteAddress });
-    if (socket.writable) socket.end(`HTTP/1.1 ${ANSWERS[result].status} ${http.STATUS_CODES[ANSWERS[result].status]}\r\nconnection: close\r\n\r\n`);
+    if (result !== 'tls_failed' && socket.writable) socket.end(`HTTP/1.1 ${ANSWERS[result].status} ${http.STATUS_CODES[ANSWERS[result].status]}\r\nconnection: close\r\n\r\n`);
     else socket.destroy();
   });
   await new Promise<void>((resolve, reject) => {
