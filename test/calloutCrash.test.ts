@@ -2,12 +2,12 @@ import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConcurSim, type SimCalloutTarget } from '../src/sim/concurSim.js';
 import { CONNECTOR, NOTIFY_PATH, basicAuth, withCallout } from './helpers/callout.js';
 import { type CliProcess, startCli } from './helpers/cli.js';
 import { freePort } from './helpers/configFile.js';
+import { readDb } from './helpers/readDb.js';
 import { type Received, startReceiver } from './helpers/receiver.js';
 import { hash, rng } from './helpers/rng.js';
 import { SIM_ENV, simConfig } from './helpers/simConfig.js';
@@ -30,23 +30,6 @@ afterEach(async () => {
 
 type CalloutDbRow = { id: number; source: string; objectUri: string; notificationUri: string | null; doneAt: number | null; deletedAt: number | null };
 
-/** The database as the daemon left it, read-only; undefined while it does not exist or has no tables yet. */
-function readDb<T>(path: string, read: (db: Database.Database) => T): T | undefined {
-  let db: Database.Database;
-  try {
-    db = new Database(path, { readonly: true, fileMustExist: true });
-  } catch {
-    return undefined;
-  }
-  try {
-    return read(db);
-  } catch (err) {
-    if (/^no such (table|column)/.test((err as Error).message)) return undefined;
-    throw err;
-  } finally {
-    db.close();
-  }
-}
 
 /** What the proxy does with the connector's answer: pass it on, answer 500 instead, or cut the connection. */
 type AfterAnswer = 'pass' | 'fail' | 'cut';

@@ -1,15 +1,15 @@
 import { copyFileSync, chmodSync, readFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
 import type { Daemon } from '../src/daemon/daemon.js';
 import type { Store } from '../src/store/types.js';
 import { ThreadedStore } from '../dist/store/threadedStore.js';
 import { CONNECTOR, NOTIFY_PATH, basicAuth, post, withCallout } from './helpers/callout.js';
 import { startCli } from './helpers/cli.js';
+import { freePort } from './helpers/configFile.js';
 import { harness } from './helpers/harness.js';
+import { occupiedPort } from './helpers/ports.js';
 import { rng } from './helpers/rng.js';
 import { SIM_ENV } from './helpers/simConfig.js';
 import { waitFor, writeJson } from './helpers/tmp.js';
@@ -17,24 +17,6 @@ import { waitFor, writeJson } from './helpers/tmp.js';
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const fixture = (name: string) => new URL(`./fixtures/tls/${name}`, import.meta.url);
 const CA = readFileSync(fixture('a.crt'), 'utf8');
-
-async function listen(): Promise<Server> {
-  const server = createServer((_req, res) => res.end());
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return server;
-}
-const portOf = (s: Server) => (s.address() as AddressInfo).port;
-async function freePort(): Promise<number> {
-  const s = await listen();
-  const port = portOf(s);
-  await new Promise((resolve) => s.close(resolve));
-  return port;
-}
-
-const servers: Server[] = [];
-afterEach(async () => {
-  for (const s of servers.splice(0)) await new Promise((resolve) => s.close(resolve));
-});
 
 /** What the callout of a config looks like, in the terms the test varies. */
 type Shape = { port: number; tls: boolean; on: boolean };
@@ -64,8 +46,7 @@ describe('seeded random start, reload and stop while Concur pushes', () => {
         chmodSync(join(h.dir, name), 0o600);
       }
       const base = JSON.parse(readFileSync(h.configFile, 'utf8')) as ConfigJson;
-      const busy = await listen();
-      servers.push(busy);
+      const busy = await occupiedPort();
       const json = (shape: Shape, port = shape.port): ConfigJson => {
         const c = structuredClone(base);
         c.callout = { listen: `127.0.0.1:${port}`, ...(shape.tls ? { tls: { cert: './a.crt', key: './a.key' } } : {}) };
@@ -131,7 +112,7 @@ describe('seeded random start, reload and stop while Concur pushes', () => {
           target(shape);
         } else if (r < 0.7 && running) {
           history.push('reload refused: callout port in use');
-          const config = load(json({ ...shape, tls: !shape.tls, on: !shape.on }, portOf(busy)));
+          const config = load(json({ ...shape, tls: !shape.tls, on: !shape.on }, busy));
           const result = await running.daemon.reload(() => config).catch((err: Error) => err);
           expect(result, context()).toBeInstanceOf(Error);
           // Everything as it was: the same listener answers Test Connection with the same routes.
@@ -237,9 +218,7 @@ describe("a reload that moves the callout listener's host on the same port", () 
     expect(await daemon.reload(() => at(`127.0.0.1:${port}`))).toBe(true);
     expect(daemon.calloutUrl).toBe(`http://127.0.0.1:${port}`);
     // Another program on 127.0.0.2:P makes 0.0.0.0:P unbindable whatever the daemon does.
-    const other = createServer();
-    servers.push(other);
-    await new Promise<void>((resolve) => other.listen(port, '127.0.0.2', resolve));
+    await occupiedPort(port, '127.0.0.2');
     await expect(daemon.reload(() => at(`0.0.0.0:${port}`))).rejects.toThrow(`cannot listen on 0.0.0.0:${port} (callout.listen): EADDRINUSE`);
     expect(daemon.calloutUrl).toBe(`http://127.0.0.1:${port}`);
     expect(await testConnection()).toBe(200);
@@ -317,13 +296,12 @@ describe('a reload refused for its callout port leaves the http listener as it w
     it(`when the http listener was to move to ${move}`, { timeout: 60_000 }, async () => {
       const [httpPort, calloutPort, newPort] = [await freePort(), await freePort(), await freePort()];
       const h = await harness({}, {}, (c) => ({ ...withCallout(c, `127.0.0.1:${calloutPort}`, { 'pollbridge.callout.failedQueueMinutes': '0' }), http: { listen: `127.0.0.1:${httpPort}` } }));
-      const busy = await listen();
-      servers.push(busy);
+      const busy = await occupiedPort();
       const base = JSON.parse(readFileSync(h.configFile, 'utf8')) as ConfigJson & { http: { listen: string } };
       const { daemon, config } = h.daemon();
       await daemon.start();
       const httpListen = move === 'another port' ? `127.0.0.1:${newPort}` : `0.0.0.0:${httpPort}`;
-      const next = loadConfig(writeJson(h.dir, 'next.json', { ...base, http: { listen: httpListen }, callout: { listen: `127.0.0.1:${portOf(busy)}` } }), { env: SIM_ENV });
+      const next = loadConfig(writeJson(h.dir, 'next.json', { ...base, http: { listen: httpListen }, callout: { listen: `127.0.0.1:${busy}` } }), { env: SIM_ENV });
       await expect(daemon.reload(() => next)).rejects.toThrow(/callout\.listen/);
       expect(daemon.config).toBe(config);
       expect(daemon.httpUrl).toBe(`http://127.0.0.1:${httpPort}`);

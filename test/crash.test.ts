@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConcurSim, type SimReport } from '../src/sim/concurSim.js';
 import { type CliProcess, startCli } from './helpers/cli.js';
+import { readDb } from './helpers/readDb.js';
 import { type Received, type Respond, startReceiver } from './helpers/receiver.js';
 import { SIM_ENV, simConfig } from './helpers/simConfig.js';
 import { tempDir, waitFor, writeJson } from './helpers/tmp.js';
@@ -23,24 +23,6 @@ afterEach(async () => {
 
 type Outbox = { id: string; status: string; createdAt: number }[];
 
-/** The database as the daemon left it, read-only; undefined while it does not exist or has no tables yet. */
-function readDb<T>(path: string, read: (db: Database.Database) => T): T | undefined {
-  let db: Database.Database;
-  try {
-    db = new Database(path, { readonly: true, fileMustExist: true });
-  } catch {
-    return undefined;
-  }
-  try {
-    return read(db);
-  } catch (err) {
-    // Created, not (fully) migrated yet.
-    if (/^no such (table|column)/.test((err as Error).message)) return undefined;
-    throw err;
-  } finally {
-    db.close();
-  }
-}
 
 async function setup(respond: Respond, pageSize = 100) {
   const key = 'whsec_' + randomBytes(24).toString('base64');

@@ -1,10 +1,10 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
 import type { PollbridgeConfig } from '../src/config/types.js';
+import { freePort } from './helpers/configFile.js';
 import { harness } from './helpers/harness.js';
+import { occupiedPort } from './helpers/ports.js';
 import { rng } from './helpers/rng.js';
 import { SIM_ENV } from './helpers/simConfig.js';
 import { waitFor, writeJson } from './helpers/tmp.js';
@@ -12,24 +12,6 @@ import { waitFor, writeJson } from './helpers/tmp.js';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 type ConfigJson = { database: string; http?: { listen: string }; instances: { name: string; configuration: Record<string, unknown> }[] };
-
-async function listen(): Promise<Server> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return server;
-}
-const portOf = (s: Server) => (s.address() as AddressInfo).port;
-async function freePort(): Promise<number> {
-  const s = await listen();
-  const port = portOf(s);
-  await new Promise((resolve) => s.close(resolve));
-  return port;
-}
-
-const servers: Server[] = [];
-afterEach(async () => {
-  for (const s of servers.splice(0)) await new Promise((resolve) => s.close(resolve));
-});
 
 /** Does anything answer /healthz there? */
 async function answers(url: string): Promise<boolean> {
@@ -82,8 +64,7 @@ describe('seeded random sequences of start, reload and stop', () => {
         edit(json);
         return loadConfig(writeJson(h.dir, `variant-${files++}.json`, json), { env: SIM_ENV });
       };
-      const busy = await listen();
-      servers.push(busy);
+      const busy = await occupiedPort();
 
       const { daemon, logs, config: first } = h.daemon();
       const usedUrls = new Set<string>([`http://127.0.0.1:${firstPort}`]);
@@ -115,7 +96,7 @@ describe('seeded random sequences of start, reload and stop', () => {
           const kind = pick(['database', 'listen taken', 'reader throws', 'invalid'] as const);
           history.push(`reload failing: ${kind}`);
           const reader = kind === 'database' ? () => variant((c) => { c.database = './elsewhere.db'; })
-            : kind === 'listen taken' ? () => variant((c) => { c.http = { listen: `127.0.0.1:${portOf(busy)}` }; c.instances.push({ ...c.instances[0]!, name: 'ConcurThree' });
+            : kind === 'listen taken' ? () => variant((c) => { c.http = { listen: `127.0.0.1:${busy}` }; c.instances.push({ ...c.instances[0]!, name: 'ConcurThree' });
               // Were it half applied, deliveries would go nowhere.
               c.instances[0]!.configuration['event.notification.callback.url'] = 'http://127.0.0.1:9/nowhere';
             })
