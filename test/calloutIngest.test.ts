@@ -9,6 +9,7 @@ import { type CalloutInstance, CalloutIngester } from '../src/callout/ingest.js'
 import type { InstanceConfig } from '../src/config/types.js';
 import { type AuthDeps, createAuthenticator } from '../src/poll/auth.js';
 import { createGetText, createHttpClient } from '../src/poll/httpClient.js';
+import type { ConcurSim } from '../src/sim/concurSim.js';
 import type { Store } from '../src/store/types.js';
 import { ThreadedStore } from '../dist/store/threadedStore.js';
 import { CONNECTOR, NOTIFICATION_XML, NOTIFY_PATH, basicAuth, post, withCallout } from './helpers/callout.js';
@@ -46,6 +47,14 @@ function holdingReads(store: Store) {
     },
   });
   return { store: proxy, hold: () => { holding = true; }, held };
+}
+
+/** Holds the simulator's answers to object reads until the returned function is called. */
+function holdObjectReads(sim: ConcurSim): () => void {
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => { release = resolve; });
+  sim.faults.beforeObject = () => released;
+  return release;
 }
 
 describe('the callout ingester', () => {
@@ -207,9 +216,7 @@ describe('callout ingestion in the daemon', () => {
     const h = await harness({}, {}, (c) => withCallout(c, '127.0.0.1:0', { 'pollbridge.callout.failedQueueMinutes': '0' }));
     const { daemon, config } = h.daemon();
     await daemon.start();
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => { release = resolve; });
-    h.sim.faults.beforeObject = () => released;
+    const release = holdObjectReads(h.sim);
     // The held request is answered 401: the fetch asks its authenticator for a new token.
     h.sim.faults.objectFailures.push({ status: 401 });
     const report = h.sim.createReport({ ApprovalStatusCode: 'A_PEND' });
@@ -231,9 +238,7 @@ describe('callout ingestion in the daemon', () => {
     const { daemon, config } = h.daemon();
     await daemon.start();
     // Hold the object's fetch so the instance leaves while the receipt waits.
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => { release = resolve; });
-    h.sim.faults.beforeObject = () => released;
+    const release = holdObjectReads(h.sim);
     const report = h.sim.createReport({ ApprovalStatusCode: 'A_PEND' });
     expect((await push(daemon.calloutUrl!, objectUriOf(h.simUrl, report.ID))).status).toBe(200);
     await waitFor('the fetch started', () => h.sim.objectRequests.has(report.ID) || undefined);
