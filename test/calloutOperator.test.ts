@@ -43,7 +43,8 @@ describe('a pushed event as the operator sees it: /metrics, events, status and r
     const status = await runCli(['status', '--db', db, '--json']);
     expect(status.code).toBe(0);
     const json = JSON.parse(status.stdout) as { streams: { instance: string; resource: string }[]; callouts: Record<string, unknown>[] };
-    expect(json.streams).toContainEqual(expect.objectContaining({ instance: 'ConcurTest', resource: '(callout)' }));
+    // Concur pushes: the stream has no cursor, in JSON as in the table's '-'.
+    expect(json.streams).toContainEqual(expect.objectContaining({ instance: 'ConcurTest', resource: '(callout)', cursor: null }));
     expect(json.callouts).toEqual([expect.objectContaining({ instance: 'ConcurTest', received: 1, awaitingEvent: 0, awaitingDelete: 0 })]);
     const table = await runCli(['status', '--db', db]);
     expect(table.stdout).toMatch(/^ConcurTest +\(callout\) +- +/m);
