@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { runCli } from './helpers/cli.js';
-import { CONNECTOR, NOTIFY_PATH, withCallout } from './helpers/callout.js';
+import { basicAuth, CONNECTOR, NOTIFY_PATH, withCallout } from './helpers/callout.js';
 import { harness } from './helpers/harness.js';
 import { waitFor } from './helpers/tmp.js';
 
@@ -11,7 +11,7 @@ function metric(text: string, name: string, labels: string): number {
 }
 
 describe('a pushed event as the operator sees it: /metrics, events, status and replay', () => {
-  it('counts the push in /metrics, lists and shows its event on the (callout) stream, counts its receipt in status, and replays it under the same id', { timeout: 60_000 }, async () => {
+  it('logs no credential; counts the push in /metrics, lists and shows its event on the (callout) stream, counts its receipt in status, and replays it under the same id', { timeout: 60_000 }, async () => {
     const h = await harness({}, {}, (c) => ({ ...withCallout(c), http: { listen: '127.0.0.1:0' } }));
     const first = h.daemon();
     await first.daemon.start();
@@ -27,6 +27,11 @@ describe('a pushed event as the operator sees it: /metrics, events, status and r
     expect(metric(metrics, 'pollbridge_callout_events_total', 'instance="ConcurTest",outcome="duplicate"')).toBe(0);
     expect(metric(metrics, 'pollbridge_callout_failed_queue_rounds_total', 'instance="ConcurTest",result="ok"')).toBeGreaterThan(0);
     await first.daemon.stop();
+    // At debug level, through a push, its fetch, its delivery and a stop: neither the password
+    // nor the Authorization header it travelled in (which no redaction list knows) is logged.
+    const logged = first.logs.raw.join('\n');
+    expect(logged).toContain('callout queued as an event');
+    for (const secret of [CONNECTOR.password, basicAuth(CONNECTOR.username, CONNECTOR.password).slice('Basic '.length)]) expect(logged).not.toContain(secret);
     const db = first.config.database;
 
     const listed = await runCli(['events', 'list', '--db', db, '--json']);
