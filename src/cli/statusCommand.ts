@@ -106,7 +106,7 @@ export async function statusCommand(opts: { db?: string; config?: string; json?:
         daemonRunning: daemonRunning ?? null,
         streams: views.map((s) => ({
           ...s,
-          cursor: isoFromInstant(s.cursor),
+          cursor: s.resource === CALLOUT_RESOURCE ? null : isoFromInstant(s.cursor),
           lastPollAt: isoOrNull(s.lastPollAt),
           lastSuccessAt: isoOrNull(s.lastSuccessAt),
           ...(config ? { nextPollAt: isoOrNull(s.nextPollAt) } : {}),
