@@ -24,7 +24,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A second instance on the same listener, with its own path and credentials. */
 const B = { name: 'ConcurB', path: '/concur-b/v1.0/notify', username: 'connector-b', password: 'b-connector-password-long' };
-const RESULTS = ['accepted', 'test_connection', 'unauthorized', 'throttled', 'too_large', 'malformed', 'unsafe_xml', 'not_found', 'method_not_allowed', 'timeout', 'unavailable'];
+const RESULTS = [
+  'accepted', 'test_connection', 'unauthorized', 'throttled', 'too_large', 'malformed', 'unsafe_xml', 'not_found', 'method_not_allowed', 'timeout', 'unavailable',
+  'tls_failed', 'not_http', 'headers_too_large', 'headers_timeout',
+];
 
 type Instances = { instances: { name: string; configuration: Record<string, unknown> }[] };
 
@@ -308,13 +311,13 @@ describe('oversize bodies: 413 without reading on (built CLI)', () => {
 });
 
 describe('requests node refuses before they reach a route: answered, counted once, logged (built CLI)', () => {
-  it('headers over 16 KiB: 413', { timeout: 60_000 }, async () => {
+  it('headers over 16 KiB: 431', { timeout: 60_000 }, async () => {
     const c = await startConnector();
     const conn = rawConnection(c.port);
     await conn.write(`POST ${NOTIFY_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: ${auth}\r\nX-Pad: ${'p'.repeat(20_000)}\r\n\r\n`);
-    expect(await conn.status()).toBe(413);
+    expect(await conn.status()).toBe(431);
     await waitFor('the connection closed by the server', () => conn.closed);
-    await expectRefused(c, { status: 413, headers: {}, body: conn.body() }, { status: 413, result: 'too_large' });
+    await expectRefused(c, { status: 431, headers: {}, body: conn.body() }, { status: 431, result: 'headers_too_large' });
   });
 
   it('not HTTP at all: 400', { timeout: 60_000 }, async () => {
@@ -323,7 +326,7 @@ describe('requests node refuses before they reach a route: answered, counted onc
     await conn.write(`HELLO ${MARK}\r\n\r\n`);
     expect(await conn.status()).toBe(400);
     await waitFor('the connection closed by the server', () => conn.closed);
-    await expectRefused(c, { status: 400, headers: {}, body: conn.body() }, { status: 400, result: 'malformed' });
+    await expectRefused(c, { status: 400, headers: {}, body: conn.body() }, { status: 400, result: 'not_http' });
   });
 });
 
@@ -364,7 +367,7 @@ describe('slow clients are cut off (built CLI, the real 10 s timeouts)', () => {
     expect(await slowHeaders.status(15_000)).toBe(408);
     await waitFor('both connections closed by the server', () => slowHeaders.closed && slowBody.closed);
     await expectRefused(trickled, { status: 408, headers: {}, body: slowBody.body() }, { status: 408, result: 'timeout' });
-    await expectRefused(headersOnly, { status: 408, headers: {}, body: slowHeaders.body() }, { status: 408, result: 'timeout' });
+    await expectRefused(headersOnly, { status: 408, headers: {}, body: slowHeaders.body() }, { status: 408, result: 'headers_timeout' });
   });
 });
 

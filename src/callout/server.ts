@@ -27,7 +27,7 @@ export type CalloutRoute = BasicCredentials & { instance: string; path: string }
 /** Every way a request ends, for `pollbridge_callouts_total{result}` and the log. */
 export type CalloutResult =
   | 'accepted' | 'test_connection' | 'unauthorized' | 'throttled' | 'too_large' | 'malformed' | 'unsafe_xml' | 'not_found'
-  | 'method_not_allowed' | 'timeout' | 'unavailable' | 'tls_failed';
+  | 'method_not_allowed' | 'timeout' | 'unavailable' | 'tls_failed' | 'not_http' | 'headers_too_large' | 'headers_timeout';
 
 export type CalloutServerDeps = {
   /** The routes of the running config: a reload changes them without a new listener. */
@@ -67,6 +67,11 @@ const ANSWERS: Record<CalloutResult, { status: number; warn: boolean }> = {
   unavailable: { status: 503, warn: false },
   // No HTTP answer: the handshake failed (an old TLS version, plain HTTP to the TLS port, a scanner).
   tls_failed: { status: 0, warn: true },
+  // Refused by node's parser before any route: told apart from a notification gone wrong, so that
+  // a scanner and a change of Concur's format do not look alike on a dashboard.
+  not_http: { status: 400, warn: true },
+  headers_too_large: { status: 431, warn: true },
+  headers_timeout: { status: 408, warn: true },
 };
 
 /** Bad input from the open internet can come by the thousand: its log lines are sampled per result. */
@@ -208,10 +213,10 @@ export async function startCalloutServer(listen: CalloutListenConfig, deps: Call
     }
     // Headers too slow or too large, a failed TLS handshake (it comes here too), or not HTTP at
     // all: answered, counted and logged here.
-    const result: CalloutResult = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'timeout' : err.code === 'HPE_HEADER_OVERFLOW' ? 'too_large'
-      : err.code?.startsWith('ERR_SSL_') || (err as { library?: string }).library === 'SSL routines' ? 'tls_failed' : 'malformed';
+    const result: CalloutResult = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'headers_timeout' : err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large'
+      : err.code?.startsWith('ERR_SSL_') || (err as { library?: string }).library === 'SSL routines' ? 'tls_failed' : 'not_http';
     deps.onResult(result);
-    const reason = result === 'timeout' ? `the headers did not arrive within ${HEADERS_TIMEOUT_MS / 1000} s` : result === 'too_large' ? 'the headers are too large'
+    const reason = result === 'headers_timeout' ? `the headers did not arrive within ${HEADERS_TIMEOUT_MS / 1000} s` : result === 'headers_too_large' ? 'the headers are too large'
       : result === 'tls_failed' ? `TLS handshake failed (${err.code ?? err.message})` : `not an HTTP request (${err.code ?? 'unknown'})`;
     warn(result, { reason, from: (socket as Socket).remoteAddress });
     if (result !== 'tls_failed' && socket.writable) socket.end(`HTTP/1.1 ${ANSWERS[result].status} ${http.STATUS_CODES[ANSWERS[result].status]}\r\nconnection: close\r\n\r\n`);

@@ -49,7 +49,7 @@ export class Metrics {
     });
     this.callouts = new Counter({
       name: 'pollbridge_callouts_total',
-      help: "Requests to the callout connector by result: accepted (200 after commit), test_connection, or why refused (unauthorized, throttled, too_large, malformed, unsafe_xml, not_found, method_not_allowed, timeout, unavailable, tls_failed).",
+      help: "Requests to the callout connector by result: accepted (200 after commit), test_connection, or why refused (unauthorized, throttled, too_large, malformed, unsafe_xml, not_found, method_not_allowed, timeout, unavailable, tls_failed, not_http, headers_too_large, headers_timeout).",
       labelNames: ['result'], registers,
     });
     this.calloutEvents = new Counter({
