@@ -6,13 +6,17 @@
  * the ingester's fetches and event commits run during the measurement. Throughput: a closed loop
  * of CONNECTIONS keep-alive connections, against the same load on a bare node:http server that
  * reads the body and answers 200. Latency: an open loop at OPEN_RATE a second, from each
- * request's due moment to its 200. Afterwards every 200 must be a row in the database: the
+ * request's due moment to its 200, against the same pace of receipts committed straight into the
+ * store (the floor the disk sets). Afterwards every 200 must be a row in the database: the
  * figure measures commits, not answers.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { GroupCommit } from '../dist/callout/groupCommit.js';
+import type { CalloutReceipt } from '../dist/store/types.js';
+import { ThreadedStore } from '../dist/store/threadedStore.js';
 import type { BareReply } from './calloutsBare.js';
 import type { Load, LoadReply, LoadShape } from './calloutsLoad.js';
 import { type Daemon, log, percentile, type Peer, type Row, sleep, startDaemon, startPeer, stopDaemon, waitForLog, writeConfig } from './parts.js';
@@ -52,6 +56,36 @@ function withCallout(file: string): void {
 
 type Done = Extract<LoadReply, { type: 'done' }>;
 
+/**
+ * The latency baseline: receipts of the same bodies at the same pace, group-committed straight
+ * into a ThreadedStore on this machine's disk, with no HTTP, no polling and no ingester. Its p99
+ * is the part of the daemon's that the disk and the machine's other load account for.
+ */
+async function storeAlone(dir: string, bodies: string[]): Promise<number[]> {
+  const store = await ThreadedStore.open(join(dir, 'baseline.db'));
+  const group = new GroupCommit((receipts: CalloutReceipt[]) => store.recordCallouts(receipts));
+  const notification = { eventType: 'SUBMIT', objectType: 'EXPRPT' as const, objectUri: 'https://example.invalid/report', eventDateTime: '2026-11-26', context: '' };
+  const interval = 1000 / OPEN_RATE;
+  const started = performance.now();
+  const from = started + WARMUP_MS;
+  const until = from + MEASURE_MS;
+  const latencies: number[] = [];
+  const commits: Promise<void>[] = [];
+  for (let sent = 0; started + sent * interval < until;) {
+    while (started + sent * interval <= performance.now()) {
+      const due = started + sent * interval;
+      const body = bodies[sent++ % bodies.length]!;
+      commits.push(group.add({ instance: 'Bench', source: 'push', body, notification, notificationUri: undefined, receivedAt: Date.now() }).then(() => {
+        if (due >= from) latencies.push(performance.now() - due);
+      }));
+    }
+    await sleep(1);
+  }
+  await Promise.all(commits);
+  await store.close();
+  return latencies;
+}
+
 async function runLoad(loader: Peer<LoadReply>, load: Pick<Load, 'url' | 'authorization' | 'bodies'> & LoadShape): Promise<Done> {
   const request: Load = { type: 'load', warmupMs: WARMUP_MS, measureMs: MEASURE_MS, ...load };
   return loader.ask(request, 'done', WARMUP_MS + MEASURE_MS + 60_000);
@@ -83,6 +117,8 @@ export async function callouts(): Promise<Row[]> {
     const baseline = await runLoad(loader, { mode: 'closed', connections: CONNECTIONS, url: bareUrl, authorization, bodies });
     await bare.close();
     const baselineRate = baseline.ok / baseline.seconds;
+    log(`callouts: receipts straight into the store at ${OPEN_RATE}/s, ${MEASURE_MS / 1000} s…`);
+    const alone = await storeAlone(dir, bodies);
 
     const config = writeConfig(dir, simUrl, receiverUrl, '* * * * * *', 100);
     withCallout(config);
@@ -128,8 +164,8 @@ export async function callouts(): Promise<Row[]> {
     const openRate = open.ok / open.seconds;
     return [
       { metric: `callouts accepted (200 after commit), ${CONNECTIONS} connections, polling running`, value: rate, unit: 'callouts/s', baseline: baselineRate, ratio: rate / baselineRate, target: '≥ 0.3× bare node:http', ok: rate / baselineRate >= 0.3 },
-      { metric: `callout time to the 200 p50, open loop at ${OPEN_RATE}/s (${openRate.toFixed(0)}/s answered)`, value: p50, unit: 'ms', target: '—', ok: true },
-      { metric: `callout time to the 200 p99, open loop at ${OPEN_RATE}/s`, value: p99, unit: 'ms', target: '≤ 50 ms', ok: p99 <= 50 && openRate >= OPEN_RATE * 0.98 },
+      { metric: `callout time to the 200 p50, open loop at ${OPEN_RATE}/s (${openRate.toFixed(0)}/s answered)`, value: p50, unit: 'ms', baseline: percentile(alone, 50), ratio: p50 / percentile(alone, 50), target: '—', ok: true },
+      { metric: `callout time to the 200 p99, open loop at ${OPEN_RATE}/s (baseline: receipts straight into the store)`, value: p99, unit: 'ms', baseline: percentile(alone, 99), ratio: p99 / percentile(alone, 99), target: '≤ 50 ms', ok: p99 <= 50 && openRate >= OPEN_RATE * 0.98 },
       { metric: 'callouts answered other than 200 (both loads)', value: errors, unit: 'requests', target: '0', ok: errors === 0 },
       { metric: `callout rows committed, of ${answered} answered 200`, value: committed, unit: 'rows', target: `= ${answered}`, ok: committed === answered },
       {

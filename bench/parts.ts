@@ -73,9 +73,13 @@ function processCpuMs(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
-/** The CLI as a child; its peak RSS is read from /proc (VmHWM) every 50 ms and at the end. */
+/**
+ * The CLI as a child; its peak RSS is read from /proc (VmHWM) every 50 ms and at the end.
+ * `BENCH_DAEMON_FLAGS` adds node flags (`--cpu-prof --cpu-prof-dir=/tmp/prof` to profile it).
+ */
 export function startDaemon(args: string[]): Daemon {
-  const child = spawn(process.execPath, [...serviceNodeFlags(), CLI, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const extra = process.env.BENCH_DAEMON_FLAGS?.split(' ').filter((f) => f !== '') ?? [];
+  const child = spawn(process.execPath, [...serviceNodeFlags(), ...extra, CLI, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   const logs: Record<string, unknown>[] = [];
   const cpuMarks: CpuMark[] = [];
   const markCpu = (records: number): void => {
