@@ -1,8 +1,8 @@
 /**
  * What the bench's scenarios share: the daemon as the real CLI in a child process, its config,
- * and the rows of the table.
+ * the helper processes spoken to over IPC, and the rows of the table.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, fork, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -73,9 +73,13 @@ function processCpuMs(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
-/** The CLI as a child; its peak RSS is read from /proc (VmHWM) every 50 ms and at the end. */
+/**
+ * The CLI as a child; its peak RSS is read from /proc (VmHWM) every 50 ms and at the end.
+ * `BENCH_DAEMON_FLAGS` adds node flags (`--cpu-prof --cpu-prof-dir=/tmp/prof` to profile it).
+ */
 export function startDaemon(args: string[]): Daemon {
-  const child = spawn(process.execPath, [...serviceNodeFlags(), CLI, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const extra = process.env.BENCH_DAEMON_FLAGS?.split(' ').filter((f) => f !== '') ?? [];
+  const child = spawn(process.execPath, [...serviceNodeFlags(), ...extra, CLI, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   const logs: Record<string, unknown>[] = [];
   const cpuMarks: CpuMark[] = [];
   const markCpu = (records: number): void => {
@@ -116,3 +120,67 @@ export const percentile = (values: number[], p: number): number => {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 };
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, Math.max(0, ms)));
+
+export type Peer<Reply extends { type: string }> = {
+  /** Sends `request` (if any) and waits for the first reply of `type`, for at most `timeoutMs`. */
+  ask<T extends Reply['type']>(request: object | undefined, type: T, timeoutMs: number): Promise<Extract<Reply, { type: T }>>;
+  close(): Promise<void>;
+};
+
+/** One of this folder's modules (built, beside this one) as a child process spoken to over IPC. */
+export function startPeer<Reply extends { type: string }>(module: string, args: string[]): Peer<Reply> {
+  const child: ChildProcess = fork(fileURLToPath(new URL(module, import.meta.url)), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return {
+    ask: (request, type, timeoutMs) => new Promise((resolve, reject) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        child.off('message', onMessage);
+        child.off('exit', onExit);
+      };
+      const onMessage = (m: Reply): void => {
+        if (m.type !== type) return;
+        done();
+        resolve(m as Extract<Reply, { type: typeof type }>);
+      };
+      const onExit = (code: number | null): void => {
+        done();
+        reject(new Error(`${module} exited (${code}) before its "${type}" reply`));
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new Error(`${module} sent no "${type}" reply within ${timeoutMs} ms`));
+      }, timeoutMs);
+      child.on('message', onMessage);
+      child.once('exit', onExit);
+      if (request) child.send(request);
+    }),
+    close: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill();
+      await exited;
+    },
+  };
+}
+
+/** The moment the daemon logs `message`; fails when it exits first or `timeoutMs` passes. */
+export async function waitForLog(daemon: Daemon, message: string, timeoutMs: number): Promise<void> {
+  let exited = false;
+  void daemon.exited.then(() => { exited = true; });
+  const deadline = Date.now() + timeoutMs;
+  while (!daemon.logs.some((l) => l.message === message)) {
+    if (exited) throw new Error(`the daemon exited before it logged "${message}"`);
+    if (Date.now() > deadline) throw new Error(`the daemon did not log "${message}" within ${timeoutMs} ms`);
+    await sleep(25);
+  }
+}
+
+/** SIGTERM, and SIGKILL if it has not exited after its grace period and a margin. */
+export async function stopDaemon(daemon: Daemon): Promise<void> {
+  if (daemon.child.exitCode !== null || daemon.child.signalCode !== null) return;
+  daemon.child.kill('SIGTERM');
+  const timer = setTimeout(() => daemon.child.kill('SIGKILL'), 20_000);
+  await daemon.exited;
+  clearTimeout(timer);
+}

@@ -6,12 +6,10 @@
  * database. For every record version made, the receiver's clock says when (if ever) it was
  * announced; a version that stood unchanged 20 s and was never announced is a missed change.
  */
-import { type ChildProcess, fork } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { type Daemon, log, percentile, type Row, startDaemon, writeConfig } from './parts.js';
+import { type Daemon, log, percentile, type Row, sleep, startDaemon, startPeer, stopDaemon, waitForLog, writeConfig } from './parts.js';
 import type { ReceiverReply } from './steadyReceiver.js';
 import type { SimReply, SimRequest, SimSetup } from './steadySim.js';
 import { accountVersions } from './steadyVersions.js';
@@ -27,70 +25,6 @@ const STANDING_MS = 20_000;
 /** After the changes stop, the daemon runs this long before the receipts are counted. */
 const DRAIN_MS = 15_000;
 const SIM_SETUP: SimSetup = { history: 1000, listDelayMs: LIST_DELAY_MS, faultEvery: 50, seed: 20261126 };
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, Math.max(0, ms)));
-
-type Peer<Reply extends { type: string }> = {
-  /** Sends `request` (if any) and waits for the first reply of `type`, for at most `timeoutMs`. */
-  ask<T extends Reply['type']>(request: object | undefined, type: T, timeoutMs: number): Promise<Extract<Reply, { type: T }>>;
-  close(): Promise<void>;
-};
-
-/** One of this folder's modules (built, beside this one) as a child process spoken to over IPC. */
-function startPeer<Reply extends { type: string }>(module: string, args: string[]): Peer<Reply> {
-  const child: ChildProcess = fork(fileURLToPath(new URL(module, import.meta.url)), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  return {
-    ask: (request, type, timeoutMs) => new Promise((resolve, reject) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        child.off('message', onMessage);
-        child.off('exit', onExit);
-      };
-      const onMessage = (m: Reply): void => {
-        if (m.type !== type) return;
-        done();
-        resolve(m as Extract<Reply, { type: typeof type }>);
-      };
-      const onExit = (code: number | null): void => {
-        done();
-        reject(new Error(`${module} exited (${code}) before its "${type}" reply`));
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`${module} sent no "${type}" reply within ${timeoutMs} ms`));
-      }, timeoutMs);
-      child.on('message', onMessage);
-      child.once('exit', onExit);
-      if (request) child.send(request);
-    }),
-    close: async () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill();
-      await exited;
-    },
-  };
-}
-
-/** The moment the daemon logs `message`; fails when it exits first or `timeoutMs` passes. */
-async function waitForLog(daemon: Daemon, message: string, timeoutMs: number): Promise<void> {
-  let exited = false;
-  void daemon.exited.then(() => { exited = true; });
-  const deadline = Date.now() + timeoutMs;
-  while (!daemon.logs.some((l) => l.message === message)) {
-    if (exited) throw new Error(`the daemon exited before it logged "${message}"`);
-    if (Date.now() > deadline) throw new Error(`the daemon did not log "${message}" within ${timeoutMs} ms`);
-    await sleep(25);
-  }
-}
-
-/** SIGTERM, and SIGKILL if it has not exited after its grace period and a margin. */
-async function stopDaemon(daemon: Daemon): Promise<void> {
-  if (daemon.child.exitCode !== null || daemon.child.signalCode !== null) return;
-  daemon.child.kill('SIGTERM');
-  const timer = setTimeout(() => daemon.child.kill('SIGKILL'), 20_000);
-  await daemon.exited;
-  clearTimeout(timer);
-}
 
 type Phase = { name: string; target95s: number; kill: boolean };
 

@@ -1,6 +1,6 @@
 /**
  * The steady scenario's simulator, in a process of its own so that its work (the changes, the
- * pages) is not counted against the daemon. steady.ts drives it over IPC: `changes` starts the
+ * pages) is not counted against the daemon. steady.ts and callouts.ts drive it over IPC: `changes` starts the
  * stream of changes and answers when it has stopped, `versions` sends every version made since.
  */
 import { ConcurSim } from '../dist/sim/concurSim.js';
@@ -9,13 +9,14 @@ export type SimSetup = {
   /** Reports changed an hour ago, before the daemon's first start: history that updates revisit. */
   history: number;
   listDelayMs: number;
-  /** About one list request in this many fails, alternately 503 (Retry-After 1) and 429. */
+  /** About one list request in this many fails, alternately 503 (Retry-After 1) and 429; 0: none. */
   faultEvery: number;
   seed: number;
 };
 export type SimRequest = { type: 'changes'; perSecond: number; seconds: number } | { type: 'versions' };
 export type SimReply =
-  | { type: 'ready'; url: string }
+  /** `ids`: the history's reports (the callout scenario's notifications name them). */
+  | { type: 'ready'; url: string; ids: string[] }
   | { type: 'changes'; startedMs: number; stoppedMs: number }
   | { type: 'versions'; versions: ConcurSim['changes']; listRequests: number; faults: number };
 
@@ -53,7 +54,7 @@ async function main(): Promise<void> {
   // Runs once per list page served; the failure it queues answers the next list request.
   sim.faults.beforePage = () => {
     listRequests++;
-    if (failRandom() >= 1 / setup.faultEvery) return;
+    if (setup.faultEvery === 0 || failRandom() >= 1 / setup.faultEvery) return;
     sim.faults.listFailures.push(faults++ % 2 === 0 ? { status: 503, retryAfter: '1' } : { status: 429 });
   };
 
@@ -96,7 +97,7 @@ async function main(): Promise<void> {
     };
     setTimeout(next, TICK_MS);
   });
-  send({ type: 'ready', url });
+  send({ type: 'ready', url, ids: ids.slice(0, setup.history) });
 }
 
 await main();

@@ -457,7 +457,8 @@ export class Daemon {
       throw err;
     }
     this.watchStore(store);
-    this.calloutCommit = new GroupCommit((receipts) => store.recordCallouts(receipts));
+    // Two groups in flight: the next waits on the database thread, where it joins the writes queued there.
+    this.calloutCommit = new GroupCommit((receipts) => store.recordCallouts(receipts), 512, 2);
     this.ingester = new CalloutIngester({
       store,
       getText: this.getText,

@@ -235,6 +235,15 @@ export class SqliteStore implements Store {
     return this.stmts.expedite.run(now, instance, now).changes;
   }
 
+  /**
+   * Runs `calls` in one transaction: the transaction of each store method they call becomes a
+   * savepoint (one that fails is undone alone) and the commit, with its fsync, is shared. Throws
+   * when that commit fails: then none of them took effect, whatever they returned.
+   */
+  inOneCommit(calls: () => void): void {
+    this.db.transaction(calls).immediate();
+  }
+
   async checkWritable(): Promise<void> {
     // Taking the write lock and writing the WAL header is what a real commit needs first.
     this.db.transaction(() => this.db.prepare('INSERT OR REPLACE INTO pollbridge_health (id, checked_at) VALUES (1, ?)').run(Date.now())).immediate();
