@@ -29,5 +29,7 @@ CREATE TABLE callout_events (
   stream_id INTEGER NOT NULL REFERENCES streams (id),
   event_key TEXT NOT NULL,
   notification_id TEXT NOT NULL,
+  -- Kept as long as the instance's seen changes (seenRetentionDays), then pruned with the done receipts.
+  created_at INTEGER NOT NULL,
   PRIMARY KEY (stream_id, event_key)
 ) WITHOUT ROWID;

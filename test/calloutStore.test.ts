@@ -292,6 +292,34 @@ describe('reading receipts back', () => {
     db.close();
   });
 
+  it('pruneCallouts: forgets done receipts and event keys older than the horizon, never one waiting for its event or its DELETE', async () => {
+    const store = await openStore(tempDir());
+    const a = await store.openStream('A', CALLOUT_RESOURCE, 0);
+    const b = await store.openStream('B', CALLOUT_RESOURCE, 0);
+    const [done, waiting, failedDone, failedUndeleted, other] = ids(await store.recordCallouts([
+      push('A', 1), push('A', 2), failed('A', 'u1'), failed('A', 'u2'), push('B', 1),
+    ]));
+    await store.completeCallout(done!, a.id, 'k-done', draft('N1'));
+    await store.completeCallout(failedDone!, a.id, 'k-failed', draft('N2'));
+    await store.completeCallout(failedUndeleted!, a.id, 'k-undeleted', draft('N3'));
+    await store.completeCallout(other!, b.id, 'k-done', draft('N4'));
+    await store.markCalloutDeleted(failedDone!, Date.now());
+    // Before every completion: nothing goes.
+    expect(await store.pruneCallouts('A', a.id, Date.now() - 60_000)).toBe(0);
+    expect(await store.pruneCallouts('A', a.id, Date.now() + 1)).toBe(2);
+    expect(ids(await toIngest(store))).toEqual([waiting]);
+    expect(ids(await store.calloutsToDelete('A'))).toEqual([failedUndeleted]);
+    expect((await store.calloutCounts()).map((c) => [c.instance, c.received])).toEqual([['A', 2], ['B', 1]]);
+    // The key is free again: the same notification that late makes an event; B's is kept.
+    const again = (await store.recordCallouts([push('A', 1)]))[0]!.id;
+    expect(await store.completeCallout(again, a.id, 'k-done', draft('N5'))).toEqual({ queued: true });
+    const late = (await store.recordCallouts([push('B', 1)]))[0]!.id;
+    expect(await store.completeCallout(late, b.id, 'k-done', draft('N6'))).toEqual({ queued: false });
+    // The outbox is not the receipts': every notification is still there.
+    expect(await outboxSize(store)).toBe(5);
+    await store.close();
+  });
+
   it('calloutCounts: per instance with receipts, received, awaiting their event and their DELETE, the last receipt', async () => {
     const store = await openStore(tempDir());
     expect(await store.calloutCounts()).toEqual([]);

@@ -590,7 +590,24 @@ export class Daemon {
     this.loops = [
       ...this.streams.map((s) => this.pollLoop(s, signal)),
       ...[...this.callouts.values()].filter((c) => (c.config.callout?.failedQueueMs ?? 0) > 0).map((c) => this.failedQueueLoop(c, signal)),
+      this.pruneCalloutsLoop(signal),
     ];
+  }
+
+  /** Done callout receipts and their event keys are kept as long as seen changes, then forgotten. */
+  private async pruneCalloutsLoop(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      for (const c of this.callouts.values()) {
+        if (signal.aborted) break;
+        try {
+          const pruned = await this.store!.pruneCallouts(c.config.name, c.streamId, Date.now() - c.config.seenRetentionSec * 1000);
+          if (pruned > 0) this.log.info('forgot callout receipts older than the retention', { instance: c.config.name, pruned });
+        } catch (err) {
+          this.log.error('could not forget old callout receipts; trying again later', { instance: c.config.name, error: (err as Error).message });
+        }
+      }
+      await abortableSleep(PRUNE_EVERY_MS, signal);
+    }
   }
 
   /**

@@ -134,7 +134,10 @@ export class SqliteStore implements Store {
       calloutsToIngest: db.prepare(`SELECT ${CALLOUT_COLUMNS} FROM callouts INDEXED BY callouts_to_ingest
         WHERE done_at IS NULL AND instance IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?`),
       calloutDone: db.prepare('UPDATE callouts SET done_at = ? WHERE id = ? AND done_at IS NULL'),
-      insertCalloutEvent: db.prepare('INSERT OR IGNORE INTO callout_events (stream_id, event_key, notification_id) VALUES (?, ?, ?)'),
+      insertCalloutEvent: db.prepare('INSERT OR IGNORE INTO callout_events (stream_id, event_key, notification_id, created_at) VALUES (?, ?, ?, ?)'),
+      // A failed-queue receipt stays until its DELETE landed: Concur lists it until then, and it must stay one receipt.
+      pruneCallouts: db.prepare(`DELETE FROM callouts WHERE instance = ? AND done_at < ? AND (notification_uri IS NULL OR deleted_at IS NOT NULL)`),
+      pruneCalloutEvents: db.prepare('DELETE FROM callout_events WHERE stream_id = ? AND created_at < ?'),
       calloutsToDelete: db.prepare(`SELECT id, notification_uri AS notificationUri FROM callouts INDEXED BY callouts_to_delete
         WHERE instance = ? AND notification_uri IS NOT NULL AND deleted_at IS NULL ORDER BY id`),
       calloutDeleted: db.prepare('UPDATE callouts SET deleted_at = ? WHERE id = ? AND deleted_at IS NULL'),
@@ -267,9 +270,16 @@ export class SqliteStore implements Store {
     return this.db.transaction(() => {
       const now = Date.now();
       if (this.stmts.calloutDone.run(now, receiptId).changes === 0) return { queued: false };
-      if (this.stmts.insertCalloutEvent.run(streamId, eventKey, draft.id).changes === 0) return { queued: false };
+      if (this.stmts.insertCalloutEvent.run(streamId, eventKey, draft.id, now).changes === 0) return { queued: false };
       this.stmts.insertNotification.run(draft.id, streamId, streamId, draft.body, draft.eventCount, now, now);
       return { queued: true };
+    }).immediate();
+  }
+
+  async pruneCallouts(instance: string, streamId: number, before: number): Promise<number> {
+    return this.db.transaction(() => {
+      this.stmts.pruneCalloutEvents.run(streamId, before);
+      return this.stmts.pruneCallouts.run(instance, before).changes;
     }).immediate();
   }
 

@@ -57,6 +57,12 @@ export interface Store {
    * already done changes nothing (`queued` false).
    */
   completeCallout(receiptId: number, streamId: number, eventKey: string, draft: NotificationDraft): Promise<{ queued: boolean }>;
+  /**
+   * Forgets `instance`'s receipts done before `before` (ms; failed-queue ones only once deleted at
+   * Concur) and the event keys of `streamId` made before it: a re-send that late is no re-send.
+   * Returns how many receipts.
+   */
+  pruneCallouts(instance: string, streamId: number, before: number): Promise<number>;
   /** Failed-queue receipts of `instance` committed but not yet deleted at Concur, oldest first. */
   calloutsToDelete(instance: string): Promise<{ id: number; notificationUri: string }[]>;
   markCalloutDeleted(receiptId: number, at: number): Promise<void>;
