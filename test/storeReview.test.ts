@@ -96,6 +96,35 @@ describe('the database thread: order and failure of the shared commit', () => {
   }, 20_000);
 });
 
+describe('SqliteStore.inOneCommit', () => {
+  it('a call that made SQLite undo the whole transaction: the calls after it do not commit alone, and the commit fails', async () => {
+    const path = join(tempDir(), 'p.db');
+    const store = new SqliteStore(path);
+    const db = (store as unknown as { db: Database.Database }).db;
+    const results: Promise<unknown>[] = [];
+    // SQLITE_FULL, IOERR and NOMEM may roll back the whole transaction, not only the failing
+    // statement (https://sqlite.org/lang_transaction.html, "Response To Errors Within A
+    // Transaction"); a ROLLBACK between two calls leaves the connection in the same state.
+    let thrown: unknown;
+    try {
+      store.inOneCommit(() => {
+        results.push(store.recordCallouts([receipt(1)]));
+        db.exec('ROLLBACK');
+        results.push(store.recordCallouts([receipt(2)]));
+        results.push(store.recordCallouts([receipt(3)]));
+      });
+    } catch (err) {
+      thrown = err;
+    }
+    const answers = await Promise.all(results.map(settle));
+    await store.close();
+    // Told failed (the thread answers every call of the group with the commit's error): none may be there.
+    expect(rows(path).callouts).toBe(0);
+    expect((thrown as Error).message).toMatch(/rolled back/);
+    expect(answers.slice(1)).toEqual([{ failed: expect.stringMatching(/rolled back/) as unknown }, { failed: expect.stringMatching(/rolled back/) as unknown }]);
+  });
+});
+
 describe('pruneCallouts', () => {
   it('never takes a receipt being ingested, nor an undeleted failed-queue one; a re-listed one stays one receipt', async () => {
     const store = new SqliteStore(join(tempDir(), 'p.db'));

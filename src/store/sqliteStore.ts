@@ -47,12 +47,22 @@ export type SqliteStoreOptions = { readonly?: boolean };
 /** A commit whose chain is broken: the one before it in its poll did not commit. */
 class BrokenChainError extends Error {}
 
+/** SQLite undid inOneCommit's transaction after an error of one of its calls: none of them took effect. */
+class SharedCommitLostError extends Error {
+  constructor() {
+    super('the shared transaction was rolled back by SQLite after an error of one of its calls: none of them took effect');
+    this.name = 'SharedCommitLostError';
+  }
+}
+
 /** The embedded store: one SQLite file in WAL mode, fsync on every commit (synchronous=FULL). */
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private readonly stmts;
   /** The next commit number each stream's current chain accepts. */
   private readonly chains = new Map<number, { id: string; next: number }>();
+  /** Inside inOneCommit: the writes are savepoints of its transaction. */
+  private sharing = false;
 
   constructor(readonly path: string, options: SqliteStoreOptions = {}) {
     if (!options.readonly) {
@@ -214,9 +224,9 @@ export class SqliteStore implements Store {
   }
 
   async recordAttempts(attempts: readonly { attempt: AttemptRecord; outcome: AttemptOutcome }[]): Promise<void> {
-    this.db.transaction(() => {
+    this.write(() => {
       for (const { attempt, outcome } of attempts) this.writeAttempt(attempt, outcome);
-    }).immediate();
+    });
   }
 
   private writeAttempt(a: AttemptRecord, outcome: AttemptOutcome): void {
@@ -244,7 +254,23 @@ export class SqliteStore implements Store {
    * when that commit fails: then none of them took effect, whatever they returned.
    */
   inOneCommit(calls: () => void): void {
-    this.db.transaction(calls).immediate();
+    this.sharing = true;
+    try {
+      this.db.transaction(() => {
+        calls();
+        if (!this.db.inTransaction) throw new SharedCommitLostError();
+      }).immediate();
+    } finally {
+      this.sharing = false;
+    }
+  }
+
+  /** A write's transaction: its own, or a savepoint of inOneCommit's. */
+  private write<T>(fn: () => T): T {
+    // SQLITE_FULL, IOERR or NOMEM can undo inOneCommit's whole transaction, not only the failing
+    // call's savepoint: a call after it would commit alone while the group is answered as failed.
+    if (this.sharing && !this.db.inTransaction) throw new SharedCommitLostError();
+    return this.db.transaction(fn).immediate();
   }
 
   async checkWritable(): Promise<void> {
@@ -253,12 +279,12 @@ export class SqliteStore implements Store {
   }
 
   async recordCallouts(receipts: readonly CalloutReceipt[]): Promise<{ id: number; duplicate: boolean }[]> {
-    return this.db.transaction(() => receipts.map((r) => {
+    return this.write(() => receipts.map((r) => {
       const id = this.stmts.insertCallout.pluck().get({
         instance: r.instance, source: r.source, body: r.body, ...r.notification, notificationUri: r.notificationUri ?? null, receivedAt: r.receivedAt,
       }) as number | undefined;
       return id === undefined ? { id: this.stmts.failedCallout.get(r.instance, r.notificationUri) as number, duplicate: true } : { id, duplicate: false };
-    })).immediate();
+    }));
   }
 
   async calloutsToIngest(instances: readonly string[], limit: number, exclude: ReadonlySet<number>): Promise<CalloutRow[]> {
@@ -267,13 +293,13 @@ export class SqliteStore implements Store {
   }
 
   async completeCallout(receiptId: number, streamId: number, eventKey: string, draft: NotificationDraft): Promise<{ queued: boolean }> {
-    return this.db.transaction(() => {
+    return this.write(() => {
       const now = Date.now();
       if (this.stmts.calloutDone.run(now, receiptId).changes === 0) return { queued: false };
       if (this.stmts.insertCalloutEvent.run(streamId, eventKey, draft.id, now).changes === 0) return { queued: false };
       this.stmts.insertNotification.run(draft.id, streamId, streamId, draft.body, draft.eventCount, now, now);
       return { queued: true };
-    }).immediate();
+    });
   }
 
   async pruneCallouts(instance: string, streamId: number, before: number): Promise<number> {
