@@ -1,10 +1,12 @@
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
+import { GroupCommit } from '../src/callout/groupCommit.js';
 import { SqliteStore } from '../src/store/sqliteStore.js';
 import { CALLOUT_RESOURCE } from '../src/store/types.js';
 import type { CalloutReceipt } from '../src/store/types.js';
 import { ThreadedStore } from '../dist/store/threadedStore.js';
+import { rng } from './helpers/rng.js';
 import { tempDir } from './helpers/tmp.js';
 
 // Review of the shared commit of the database thread and of pruneCallouts: the answers keep the
@@ -94,6 +96,31 @@ describe('the database thread: order and failure of the shared commit', () => {
     await store.close();
     expect(rows(path)).toEqual({ callouts: 3, events: 2, attempts: 1, notifications: [{ id: 'N1', status: 'delivered' }, { id: 'N2', status: 'pending' }] });
   }, 20_000);
+});
+
+describe('receipt groups, two in flight, through the database thread', () => {
+  it('each add settles after its own commit, in the order of the adds, with ids in that order (seeded bursts)', async () => {
+    for (let seed = 1; seed <= 8; seed++) {
+      const random = rng(seed);
+      const path = join(tempDir(), 'p.db');
+      const store = await ThreadedStore.open(path);
+      const commit = new GroupCommit<CalloutReceipt, { id: number; duplicate: boolean }>((r) => store.recordCallouts(r), 1 + Math.floor(random() * 8), 2);
+      const settled: number[] = [];
+      const adds: Promise<{ id: number; duplicate: boolean }>[] = [];
+      for (let n = 0; n < 60; n++) {
+        adds.push(commit.add(receipt(n)).then((r) => {
+          settled.push(n);
+          return r;
+        }));
+        if (random() < 0.3) await new Promise((r) => setImmediate(r));
+      }
+      const ids = (await Promise.all(adds)).map((r) => r.id);
+      await store.close();
+      expect(settled, `seed ${seed}`).toEqual(Array.from({ length: 60 }, (_, n) => n));
+      expect(ids, `seed ${seed}`).toEqual(Array.from({ length: 60 }, (_, n) => n + 1));
+      expect(rows(path).callouts, `seed ${seed}`).toBe(60);
+    }
+  });
 });
 
 describe('SqliteStore.inOneCommit', () => {
