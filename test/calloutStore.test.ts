@@ -296,8 +296,9 @@ describe('reading receipts back', () => {
     const store = await openStore(tempDir());
     const a = await store.openStream('A', CALLOUT_RESOURCE, 0);
     const b = await store.openStream('B', CALLOUT_RESOURCE, 0);
+    // The one left waiting was received after the keys below were made: it cannot be a re-send of them.
     const [done, waiting, failedDone, failedUndeleted, other] = ids(await store.recordCallouts([
-      push('A', 1), push('A', 2), failed('A', 'u1'), failed('A', 'u2'), push('B', 1),
+      push('A', 1), push('A', 2, undefined, Date.now() + 60_000), failed('A', 'u1'), failed('A', 'u2'), push('B', 1),
     ]));
     await store.completeCallout(done!, a.id, 'k-done', draft('N1'));
     await store.completeCallout(failedDone!, a.id, 'k-failed', draft('N2'));
@@ -305,8 +306,8 @@ describe('reading receipts back', () => {
     await store.completeCallout(other!, b.id, 'k-done', draft('N4'));
     await store.markCalloutDeleted(failedDone!, Date.now());
     // Before every completion: nothing goes.
-    expect(await store.pruneCallouts('A', a.id, Date.now() - 60_000)).toBe(0);
-    expect(await store.pruneCallouts('A', a.id, Date.now() + 1)).toBe(2);
+    expect(await store.pruneCallouts('A', a.id, Date.now(), 60_000)).toBe(0);
+    expect(await store.pruneCallouts('A', a.id, Date.now() + 1, 0)).toBe(2);
     expect(ids(await toIngest(store))).toEqual([waiting]);
     expect(ids(await store.calloutsToDelete('A'))).toEqual([failedUndeleted]);
     expect((await store.calloutCounts()).map((c) => [c.instance, c.received])).toEqual([['A', 2], ['B', 1]]);

@@ -153,6 +153,25 @@ describe('SqliteStore.inOneCommit', () => {
 });
 
 describe('pruneCallouts', () => {
+  it('keeps the keys a receipt still waiting for its event may repeat: a re-send received within the retention makes no second event', async () => {
+    const store = new SqliteStore(join(tempDir(), 'p.db'));
+    const stream = await store.openStream('A', CALLOUT_RESOURCE, 0);
+    const day = 86_400_000;
+    const now = Date.now();
+    const [first] = await store.recordCallouts([{ ...receipt(1), receivedAt: now }]);
+    expect(await store.completeCallout(first!.id, stream.id, 'k1', draft('N1'))).toEqual({ queued: true });
+    // Concur sent it again (our 200 was lost) a minute later; its instance then left the config
+    // and came back after more than the retention (7 days): the prune runs before its ingestion.
+    const [again] = await store.recordCallouts([{ ...receipt(1), receivedAt: now + 60_000 }]);
+    expect(await store.pruneCallouts('A', stream.id, now + 8 * day, 7 * day)).toBe(1);
+    expect(await store.completeCallout(again!.id, stream.id, 'k1', draft('N2'))).toEqual({ queued: false });
+    // Once nothing waits, the key goes like any other: the same notification much later is new.
+    expect(await store.pruneCallouts('A', stream.id, now + 16 * day, 7 * day)).toBe(1);
+    const [late] = await store.recordCallouts([{ ...receipt(1), receivedAt: now + 16 * day }]);
+    expect(await store.completeCallout(late!.id, stream.id, 'k1', draft('N3'))).toEqual({ queued: true });
+    await store.close();
+  });
+
   it('never takes a receipt being ingested, nor an undeleted failed-queue one; a re-listed one stays one receipt', async () => {
     const store = new SqliteStore(join(tempDir(), 'p.db'));
     const stream = await store.openStream('A', CALLOUT_RESOURCE, 0);
@@ -161,12 +180,12 @@ describe('pruneCallouts', () => {
     expect(inHand.map((r) => r.id)).toEqual([ingesting, listed]);
     await store.completeCallout(listed!, stream.id, 'k2', draft('N2'));
     // The ingester holds the first while the prune runs with every row older than its horizon.
-    expect(await store.pruneCallouts('A', stream.id, Date.now() + 1000)).toBe(0);
+    expect(await store.pruneCallouts('A', stream.id, Date.now() + 1000, 0)).toBe(0);
     expect(await store.completeCallout(ingesting!, stream.id, 'k1', draft('N1'))).toEqual({ queued: true });
     expect(await store.recordCallouts([receipt(2, 'https://concur.example/n/2')])).toEqual([{ id: listed, duplicate: true }]);
-    expect(await store.pruneCallouts('A', stream.id, Date.now() + 1000)).toBe(1);
+    expect(await store.pruneCallouts('A', stream.id, Date.now() + 1000, 0)).toBe(1);
     await store.markCalloutDeleted(listed!, Date.now());
-    expect(await store.pruneCallouts('A', stream.id, Date.now() + 1000)).toBe(1);
+    expect(await store.pruneCallouts('A', stream.id, Date.now() + 1000, 0)).toBe(1);
     expect(await store.calloutCounts()).toEqual([]);
     await store.close();
   });

@@ -600,7 +600,7 @@ export class Daemon {
       for (const c of this.callouts.values()) {
         if (signal.aborted) break;
         try {
-          const pruned = await this.store!.pruneCallouts(c.config.name, c.streamId, Date.now() - c.config.seenRetentionSec * 1000);
+          const pruned = await this.store!.pruneCallouts(c.config.name, c.streamId, Date.now(), c.config.seenRetentionSec * 1000);
           if (pruned > 0) this.log.info('forgot callout receipts older than the retention', { instance: c.config.name, pruned });
         } catch (err) {
           this.log.error('could not forget old callout receipts; trying again later', { instance: c.config.name, error: (err as Error).message });

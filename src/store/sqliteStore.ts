@@ -147,6 +147,7 @@ export class SqliteStore implements Store {
       insertCalloutEvent: db.prepare('INSERT OR IGNORE INTO callout_events (stream_id, event_key, notification_id, created_at) VALUES (?, ?, ?, ?)'),
       // A failed-queue receipt stays until its DELETE landed: Concur lists it until then, and it must stay one receipt.
       pruneCallouts: db.prepare(`DELETE FROM callouts WHERE instance = ? AND done_at < ? AND (notification_uri IS NULL OR deleted_at IS NOT NULL)`),
+      oldestWaitingCallout: db.prepare('SELECT min(received_at) FROM callouts WHERE instance = ? AND done_at IS NULL').pluck(),
       pruneCalloutEvents: db.prepare('DELETE FROM callout_events WHERE stream_id = ? AND created_at < ?'),
       calloutsToDelete: db.prepare(`SELECT id, notification_uri AS notificationUri FROM callouts INDEXED BY callouts_to_delete
         WHERE instance = ? AND notification_uri IS NOT NULL AND deleted_at IS NULL ORDER BY id`),
@@ -302,10 +303,13 @@ export class SqliteStore implements Store {
     });
   }
 
-  async pruneCallouts(instance: string, streamId: number, before: number): Promise<number> {
+  async pruneCallouts(instance: string, streamId: number, now: number, retentionMs: number): Promise<number> {
     return this.db.transaction(() => {
-      this.stmts.pruneCalloutEvents.run(streamId, before);
-      return this.stmts.pruneCallouts.run(instance, before).changes;
+      // A receipt still waiting (its instance left the config for a while) may be a re-send of
+      // any event made within the retention before it arrived: those keys stay until it is done.
+      const oldestWaiting = this.stmts.oldestWaitingCallout.get(instance) as number | null;
+      this.stmts.pruneCalloutEvents.run(streamId, Math.min(now, oldestWaiting ?? now) - retentionMs);
+      return this.stmts.pruneCallouts.run(instance, now - retentionMs).changes;
     }).immediate();
   }
 

@@ -58,11 +58,12 @@ export interface Store {
    */
   completeCallout(receiptId: number, streamId: number, eventKey: string, draft: NotificationDraft): Promise<{ queued: boolean }>;
   /**
-   * Forgets `instance`'s receipts done before `before` (ms; failed-queue ones only once deleted at
-   * Concur) and the event keys of `streamId` made before it: a re-send that late is no re-send.
+   * Forgets `instance`'s receipts done more than `retentionMs` before `now` (ms; failed-queue ones
+   * only once deleted at Concur) and the event keys of `streamId` made that long before `now` and
+   * before the oldest receipt still waiting for its event: a re-send that late is no re-send.
    * Returns how many receipts.
    */
-  pruneCallouts(instance: string, streamId: number, before: number): Promise<number>;
+  pruneCallouts(instance: string, streamId: number, now: number, retentionMs: number): Promise<number>;
   /** Failed-queue receipts of `instance` committed but not yet deleted at Concur, oldest first. */
   calloutsToDelete(instance: string): Promise<{ id: number; notificationUri: string }[]>;
   markCalloutDeleted(receiptId: number, at: number): Promise<void>;
