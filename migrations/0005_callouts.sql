@@ -19,6 +19,8 @@ CREATE TABLE callouts (
   deleted_at INTEGER
 );
 CREATE INDEX callouts_to_ingest ON callouts (id) WHERE done_at IS NULL;
+-- The hourly prune finds the done receipts by age without reading every body.
+CREATE INDEX callouts_done ON callouts (instance, done_at) WHERE done_at IS NOT NULL;
 CREATE INDEX callouts_to_delete ON callouts (instance, id) WHERE notification_uri IS NOT NULL AND deleted_at IS NULL;
 -- Concur lists a failed notification until its DELETE lands: read twice, it is one receipt.
 CREATE UNIQUE INDEX callouts_failed_once ON callouts (instance, notification_uri) WHERE notification_uri IS NOT NULL;
@@ -33,3 +35,4 @@ CREATE TABLE callout_events (
   created_at INTEGER NOT NULL,
   PRIMARY KEY (stream_id, event_key)
 ) WITHOUT ROWID;
+CREATE INDEX callout_events_age ON callout_events (stream_id, created_at);
