@@ -1,7 +1,7 @@
 import type { InstanceConfig } from '../config/types.js';
 import type { Logger } from '../log.js';
 import type { Authenticator } from '../poll/auth.js';
-import { type BodyParser, fetchDocument } from '../poll/fetchJson.js';
+import { type BodyParser, fetchDocument, parseJson } from '../poll/fetchJson.js';
 import type { GetText } from '../poll/httpClient.js';
 import type { FetchPolicy } from '../poll/retry.js';
 import type { CalloutRow, Store } from '../store/types.js';
@@ -41,12 +41,7 @@ const IDLE_CHECK_MS = 30_000;
 /** Concur's v1.1 APIs answer XML whatever `Accept` asks; v3 answers JSON. */
 export const parseObject: BodyParser = (text, contentType) => {
   const xml = contentType ? /[/+]xml\b/i.test(contentType) : text.trimStart().startsWith('<');
-  if (xml) return parseXml(text);
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw new Error(`invalid JSON (${contentType ?? 'no content type'})`);
-  }
+  return xml ? parseXml(text) : parseJson(text, contentType);
 };
 
 /**

@@ -17,7 +17,7 @@ const excerpt = (text: string): string => text.replace(/\s+/g, ' ').trim().slice
 /** Reads an answer's text; throws (a one-line message) when it is not what was expected. */
 export type BodyParser = (text: string, contentType: string | undefined) => unknown;
 
-const parseJson: BodyParser = (text, contentType) => {
+export const parseJson: BodyParser = (text, contentType) => {
   try {
     return JSON.parse(text);
   } catch {
