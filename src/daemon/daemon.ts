@@ -230,7 +230,9 @@ export class Daemon {
     } catch (err) {
       throw new StartError(`cannot listen on ${listen.host}:${listen.port} (callout.listen): ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
-    this.log.info("Concur's callout answered", { url: server.url, tls: listen.tls !== undefined, paths: [...new Set(this.calloutRoutes.map((r) => r.path))] });
+    // The paths of `config`: on a reload, the running routes are still the old config's.
+    const paths = [...new Set(config.instances.flatMap((i) => (i.enabled && i.callout ? [i.callout.path] : [])))];
+    this.log.info("Concur's callout answered", { url: server.url, tls: listen.tls !== undefined, paths });
     return server;
   }
 
