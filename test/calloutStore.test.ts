@@ -321,7 +321,7 @@ describe('reading receipts back', () => {
     await store.close();
   });
 
-  it('calloutCounts: per instance with receipts, received, awaiting their event and their DELETE, the last receipt', async () => {
+  it('calloutCounts: per instance with receipts, received, awaiting their event and their DELETE, the last receipt; instancesWithWaitingCallouts', async () => {
     const store = await openStore(tempDir());
     expect(await store.calloutCounts()).toEqual([]);
     const stream = await store.openStream('B', CALLOUT_RESOURCE, 0);
@@ -334,6 +334,9 @@ describe('reading receipts back', () => {
       { instance: 'A', received: 1, awaitingEvent: 1, awaitingDelete: 0, lastReceivedAt: 10 },
       { instance: 'B', received: 3, awaitingEvent: 1, awaitingDelete: 1, lastReceivedAt: 70 },
     ]);
+    expect((await store.instancesWithWaitingCallouts()).sort()).toEqual(['A', 'B']);
+    await store.completeCallout(b3!, stream.id, 'k3', draft('N3'));
+    expect(await store.instancesWithWaitingCallouts()).toEqual(['A']);
     await store.close();
   });
 });

@@ -1,5 +1,6 @@
 import type { Got } from 'got';
 import type { Logger } from '../log.js';
+import { apiBaseOf } from '../poll/auth.js';
 import { fetchDocument } from '../poll/fetchJson.js';
 import { describeNetworkError, type GetText } from '../poll/httpClient.js';
 import type { FetchPolicy } from '../poll/retry.js';
@@ -32,7 +33,7 @@ export type FailedQueueRound = { listed: number; received: number; deleted: numb
 export async function drainFailedQueue(instance: CalloutInstance, deps: FailedQueueDeps, signal: AbortSignal): Promise<FailedQueueRound> {
   const name = instance.config.name;
   const log = deps.log.child({ instance: name });
-  const apiBase = (instance.config.elementKey === 'concur' ? instance.auth.apiBase() : undefined) ?? instance.config.baseUrl;
+  const apiBase = apiBaseOf(instance.config, instance.auth);
   const listUrl = `${apiBase.replace(/\/+$/, '')}${FAILED_LIST_PATH}`;
   let problems: string[] = [];
   const { body } = await fetchDocument(deps.getText, instance.auth, listUrl, deps.fetchPolicy, (text, contentType) => {

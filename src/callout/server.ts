@@ -1,6 +1,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
+import { TEST_CONNECTION_PATH } from '../config/callout.js';
 import type { CalloutListenConfig } from '../config/types.js';
 import type { Logger } from '../log.js';
 import type { CalloutNotification } from '../store/types.js';
@@ -10,8 +11,6 @@ import { NotificationFormatError, parseNotification } from './notificationXml.js
 import { AuthThrottle } from './throttle.js';
 import { UnsafeXmlError, XmlSyntaxError } from './xml.js';
 
-/** Concur's "Test Connection" button asks here, with the connector's credentials. */
-export const TEST_CONNECTION_PATH = '/system/v1.0/testconnection';
 /** A notification is a few hundred bytes; anything near this is not one. */
 export const MAX_BODY_BYTES = 64 * 1024;
 /** A client that has not sent its headers, or its whole body, by then is cut off. */

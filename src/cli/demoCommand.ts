@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DEFAULT_CALLOUT_PATH } from '../config/callout.js';
 import { loadConfig } from '../config/load.js';
 import { Daemon } from '../daemon/daemon.js';
 import { startVerifyingReceiver } from '../demo/verifyingReceiver.js';
@@ -47,21 +48,31 @@ export function demoConfig(simUrl: string, callbackUrl: string, key: string) {
   };
 }
 
-/** The demo's instance as Concur's application connector too, on a port of its own. */
-export function withDemoCallout(config: ReturnType<typeof demoConfig>, password: string) {
-  const [instance] = config.instances;
+export type CalloutSetup = {
+  listen: string;
+  username: string;
+  password: string;
+  tls?: { cert: string; key: string };
+  /** More keys of the instance's configuration (`pollbridge.callout.path`, …). */
+  configuration?: Record<string, unknown>;
+};
+
+/** A config whose first instance is Concur's application connector too (the demo's; tests use it on theirs). */
+export function withCallout<T extends { instances: { configuration: Record<string, unknown> }[] }>(config: T, setup: CalloutSetup) {
+  const [instance, ...rest] = config.instances;
   return {
     ...config,
-    callout: { listen: '127.0.0.1:0' },
+    callout: { listen: setup.listen, ...(setup.tls ? { tls: setup.tls } : {}) },
     instances: [{
       ...instance!,
       configuration: {
         ...instance!.configuration,
         'pollbridge.callout.enabled': 'true',
-        'pollbridge.callout.username': DEMO_CONNECTOR_USER,
-        'pollbridge.callout.password': password,
+        'pollbridge.callout.username': setup.username,
+        'pollbridge.callout.password': setup.password,
+        ...setup.configuration,
       },
-    }],
+    }, ...rest],
   };
 }
 
@@ -97,14 +108,16 @@ export async function demoCommand(opts: { events?: number; seconds?: number; rat
   );
   const configFile = join(dir, 'poller.config.json');
   const connectorPassword = randomBytes(18).toString('base64url');
-  writeFileSync(configFile, JSON.stringify(withDemoCallout(demoConfig(simUrl, receiver.url, key), connectorPassword), null, 2), { mode: 0o600 });
+  writeFileSync(configFile, JSON.stringify(withCallout(demoConfig(simUrl, receiver.url, key), {
+    listen: '127.0.0.1:0', username: DEMO_CONNECTOR_USER, password: connectorPassword,
+  }), null, 2), { mode: 0o600 });
   const config = loadConfig(configFile);
   const daemon = new Daemon({ config, log: createLogger({ level, secrets: config.secrets, stream: process.stderr }), graceMs: 2000 });
   process.stdout.write(`pollbridge demo: simulator ${simUrl}, receiver ${receiver.url}, config ${configFile}\n`);
   process.stdout.write('Waiting for changes (Ctrl-C to stop)…\n');
   await daemon.start();
   // The simulator plays Concur's callout too: a report entering Submitted is pushed at once.
-  sim.setCallout({ url: `${daemon.calloutUrl}/concur/v1.0/notify`, username: DEMO_CONNECTOR_USER, password: connectorPassword });
+  sim.setCallout({ url: `${daemon.calloutUrl}${DEFAULT_CALLOUT_PATH}`, username: DEMO_CONNECTOR_USER, password: connectorPassword });
   const stopChanges = startChangeStream(sim, rate);
   const timer = seconds === undefined ? undefined : setTimeout(() => finish?.(), seconds * 1000);
   process.once('SIGINT', () => finish?.());

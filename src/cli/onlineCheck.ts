@@ -1,9 +1,8 @@
 import type { Got } from 'got';
-import { CONCUR_ELEMENT } from '../config/keys.js';
 import type { InstanceConfig, PollbridgeConfig, ResourceConfig } from '../config/types.js';
 import { sendNotification } from '../deliver/sendNotification.js';
 import { createLogger, type Logger, redactor } from '../log.js';
-import { type Authenticator, type AuthStateStore, createAuthenticator, geolocationOrigin, seedHashOf } from '../poll/auth.js';
+import { apiBaseOf, type Authenticator, type AuthStateStore, createAuthenticator, geolocationOrigin, seedHashOf } from '../poll/auth.js';
 import { fetchJson } from '../poll/fetchJson.js';
 import { createGetText, createHttpClient, type GetText } from '../poll/httpClient.js';
 import { readPages } from '../poll/pages.js';
@@ -183,7 +182,7 @@ async function authenticate(instance: InstanceConfig, ctx: Context): Promise<{ a
 }
 
 async function readFirstPage(instance: InstanceConfig, resource: ResourceConfig, auth: Authenticator, ctx: Context): Promise<string> {
-  const apiBase = (instance.elementKey === CONCUR_ELEMENT ? auth.apiBase() : undefined) ?? instance.baseUrl;
+  const apiBase = apiBaseOf(instance, auth);
   const now = Date.now();
   const url = firstPageUrl(resource, instance.elementKey, apiBase, instantFromMs(now - CHECK_WINDOW_MS), instantFromMs(now));
   const pages = readPages(url, {

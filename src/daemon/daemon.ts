@@ -507,7 +507,7 @@ export class Daemon {
       // Receipts answered 200 before an instance's callout was turned off still become events:
       // those waiting now, and those of pushes the running routes let in, whose commits may land
       // after this count (the next plan counts them).
-      const waiting = new Set((await store.calloutCounts()).filter((c) => c.awaitingEvent > 0).map((c) => c.instance));
+      const waiting = new Set(await store.instancesWithWaitingCallouts());
       for (const route of this.calloutRoutes) waiting.add(route.instance);
       for (const instance of config.instances) {
         if (!instance.enabled) continue;

@@ -3,7 +3,7 @@ import { detectChanges } from '../detect/changes.js';
 import { type PollPlan, type PollWindow, pollPlan } from '../detect/window.js';
 import { pageCommit } from '../deliver/notification.js';
 import type { Logger } from '../log.js';
-import type { Authenticator } from '../poll/auth.js';
+import { apiBaseOf, type Authenticator } from '../poll/auth.js';
 import { fetchJson } from '../poll/fetchJson.js';
 import type { FetchPolicy } from '../poll/retry.js';
 import type { GetText } from '../poll/httpClient.js';
@@ -85,7 +85,7 @@ export async function pollStream(instance: InstanceConfig, resource: ResourceCon
     settleSec: instance.settleSec,
   });
   await deps.auth.headers(signal);
-  const apiBase = (instance.elementKey === 'concur' ? deps.auth.apiBase() : undefined) ?? instance.baseUrl;
+  const apiBase = apiBaseOf(instance, deps.auth);
   const summary: PollSummary = { pages: 0, records: 0, fresh: 0, duplicates: 0, rejected: 0, history: 0, notifications: 0, requests: 0, settled: true };
   const ctx: SweepContext = { instance, resource, stream, deps, log };
   const source = sweepSource({

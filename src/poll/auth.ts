@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Got } from 'got';
 import { AbortError } from 'p-retry';
+import { CONCUR_ELEMENT } from '../config/keys.js';
 import type { AuthConfig } from '../config/types.js';
 import type { Logger } from '../log.js';
 import type { AuthState, Store } from '../store/types.js';
@@ -55,6 +56,15 @@ export function geolocationOrigin(value: unknown, tokenUrl: string): string | un
  * token is refused by the US host of the sample config). The configured URL's path is kept,
  * only the host changes: the path is the API's, the host the tenant's data centre.
  */
+/**
+ * Where an instance's API is: for Concur, the geolocation its token answer named (the tenant's
+ * data centre), else the configured base URL. Every request for records, objects or failed
+ * notifications goes there.
+ */
+export function apiBaseOf(instance: { elementKey: string; baseUrl: string }, auth: Authenticator): string {
+  return (instance.elementKey === CONCUR_ELEMENT ? auth.apiBase() : undefined) ?? instance.baseUrl;
+}
+
 export function refreshUrl(tokenUrl: string, geolocation: string | undefined): string {
   if (!geolocation) return tokenUrl;
   const configured = new URL(tokenUrl);

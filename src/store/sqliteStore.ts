@@ -147,6 +147,8 @@ export class SqliteStore implements Store {
       insertCalloutEvent: db.prepare('INSERT OR IGNORE INTO callout_events (stream_id, event_key, notification_id, created_at) VALUES (?, ?, ?, ?)'),
       // A failed-queue receipt stays until its DELETE landed: Concur lists it until then, and it must stay one receipt.
       pruneCallouts: db.prepare(`DELETE FROM callouts WHERE instance = ? AND done_at < ? AND (notification_uri IS NULL OR deleted_at IS NOT NULL)`),
+      // Through the partial index: only the waiting receipts are read, not every body kept.
+      instancesWithWaitingCallouts: db.prepare('SELECT DISTINCT instance FROM callouts INDEXED BY callouts_to_ingest WHERE done_at IS NULL').pluck(),
       oldestWaitingCallout: db.prepare('SELECT min(received_at) FROM callouts WHERE instance = ? AND done_at IS NULL').pluck(),
       pruneCalloutEvents: db.prepare('DELETE FROM callout_events WHERE stream_id = ? AND created_at < ?'),
       calloutsToDelete: db.prepare(`SELECT id, notification_uri AS notificationUri FROM callouts INDEXED BY callouts_to_delete
@@ -311,6 +313,10 @@ export class SqliteStore implements Store {
       this.stmts.pruneCalloutEvents.run(streamId, Math.min(now, oldestWaiting ?? now) - retentionMs);
       return this.stmts.pruneCallouts.run(instance, now - retentionMs).changes;
     }).immediate();
+  }
+
+  async instancesWithWaitingCallouts(): Promise<string[]> {
+    return this.stmts.instancesWithWaitingCallouts.all() as string[];
   }
 
   async calloutsToDelete(instance: string): Promise<{ id: number; notificationUri: string }[]> {

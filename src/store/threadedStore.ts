@@ -20,7 +20,7 @@ const METHODS = [
   'openStream', 'commitPage', 'completePoll', 'failPoll', 'pruneSeen', 'dueNotifications', 'nextDueAt', 'recordAttempts',
   'dueHeads', 'instancesWithPending', 'checkWritable', 'expediteRetries', 'loadAuthState', 'saveAuthState', 'streams',
   'notificationCounts', 'listNotifications', 'getNotification', 'replay', 'replayDead',
-  'recordCallouts', 'calloutsToIngest', 'completeCallout', 'calloutsToDelete', 'markCalloutDeleted', 'calloutCounts', 'pruneCallouts',
+  'recordCallouts', 'calloutsToIngest', 'completeCallout', 'calloutsToDelete', 'markCalloutDeleted', 'calloutCounts', 'pruneCallouts', 'instancesWithWaitingCallouts',
 ] as const satisfies readonly Method[];
 // Compile-time check that every method of Store is forwarded.
 const allForwarded: Exclude<Method, (typeof METHODS)[number]> extends never ? true : never = true;

@@ -64,6 +64,8 @@ export interface Store {
    * Returns how many receipts.
    */
   pruneCallouts(instance: string, streamId: number, now: number, retentionMs: number): Promise<number>;
+  /** Instances with receipts still waiting for their event. */
+  instancesWithWaitingCallouts(): Promise<string[]>;
   /** Failed-queue receipts of `instance` committed but not yet deleted at Concur, oldest first. */
   calloutsToDelete(instance: string): Promise<{ id: number; notificationUri: string }[]>;
   markCalloutDeleted(receiptId: number, at: number): Promise<void>;

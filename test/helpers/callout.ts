@@ -1,28 +1,15 @@
 import http from 'node:http';
 import https from 'node:https';
+import { withCallout as withConnector } from '../../src/cli/demoCommand.js';
 
 export const CONNECTOR = { username: 'concur-connector', password: 'a-long-connector-password' };
 export const NOTIFY_PATH = '/concur/v1.0/notify';
 
-/** A config (one from simConfig) that also answers Concur's callout for its instance. */
+/** A config (one from simConfig) that also answers Concur's callout for its instance, with CONNECTOR's credentials. */
 export function withCallout<T extends { instances: { configuration: Record<string, unknown> }[] }>(
   base: T, listen = '127.0.0.1:0', configuration: Record<string, unknown> = {}, tls?: { cert: string; key: string },
-): T & { callout: { listen: string; tls?: { cert: string; key: string } } } {
-  const [instance, ...rest] = base.instances;
-  return {
-    ...base,
-    callout: { listen, ...(tls ? { tls } : {}) },
-    instances: [{
-      ...instance!,
-      configuration: {
-        ...instance!.configuration,
-        'pollbridge.callout.enabled': 'true',
-        'pollbridge.callout.username': CONNECTOR.username,
-        'pollbridge.callout.password': CONNECTOR.password,
-        ...configuration,
-      },
-    }, ...rest],
-  };
+) {
+  return withConnector(base, { listen, ...CONNECTOR, configuration, ...(tls ? { tls } : {}) });
 }
 
 export const NOTIFICATION_XML = (objectUri: string, eventDate = '2026-11-26') =>
