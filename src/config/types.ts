@@ -61,6 +61,13 @@ export type InstanceCalloutConfig = {
 
 export type InstanceConfig = {
   name: string;
+  /**
+   * Digest of the instance as written, its references resolved: a reload restarts an instance
+   * whose digest changed and leaves the others running.
+   */
+  fingerprint: string;
+  /** The `instancesDir` file it came from; undefined for an instance of the main file. */
+  source: string | undefined;
   elementKey: string;
   enabled: boolean;
   callbackUrl: string;
@@ -88,10 +95,36 @@ export type HttpConfig = { host: string; port: number };
  */
 export type CalloutListenConfig = HttpConfig & { tls: { cert: string; key: string } | undefined };
 
+/** An `instancesDir` file that did not validate: refused alone, the rest of the config goes ahead. */
+export type RefusedInstanceFile = {
+  file: string;
+  /** The instance's name, when the file could be read that far. */
+  name: string | undefined;
+  issues: ConfigIssue[];
+};
+
+/** How many polls and provider requests run at once (top-level `polling`). */
+export type PollingLimits = {
+  /** Polls running at once, across all instances. */
+  maxConcurrent: number;
+  /** Requests in flight to one provider origin (scheme, host and port): pages and token requests. */
+  maxConcurrentPerOrigin: number;
+};
+
 export type PollbridgeConfig = {
   file: string;
   database: string;
   http: HttpConfig | undefined;
+  /**
+   * Per-instance series on /metrics (`http.metricsPerInstance`; default: on up to
+   * METRICS_PER_INSTANCE_LIMIT instances). Totals and the worst lag are there either way.
+   */
+  metricsPerInstance: boolean;
+  polling: PollingLimits;
+  /** The resolved `instancesDir`, if set. */
+  instancesDir: string | undefined;
+  /** `instancesDir` files refused; their instances are not in `instances` (a running one keeps its last good config). */
+  refused: RefusedInstanceFile[];
   callout: CalloutListenConfig | undefined;
   instances: InstanceConfig[];
   /** Every secret value the file resolved, so the logger can keep them out of every line. */
