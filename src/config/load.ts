@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import cron from 'node-cron';
@@ -14,7 +15,16 @@ import { readListen } from './listen.js';
 import { isObject, ObjectReader } from './read.js';
 import { resolveSecrets } from './secrets.js';
 import { checkInstanceShape, checkRootShape, referenceProblems, URL_KINDS } from './shape.js';
-import type { AuthConfig, HttpConfig, InstanceConfig, PollbridgeConfig, ResourceConfig, Schedule } from './types.js';
+import type { AuthConfig, HttpConfig, InstanceConfig, PollbridgeConfig, PollingLimits, ResourceConfig, Schedule } from './types.js';
+
+/** Above this many instances, /metrics has no per-instance series unless `http.metricsPerInstance` says so. */
+export const METRICS_PER_INSTANCE_LIMIT = 100;
+
+/**
+ * Enough for 4,000 streams a minute against an API answering in 500 ms (about 35 requests in
+ * flight), with room for token refreshes and slow pages.
+ */
+export const DEFAULT_POLLING_LIMITS: PollingLimits = { maxConcurrent: 256, maxConcurrentPerOrigin: 64 };
 
 /** AMPLIFY's delivery schedule: 4^n seconds for n = 1..9, about three days in all. */
 export const DEFAULT_RETRY_SCHEDULE_SEC = [4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144];
@@ -80,7 +90,7 @@ export function readConfig(file: string, options: LoadOptions = {}): LoadResult 
       reportUnknownExtensionKeys(withConfig, [], at, issues);
       checkInstanceShape(withConfig, at, issues);
       const secretsResolved = resolveSecrets(withConfig, at, secretCtx) as Record<string, unknown>;
-      const instance = readInstance(new ObjectReader(secretsResolved, at, issues));
+      const instance = readInstance(new ObjectReader(secretsResolved, at, issues), fingerprintOf(secretsResolved), undefined);
       if (instance) placed.push({ instance, at });
     });
   }
@@ -114,7 +124,12 @@ export function readConfig(file: string, options: LoadOptions = {}): LoadResult 
   }
   if (issues.items.length > 0) return { config: undefined, issues: issues.items, warnings: issues.warnings };
   const secrets = [...new Set(resolved.filter((s) => s.length >= 4))];
-  return { config: { file: path, database, http, callout, instances, secrets, warnings: issues.warnings }, issues: [], warnings: issues.warnings };
+  const metricsPerInstance = instances.length <= METRICS_PER_INSTANCE_LIMIT;
+  return {
+    config: { file: path, database, http, metricsPerInstance, polling: DEFAULT_POLLING_LIMITS, instancesDir: undefined, refused: [], callout, instances, secrets, warnings: issues.warnings },
+    issues: [],
+    warnings: issues.warnings,
+  };
 }
 
 export function loadConfig(file: string, options: LoadOptions = {}): PollbridgeConfig {
@@ -212,7 +227,12 @@ function warnPlainHttp(r: ObjectReader, key: string, value: string | undefined):
   }
 }
 
-function readInstance(r: ObjectReader): InstanceConfig | undefined {
+/** The instance as written, its references resolved: what a reload compares. */
+function fingerprintOf(resolved: Record<string, unknown>): string {
+  return createHash('sha256').update(JSON.stringify(resolved)).digest('base64url');
+}
+
+function readInstance(r: ObjectReader, fingerprint: string, source: string | undefined): InstanceConfig | undefined {
   const name = r.string('name', { required: true });
   const elementKey = r.object('element', { required: true })?.string('key', { required: true }) ?? '';
   const provider = r.object('provider', { required: true });
@@ -253,6 +273,8 @@ function readInstance(r: ObjectReader): InstanceConfig | undefined {
   const resources = readResources(c, elementKey, timeZone);
   return {
     name,
+    fingerprint,
+    source,
     elementKey,
     enabled,
     callbackUrl: callbackUrl ?? '',
