@@ -148,7 +148,7 @@ describe('a poll interrupted by a reload that changed its instance', () => {
       // The moment: a list request is with the provider, unanswered.
       await waitFor('a list request in flight', () => h.sim.listQueries.length > asked);
       // A reload interrupts the polls of the instances it changes, and only those.
-      rewrite(h.configFile, (c) => { c.instances[0].configuration['pollbridge.delivery.timeoutMs'] = 14_000; });
+      rewrite(h.configFile, (c) => { c.instances[0]!.configuration['pollbridge.delivery.timeoutMs'] = 14_000; });
       p.child.kill('SIGHUP');
       await p.waitForLog('poll interrupted; the next goes on from its last committed part');
       await p.waitForLog('config reloaded');

@@ -17,7 +17,6 @@ import { CALLOUT_RESOURCE, type CalloutReceipt, type Store, type Stream } from '
 import { type Instant, instantFromMs, msFromInstant } from '../time/instant.js';
 import { abortableSleep } from '../util/abortableSleep.js';
 import { Semaphore } from '../util/semaphore.js';
-import { stableFraction } from '../util/stableFraction.js';
 import { parseRetryAfter } from '../util/retryAfter.js';
 import { OriginLimiter } from '../poll/originLimiter.js';
 import { RateGate } from '../poll/rateGate.js';
@@ -25,7 +24,7 @@ import { type Health, startHttpServer } from './httpServer.js';
 import { Metrics, statusClass } from './metrics.js';
 import { pollStream, type PollSummary, retentionHorizon, type Skew } from './pollStream.js';
 import { createScheduler, type Scheduler } from './schedule.js';
-import { firstDue, nextDue } from './pollTimes.js';
+import { firstDue, gridOffsetMs, nextDue } from './pollTimes.js';
 import { TimerWheel } from './timerWheel.js';
 
 export type DaemonOptions = {
@@ -649,7 +648,7 @@ export class Daemon {
       const runtime: StreamRuntime = {
         key, instance, resource, stream, auth, scheduler, gate,
         controller: new AbortController(),
-        offsetMs: instance.schedule.kind === 'interval' ? stableFraction(`poll:${key}`) * instance.schedule.intervalMs : 0,
+        offsetMs: instance.schedule.kind === 'interval' ? gridOffsetMs(instance.name, resource.name, instance.schedule.intervalMs) : 0,
         dueMs: undefined,
         running: undefined,
         after: old?.running,

@@ -5,6 +5,13 @@
  * restart or a reload leaves every stream where it was.
  */
 
+import { stableFraction } from '../util/stableFraction.js';
+
+/** Where in its interval a stream polls, ms: fixed by its instance's and resource's names. */
+export function gridOffsetMs(instance: string, resource: string, intervalMs: number): number {
+  return stableFraction(`poll:${instance}/${resource}`) * intervalMs;
+}
+
 /** The stream's first grid point after `afterMs`. */
 export function nextGridPoint(afterMs: number, intervalMs: number, offsetMs: number): number {
   const k = Math.floor((afterMs - offsetMs) / intervalMs) + 1;
