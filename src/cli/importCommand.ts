@@ -94,12 +94,13 @@ function targetDir(opts: ImportAmplifyOptions): { dir: string; why: string } {
   return { dir: resolve(dirname(config), 'instances.d'), why: `beside ${config}, which ${state}: it needs "instancesDir": "instances.d"` };
 }
 
-/** One line per instance, however many fields AMPLIFY gave it: `element`'s own are counted, not named. */
+/** One line per instance, however many fields AMPLIFY gave it: the first few are named, the rest counted. */
 function describeChanges(i: ImportedInstance): string {
   const top = i.dropped.filter((d) => !d.includes('.') && !d.includes('['));
   const element = i.dropped.filter((d) => d.startsWith('element.')).length;
   const parts = [
-    ...(top.length > 0 ? [`left out AMPLIFY's ${top.join(', ')}${element > 0 ? ` and element's ${element} field(s) other than key` : ''}`] : []),
+    ...(top.length > 0 ? [`left out ${top.length} AMPLIFY field(s) pollbridge does not read (${top.slice(0, 4).join(', ')}${top.length > 4 ? ', …' : ''})`
+      + `${element > 0 ? ` and element's ${element} other than key` : ''}`] : []),
     ...i.notes,
   ];
   return parts.length > 0 ? `: ${parts.join('; ')}` : '';
