@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { inspect } from 'node:util';
@@ -115,6 +115,13 @@ describe('importAmplifyExport (pure)', () => {
     expect(revealed(generic!)).toEqual({ 'zendesk.api-token': 'zd-token-value', 'zendesk.callout-password': 'pw-value' });
   });
 
+  it('says when an instance disabled in AMPLIFY would be polled', () => {
+    const notesOf = (disabled: boolean, enabled: string) => importAmplifyExport({ name: 'D', disabled, element: { key: 'x' }, provider: {}, configuration: { 'event.notification.enabled': enabled } })[0]!.notes;
+    expect(notesOf(true, 'true')).toEqual(['disabled in AMPLIFY, but its event.notification.enabled is true: pollbridge will poll it (set it to "false" to keep it off)']);
+    expect(notesOf(true, 'false')).toEqual([]);
+    expect(notesOf(false, 'true')).toEqual([]);
+  });
+
   it('a masked value (AMPLIFY shows some secrets as ****) is a credential to create, never one to write', () => {
     const [i] = importAmplifyExport({ name: 'M', element: { key: 'concur' }, configuration: { 'oauth.api.secret': '********', 'oauth.api.key': 'id' } });
     expect(i!.credentials.find((c) => c.name === 'm.client-secret')?.value).toBeUndefined();
@@ -226,6 +233,17 @@ describe('pollbridge import amplify (built CLI)', () => {
     expect(JSON.parse(readFileSync(join(target, 'acme-corp.json'), 'utf8'))).toMatchObject({ name: 'Acme Corp' });
     expect(readFileSync(join(creds, 'globex-uberseehandel-gmbh.client-secret'), 'utf8')).toBe('fixture-globex-client-secret-0e4d77');
     expect(readdirSync(target).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+  });
+
+  it('warns when the credentials directory it is given can be read by others (the files themselves are 0600)', async () => {
+    const dir = tempDir();
+    const creds = join(dir, 'creds');
+    mkdirSync(creds, { mode: 0o755 });
+    chmodSync(creds, 0o755);
+    const r = await runCli(['import', 'amplify', SINGLE_EXPORT, '--dir', join(dir, 'out'), '--credentials-dir', creds]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe(`warning: ${creds} can be read by other users: chmod 0700 it`);
+    for (const f of readdirSync(creds)) expect(statSync(join(creds, f)).mode & 0o777).toBe(0o600);
   });
 
   it('without --credentials-dir: lists the credentials to create, the missing one marked, and writes no secret', async () => {

@@ -196,6 +196,11 @@ function importInstance(inst: Record<string, unknown>, name: string, slug: strin
     notes.push('no provider block: add one ("provider": { "baseUrl": …, "auth": … }); pollbridge refuses this file until then');
   }
 
+  // pollbridge has no such flag: only event.notification.enabled decides whether it polls.
+  const enabled = isObject(configuration) ? configuration['event.notification.enabled'] : undefined;
+  if (inst.disabled === true && (enabled === true || enabled === 'true')) {
+    notes.push('disabled in AMPLIFY, but its event.notification.enabled is true: pollbridge will poll it (set it to "false" to keep it off)');
+  }
   if (isObject(configuration)) out.configuration = configurationOf(configuration, credentials);
   else if (configuration !== undefined) out.configuration = configuration;
   if (inst.tags !== undefined) out.tags = inst.tags;
