@@ -199,6 +199,7 @@ describe('pollbridge import amplify (built CLI)', () => {
     const main = writeJson(dir, 'main.config.json', { database: 'pollbridge.db', instances: written.map((t) => JSON.parse(t) as unknown) });
     const loaded = readConfig(main, { env: { CREDENTIALS_DIRECTORY: creds, INITECH_CLIENT_SECRET: 'from-env' } });
     expect(loaded.issues).toEqual([]);
+    expect(loaded.warnings).toEqual([]);
     const instances = loaded.config!.instances;
     expect(instances.map((i) => i.name)).toEqual(['Acme Corp', 'Globex Überseehandel GmbH', 'Initech EMEA']);
     expect(instances[0]!.auth).toMatchObject({ clientSecret: 'fixture-acme-client-secret-7b91e0d4', refreshToken: 'fixture-acme-refresh-token-5c0f2a9e' });
