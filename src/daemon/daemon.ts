@@ -570,6 +570,7 @@ export class Daemon {
     const now = instantFromMs(Date.now());
     const planned: PlannedStream[] = [];
     const kept: StreamRuntime[] = [];
+    const toOpen: (Omit<PlannedStream, 'opened'> & { initialCursor: Instant })[] = [];
     const callouts = new Map<string, CalloutInstance>();
     const auths = new Map<string, { auth: Authenticator; fresh: boolean }>();
     const runningStreams = new Map<string, StreamRuntime[]>();
@@ -595,10 +596,8 @@ export class Daemon {
         if (unchanged && unchanged.length === instance.resources.length) {
           kept.push(...unchanged);
         } else {
-          for (const resource of instance.resources) {
-            const initial = this.options.since ?? instance.backfillFrom ?? now;
-            planned.push({ instance, resource, auth, fresh: !sameAuth, opened: await store.openStream(instance.name, resource.name, initial) });
-          }
+          const initialCursor = this.options.since ?? instance.backfillFrom ?? now;
+          for (const resource of instance.resources) toOpen.push({ instance, resource, auth, fresh: !sameAuth, initialCursor });
         }
         if (instance.callout || waiting.has(instance.name)) {
           const previous = this.callouts.get(instance.name);
@@ -606,6 +605,8 @@ export class Daemon {
           callouts.set(instance.name, { config: instance, streamId, auth });
         }
       }
+      const opened = await store.openStreams(toOpen.map((o) => ({ instance: o.instance.name, resource: o.resource.name, initialCursor: o.initialCursor })));
+      toOpen.forEach(({ instance, resource, auth, fresh }, i) => planned.push({ instance, resource, auth, fresh, opened: opened[i]! }));
     } catch (err) {
       await this.closeAuths([...auths.values()].filter((a) => a.fresh).map((a) => a.auth));
       throw err;
