@@ -394,9 +394,10 @@ export class Daemon {
     // Nothing below fails: the new config takes over. Streams and instances it leaves as they
     // were go on undisturbed: no poll cut short, no schedule moved.
     const before = this.runningAuths();
+    const previous = this.config;
     this.applyLimits(plan.config);
     this.options = { ...this.options, config: plan.config };
-    this.install(plan);
+    this.install(plan, previous);
     if (httpChanged) {
       await this.httpServer?.close();
       this.httpServer = httpServer;
@@ -631,7 +632,7 @@ export class Daemon {
    * poll in progress is ended and the new one polls at once, after it; a removed one's is ended.
    * A stream that was running keeps its progress, its skew and its health.
    */
-  private install({ config, kept, streams: planned, callouts }: Plan): void {
+  private install({ config, kept, streams: planned, callouts }: Plan, previousConfig?: PollbridgeConfig): void {
     const previous = new Map(this.streams.map((s) => [s.key, s]));
     const keptSet = new Set(kept);
     const gates = new Map<string, RateGate>();
@@ -668,7 +669,7 @@ export class Daemon {
     const addedKeys = new Set(added.map((a) => a.runtime.key));
     for (const s of this.streams) if (!keptSet.has(s) && !addedKeys.has(s.key)) this.retire(s);
     for (const instance of config.instances) {
-      const before = this.config === config ? undefined : this.config.instances.find((i) => i.name === instance.name);
+      const before = previousConfig?.instances.find((i) => i.name === instance.name);
       if (!instance.enabled && before?.fingerprint !== instance.fingerprint) this.log.info('instance disabled (event.notification.enabled is not true): not polled', { instance: instance.name });
     }
     this.streams = [...kept, ...added.map((a) => a.runtime)];
