@@ -76,6 +76,11 @@ export function describePoll(poll: Pick<PollInProgress, 'since' | 'page' | 'retr
   return `started ${relativeTime(since, nowMs)} (${poll.since}), ${where}`;
 }
 
+function memo<T>(cache: Map<string, T>, key: string, make: () => T): T {
+  if (!cache.has(key)) cache.set(key, make());
+  return cache.get(key)!;
+}
+
 /**
  * Each stream with what the config and the daemon add: its next poll, its poll in progress, its
  * period and whether it lags. Periods are worked out once per instance (a cron schedule's takes
@@ -84,20 +89,20 @@ export function describePoll(poll: Pick<PollInProgress, 'since' | 'page' | 'retr
 function streamViews(streams: readonly StreamStatus[], config: PollbridgeConfig | undefined, daemonRunning: boolean | undefined, health: DaemonHealth | undefined, nowMs: number): StreamView[] {
   const instances = new Map(config?.instances.map((i) => [i.name, i]));
   const periods = new Map<string, number>();
-  const periodOfInstance = (i: InstanceConfig): number => {
-    let period = periods.get(i.name);
-    if (period === undefined) periods.set(i.name, period = periodOf(i.schedule));
-    return period;
-  };
+  const periodOfInstance = (i: InstanceConfig): number => memo(periods, i.name, () => periodOf(i.schedule));
+  // A cron's next run is the same for every stream of the instance that has been polled.
+  const cronNext = new Map<string, number>();
+  const next = (i: InstanceConfig, lastPollAt: number | undefined): number =>
+    i.schedule.kind === 'cron' && lastPollAt !== undefined ? memo(cronNext, i.name, () => nextPollAt(i.schedule, lastPollAt, nowMs)) : nextPollAt(i.schedule, lastPollAt, nowMs);
   const polls = new Map(health?.polls.map((p) => [`${p.instance}\n${p.resource}`, p]));
   return streams.map((s) => {
     const instance = instances.get(s.instance);
     const polled = instance?.enabled && instance.resources.some((r) => r.name === s.resource) ? instance : undefined;
     const polling = polls.get(`${s.instance}\n${s.resource}`);
-    const next = polled && daemonRunning !== false ? nextPollAt(polled.schedule, s.lastPollAt, nowMs) : undefined;
+    const nextAt = polled && daemonRunning !== false ? next(polled, s.lastPollAt) : undefined;
     const periodMs = config ? streamPeriodMs(instance, s.resource, periodOfInstance) : undefined;
     return {
-      ...s, ...(next !== undefined ? { nextPollAt: next } : {}), ...(polling ? { polling } : {}),
+      ...s, ...(nextAt !== undefined ? { nextPollAt: nextAt } : {}), ...(polling ? { polling } : {}),
       ...(periodMs !== undefined ? { periodMs } : {}), ...lagOf(s, periodMs, nowMs),
       // With a config, a stream it does not poll is not lagging; without one there is no telling.
       ...(config && periodMs === undefined ? { lagging: false } : {}),
