@@ -71,7 +71,7 @@ export function buildProgram(): Command {
     .addOption(configOption())
     .addOption(dbOption())
     .option('--json', 'machine-readable output (the filters apply)')
-    .option('--instance <name>', 'only these instances; `*` matches any run of characters; repeatable', collect, [])
+    .option('--instance <name>', 'only these instances; `*` matches any run of characters; repeatable', collect)
     .option('--failing', 'only streams whose last poll failed')
     .option('--lagging', `only streams with no completed poll for more than ${LAGGING_PERIODS} of their intervals (needs the config)`)
     .option('--all', `every stream in the table, even above ${SUMMARY_ABOVE_STREAMS} (where a summary is shown otherwise)`)
