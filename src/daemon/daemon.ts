@@ -197,6 +197,7 @@ export class Daemon {
         }));
       },
       async () => (this.store ? this.store.notificationCounts() : { pending: 0, dead: 0 }),
+      { perInstance: options.config.metricsPerInstance },
     );
   }
 
@@ -396,6 +397,7 @@ export class Daemon {
     const before = this.runningAuths();
     const previous = this.config;
     this.applyLimits(plan.config);
+    this.metrics.setPerInstance(plan.config.metricsPerInstance);
     this.options = { ...this.options, config: plan.config };
     this.install(plan, previous);
     if (httpChanged) {
