@@ -76,7 +76,7 @@ describe('pollbridge validate: what would fail at run time is an error (exit 1)'
     expect(lines).toContain(`${r.file}: provider.baseURL: unknown key, ignored as it is: did you mean "baseUrl"?`);
     expect(lines).toContain(`${r.file}: provider.auth.refreshToken: is a setting of auth type "oauth2_refresh_token", not of "bearer": it would be ignored`);
     const multi = await validate({ instances: [instance()], http: { listen: '127.0.0.1:9464', host: 'x' } });
-    expect(multi.stderr).toContain(`${multi.file}: http.host: unknown key (known here: listen)`);
+    expect(multi.stderr).toContain(`${multi.file}: http.host: unknown key (known here: listen, metricsPerInstance)`);
   });
 
   it('keys of AMPLIFY\'s own configuration are tolerated; a near miss of one pollbridge reads is a warning', async () => {
