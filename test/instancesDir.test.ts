@@ -302,3 +302,16 @@ describe('pollbridge validate with an instance directory (built CLI)', () => {
     expect(ok.stdout).toMatch(/: OK: 2 instance\(s\), streams Fixed\/reports, Good\/reports;/);
   });
 });
+
+describe('pollbridge run with a refused instance file (built CLI)', () => {
+  it('logs one error line naming the file and its problems, and runs the others', async () => {
+    const s = setUp({}, { 'a.json': named('A', { 'event.notification.enabled': 'false' }), 'b.json': named('B', { 'event.vendor.type': 'webhook' }) });
+    const r = await runCli(['run', '--once', '-c', s.path]);
+    expect(r.code).toBe(0);
+    expect(r.logs.filter((l) => l.message === 'instance file refused')).toEqual([expect.objectContaining({
+      level: 'error', file: s.file('b.json'), instance: 'B',
+      problems: [`${s.file('b.json')}: configuration["event.vendor.type"]: must be "polling", got "webhook"`],
+    })]);
+    expect(r.logs).toContainEqual(expect.objectContaining({ instance: 'A', message: expect.stringMatching(/^instance disabled/) }));
+  });
+});
