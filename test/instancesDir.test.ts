@@ -86,6 +86,8 @@ describe('instancesDir: loading', () => {
     writeFileSync(join(root, 'file'), '');
     const notDir = writeJson(root, 'd.json', { database: 'p.db', instancesDir: 'file' });
     expect(readConfig(notDir).issues.map(formatIssue)).toEqual([`${notDir}: instancesDir: cannot read the directory ${join(root, 'file')}: ENOTDIR`]);
+    const empty = writeJson(root, 'e.json', { database: 'p.db', instancesDir: '' });
+    expect(readConfig(empty).issues.map(formatIssue)).toEqual([`${empty}: instancesDir: must name a directory (or be left out)`]);
   });
 
   it('keeps instancesDir and polling out of an instance: they are top-level settings', () => {

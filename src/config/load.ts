@@ -67,12 +67,15 @@ export function readConfig(file: string, options: LoadOptions = {}): LoadResult 
   const calloutReader = new ObjectReader({ callout: resolveSecrets(root.callout, 'callout', secretCtx) }, '', issues);
   const callout = readCalloutListen(calloutReader, dirname(path), resolved);
   const instancesDirRaw = rootReader.string('instancesDir');
+  if (root.instancesDir === '') issues.add('instancesDir', 'must name a directory (or be left out)');
   const instancesDir = instancesDirRaw === undefined ? undefined : resolve(dirname(path), instancesDirRaw);
 
   const placed: PlacedInstance[] = [];
   const listed = root.instances ?? [];
-  if (!Array.isArray(listed) || (listed.length === 0 && instancesDir === undefined)) {
-    issues.add('instances', instancesDir === undefined ? 'must be a non-empty array of instances' : 'must be an array of instances (or left out)');
+  // With a directory named, even a wrong one (reported as such), `instances` may be left out.
+  const dirNamed = root.instancesDir !== undefined;
+  if (!Array.isArray(listed) || (listed.length === 0 && !dirNamed)) {
+    issues.add('instances', dirNamed ? 'must be an array of instances (or left out)' : 'must be a non-empty array of instances');
   } else {
     listed.forEach((inst, i) => {
       const at = multi ? `instances[${i}]` : '';
@@ -88,7 +91,7 @@ export function readConfig(file: string, options: LoadOptions = {}): LoadResult 
   const mainInstances = placed.map((p) => p.instance);
   if (multi) reportUnknownExtensionKeys({ ...raw, instances: undefined }, [], '', issues);
   const names = new Map<string, string>();
-  for (const { instance, at } of placed) if (!names.has(instance.name)) names.set(instance.name, `${file} (${at || 'the instance'})`);
+  for (const { instance, at } of placed) if (!names.has(instance.name)) names.set(instance.name, `${file} (${at})`);
 
   const files = instancesDir === undefined ? [] : readDirectory(instancesDir, issues, env, resolved);
   refuseSharedNames(files, names);
