@@ -1,7 +1,8 @@
 import { formatIssue } from '../config/issues.js';
 import { loadConfig, readConfig } from '../config/load.js';
 import { Daemon } from '../daemon/daemon.js';
-import { createLogger } from '../log.js';
+import type { PollbridgeConfig } from '../config/types.js';
+import { createLogger, type Logger } from '../log.js';
 import { instantFromMs } from '../time/instant.js';
 import { releaseSignals } from './heldSignals.js';
 import { stdoutLogOutput, writeError } from './logOutput.js';
@@ -44,6 +45,7 @@ export async function runCommand(opts: RunOptions): Promise<void> {
   const config = loadConfig(file, { databaseOverride: opts.db });
   const log = createLogger({ level, secrets: config.secrets, ...output });
   for (const warning of config.warnings) log.warn('config warning', { problem: formatIssue(warning) });
+  logRefused(log, config);
   const daemon = new Daemon({
     config,
     log,
@@ -77,6 +79,11 @@ export async function runCommand(opts: RunOptions): Promise<void> {
       reloadWaiting = false;
       const result = readConfig(file, { databaseOverride: opts.db });
       if (!result.config) log.error('config reload refused: the running config stays', { problems: result.issues.map(formatIssue) });
+      else {
+        // Before the daemon takes the config: a refused file's line may be the first to meet its secrets.
+        log.addSecrets(result.config.secrets);
+        logRefused(log, result.config);
+      }
       return result.config;
     };
     daemon.reload(reading).then(
@@ -91,4 +98,9 @@ export async function runCommand(opts: RunOptions): Promise<void> {
   await Promise.race([stopRequested, failed]);
   log.info('stopping');
   await daemon.stop();
+}
+
+/** An `instancesDir` file refused does not stop the run: one line each says which and why. */
+function logRefused(log: Logger, config: PollbridgeConfig): void {
+  for (const { file, name, issues } of config.refused) log.error('instance file refused', { file, instance: name, problems: issues.map(formatIssue) });
 }
