@@ -32,14 +32,15 @@ describe('status times, as read', () => {
     expect(isoOrNull(undefined)).toBeNull();
   });
 
-  it('finds the next poll from the schedule: an interval from the last poll, a cron at its next match', () => {
+  it('finds the next poll from the schedule: an interval stream at its grid point (at once when overdue), a cron at its next match', () => {
     const interval = { kind: 'interval', intervalMs: 60_000 } as const;
-    expect(nextPollAt(interval, now - 20_000, now)).toBe(now + 40_000);
-    expect(nextPollAt(interval, now - 90_000, now)).toBe(now);
-    expect(nextPollAt(interval, undefined, now)).toBe(now);
+    // now is 12:00:00; the stream's place is 25 s into each minute.
+    expect(nextPollAt(interval, 25_000, now - 20_000, now)).toBe(now + 25_000);
+    expect(nextPollAt(interval, 25_000, now - 90_000, now)).toBe(now);
+    expect(nextPollAt(interval, 25_000, undefined, now)).toBe(now + 25_000);
     const cron = { kind: 'cron', expression: '*/10 * * * * *' } as const;
     const before = Date.now();
-    const next = nextPollAt(cron, before - 1000, before);
+    const next = nextPollAt(cron, 0, before - 1000, before);
     expect(next).toBeGreaterThan(before);
     expect(next - before).toBeLessThanOrEqual(10_000);
     expect(new Date(next).getUTCSeconds() % 10).toBe(0);

@@ -1,7 +1,8 @@
 import { loadConfig } from '../config/load.js';
 import type { HttpConfig, InstanceConfig, PollbridgeConfig, Schedule } from '../config/types.js';
 import type { PollInProgress } from '../daemon/httpServer.js';
-import { createScheduler, nextIntervalRun } from '../daemon/schedule.js';
+import { gridOffsetMs, nextGridPoint } from '../daemon/pollTimes.js';
+import { createScheduler } from '../daemon/schedule.js';
 import { isDaemonLockHeld } from '../store/lock.js';
 import { CALLOUT_RESOURCE, type StreamStatus } from '../store/types.js';
 import { isoFromInstant } from '../time/instant.js';
@@ -55,11 +56,13 @@ function unconfigured(streams: readonly StreamStatus[], configured: ReadonlySet<
 
 /**
  * When the daemon polls a stream next, by its schedule. A cron schedule names the instant; an
- * interval counts from the last poll's start, and the database keeps its end, so the estimate
- * can be late by that poll's duration. Before a first poll, one is due at once.
+ * interval stream polls at its grid point (`offsetMs` in the interval), or at once when its last
+ * poll is more than an interval ago. A cron stream not polled yet is due at once.
  */
-export function nextPollAt(schedule: Schedule, lastPollAt: number | undefined, nowMs: number): number {
-  if (schedule.kind === 'interval') return nextIntervalRun(lastPollAt, nowMs, schedule.intervalMs);
+export function nextPollAt(schedule: Schedule, offsetMs: number, lastPollAt: number | undefined, nowMs: number): number {
+  if (schedule.kind === 'interval') {
+    return lastPollAt !== undefined && nowMs - lastPollAt > schedule.intervalMs ? nowMs : nextGridPoint(nowMs, schedule.intervalMs, offsetMs);
+  }
   if (lastPollAt === undefined) return nowMs;
   const scheduler = createScheduler(schedule);
   try {
@@ -92,14 +95,16 @@ function streamViews(streams: readonly StreamStatus[], config: PollbridgeConfig 
   const periodOfInstance = (i: InstanceConfig): number => memo(periods, i.name, () => periodOf(i.schedule));
   // A cron's next run is the same for every stream of the instance that has been polled.
   const cronNext = new Map<string, number>();
-  const next = (i: InstanceConfig, lastPollAt: number | undefined): number =>
-    i.schedule.kind === 'cron' && lastPollAt !== undefined ? memo(cronNext, i.name, () => nextPollAt(i.schedule, lastPollAt, nowMs)) : nextPollAt(i.schedule, lastPollAt, nowMs);
+  const next = (i: InstanceConfig, resource: string, lastPollAt: number | undefined): number => {
+    if (i.schedule.kind === 'cron') return lastPollAt === undefined ? nowMs : memo(cronNext, i.name, () => nextPollAt(i.schedule, 0, lastPollAt, nowMs));
+    return nextPollAt(i.schedule, gridOffsetMs(i.name, resource, i.schedule.intervalMs), lastPollAt, nowMs);
+  };
   const polls = new Map(health?.polls.map((p) => [`${p.instance}\n${p.resource}`, p]));
   return streams.map((s) => {
     const instance = instances.get(s.instance);
     const polled = instance?.enabled && instance.resources.some((r) => r.name === s.resource) ? instance : undefined;
     const polling = polls.get(`${s.instance}\n${s.resource}`);
-    const nextAt = polled && daemonRunning !== false ? next(polled, s.lastPollAt) : undefined;
+    const nextAt = polled && daemonRunning !== false ? next(polled, s.resource, s.lastPollAt) : undefined;
     const periodMs = config ? streamPeriodMs(instance, s.resource, periodOfInstance) : undefined;
     return {
       ...s, ...(nextAt !== undefined ? { nextPollAt: nextAt } : {}), ...(polling ? { polling } : {}),

@@ -24,7 +24,7 @@ import { type Health, startHttpServer } from './httpServer.js';
 import { Metrics, statusClass } from './metrics.js';
 import { pollStream, type PollSummary, retentionHorizon, type Skew } from './pollStream.js';
 import { createScheduler, type Scheduler } from './schedule.js';
-import { firstDue, gridOffsetMs, nextDue } from './pollTimes.js';
+import { gridOffsetMs } from './pollTimes.js';
 import { TimerWheel } from './timerWheel.js';
 
 export type DaemonOptions = {
@@ -87,8 +87,6 @@ type StreamRuntime = {
   controller: AbortController;
   /** Its instance's pause after a 429, shared by the instance's streams. */
   gate: RateGate;
-  /** Its place in the interval: polls are due at `offsetMs + k·interval`. */
-  offsetMs: number;
   /** When its next poll is due, ms; undefined while one runs. */
   dueMs: number | undefined;
   /** The poll started for the due time, from the wait for its instance's gate and a slot to its end. */
@@ -101,8 +99,6 @@ type StreamRuntime = {
   /** /healthz reports a stall from then: STALL_POLLS polls have been due since lastCompletedAt. */
   stallAt: number;
   lastPrunedAt: number;
-  /** When its last poll started, ms: a cron schedule counts from it. */
-  startedMs: number | undefined;
   /**
    * The poll running now, for /healthz (and so `status`): kept in memory, as it means nothing
    * once the process is gone, and a row written per page and retry would cost a write each.
@@ -646,13 +642,13 @@ export class Daemon {
       if (old) this.retire(old);
       // Progress is committed as polls go; the running stream knows the latest of it.
       const stream = old?.stream ?? opened;
-      const scheduler = createScheduler(instance.schedule);
+      const offsetMs = instance.schedule.kind === 'interval' ? gridOffsetMs(instance.name, resource.name, instance.schedule.intervalMs) : 0;
+      const scheduler = createScheduler(instance.schedule, offsetMs);
       const gate = gates.get(instance.name) ?? new RateGate();
       gates.set(instance.name, gate);
       const runtime: StreamRuntime = {
         key, instance, resource, stream, auth, scheduler, gate,
         controller: new AbortController(),
-        offsetMs: instance.schedule.kind === 'interval' ? gridOffsetMs(instance.name, resource.name, instance.schedule.intervalMs) : 0,
         dueMs: undefined,
         running: undefined,
         after: old?.running,
@@ -663,7 +659,6 @@ export class Daemon {
         stallAt: old && sameSchedule(old.instance, instance) ? old.stallAt : scheduler.nthNextRun(STALL_POLLS + 1),
         lastPrunedAt: old?.lastPrunedAt ?? 0,
         polling: undefined,
-        startedMs: undefined,
       };
       // A stream whose instance changed polls at once: the operator wants to see the change work.
       return { runtime, changed: old !== undefined };
@@ -696,21 +691,11 @@ export class Daemon {
     s.scheduler.dispose();
   }
 
-  /** When a stream polls first after a start or after a reload added it (see `firstDue`). */
+  /** When a stream polls first after a start or after a reload added it. */
   private firstDue(s: StreamRuntime, now: number): number {
-    const schedule = s.instance.schedule;
-    if (schedule.kind === 'cron') return now;
     // A stream that has not moved from the past moment it was asked to start from polls at once.
     const backfill = s.stream.cursor === s.stream.origin && (this.options.since ?? s.instance.backfillFrom) !== undefined;
-    return firstDue(now, msFromInstant(s.stream.cursor), s.instance.settleSec * 1000, schedule.intervalMs, s.offsetMs, backfill);
-  }
-
-  /** The poll after the one due at `dueMs`, as it ends now. */
-  private nextDue(s: StreamRuntime, dueMs: number, startedMs: number): number {
-    const now = Date.now();
-    const schedule = s.instance.schedule;
-    if (schedule.kind === 'cron') return now + s.scheduler.msUntilNext(startedMs, now);
-    return nextDue(dueMs, now, schedule.intervalMs, s.offsetMs);
+    return s.scheduler.first(now, { cursorMs: msFromInstant(s.stream.cursor), settleMs: s.instance.settleSec * 1000, backfill });
   }
 
   /** A reload's new `polling` limits apply to polls and requests that start from now on. */
@@ -849,7 +834,7 @@ export class Daemon {
       s.running = undefined;
       // A retired stream (removed, replaced, stopping) has its controller aborted.
       if (!s.controller.signal.aborted && !this.stopped) {
-        this.schedule(s, this.nextDue(s, dueMs, s.startedMs ?? Date.now()));
+        this.schedule(s, s.scheduler.next(dueMs, Date.now()));
       }
     });
     s.running = run;
@@ -879,7 +864,6 @@ export class Daemon {
       const lag = dueMs === undefined ? {} : { dueAt: new Date(dueMs).toISOString(), lagMs: Math.max(0, started - dueMs) };
       if (dueMs !== undefined) this.metrics.scheduleLag.observe(Math.max(0, started - dueMs) / 1000);
       s.dueMs = undefined;
-      s.startedMs = started;
       s.polling = { since: started, page: 0, retry: 0 };
       try {
         const summary = await pollStream(s.instance, s.resource, s.stream, {
