@@ -74,7 +74,7 @@ describe('health and metrics', () => {
     await daemon.start();
     const healthz = async () => {
       const res = await fetch(`${daemon.httpUrl}/healthz`);
-      return { status: res.status, body: (await res.json()) as { status: string; reasons: string[] } };
+      return { status: res.status, body: (await res.json()) as { status: string; reasons: string[]; streams: number; late: number; lateStreams: string[] } };
     };
     await waitFor('a first poll', async () => (await healthz()).status === 200);
     h.sim.faults.tokenError = { status: 400, error: 'invalid_grant' };
@@ -83,7 +83,8 @@ describe('health and metrics', () => {
       const r = await healthz();
       return r.status === 503 ? r : undefined;
     });
-    expect(stalled.body.reasons).toEqual([expect.stringMatching(/^ConcurTest\/reports: no completed poll for \d+ s, while 3 scheduled polls came and went$/)]);
+    expect(stalled.body.reasons).toEqual([expect.stringMatching(/^1 of 1 streams late \(3 scheduled polls came and went without one completing\): ConcurTest\/reports \(no completed poll for \d+ s\)$/)]);
+    expect(stalled.body).toMatchObject({ streams: 1, late: 1, lateStreams: ['ConcurTest/reports'] });
     h.sim.faults.tokenError = undefined;
     await waitFor('200 again', async () => (await healthz()).status === 200);
   });
