@@ -30,7 +30,9 @@ export async function validateCommand(opts: { config?: string; online?: boolean 
   const streams = c.instances.flatMap((i) => i.resources.map((r) => `${i.name}/${r.name}${i.enabled ? '' : ' (disabled)'}`));
   const warned = result.warnings.length > 0 ? ` (${result.warnings.length} warning(s))` : '';
   const verdict = c.refused.length > 0 ? 'OK but for the refused file(s)' : 'OK';
-  process.stdout.write(`${file}: ${verdict}${warned}: ${c.instances.length} instance(s), streams ${streams.join(', ')}; database ${c.database}\n`);
+  // A fleet's thousands of streams are counted, not listed: the line stays a line.
+  const listed = streams.length <= 20 ? `streams ${streams.join(', ')}` : `${streams.length} streams`;
+  process.stdout.write(`${file}: ${verdict}${warned}: ${c.instances.length} instance(s), ${listed}; database ${c.database}\n`);
   if (!opts.online) return;
   const passed = await checkOnline(c, (line) => process.stdout.write(line + '\n'));
   if (!passed) process.exitCode = 1;
