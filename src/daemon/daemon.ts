@@ -665,9 +665,9 @@ export class Daemon {
     });
     const addedKeys = new Set(added.map((a) => a.runtime.key));
     for (const s of this.streams) if (!keptSet.has(s) && !addedKeys.has(s.key)) this.retire(s);
+    const before = new Map(previousConfig?.instances.map((i) => [i.name, i.fingerprint]));
     for (const instance of config.instances) {
-      const before = previousConfig?.instances.find((i) => i.name === instance.name);
-      if (!instance.enabled && before?.fingerprint !== instance.fingerprint) this.log.info('instance disabled (event.notification.enabled is not true): not polled', { instance: instance.name });
+      if (!instance.enabled && before.get(instance.name) !== instance.fingerprint) this.log.info('instance disabled (event.notification.enabled is not true): not polled', { instance: instance.name });
     }
     this.streams = [...kept, ...added.map((a) => a.runtime)];
     this.callouts = callouts;
