@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
 import { firstPageUrl } from '../src/poll/requestUrl.js';
@@ -6,9 +8,9 @@ import { concurDate } from '../src/sim/concurList.js';
 import {
   FLEET_TOKEN_PATH, type FleetRequest, FleetSim, type FleetSimOptions, fleetConfigFor, fleetCredentials, fleetInstanceName,
 } from '../src/sim/fleetSim.js';
-import { runCli } from './helpers/cli.js';
+import { runCli, startCli } from './helpers/cli.js';
 import { startReceiver } from './helpers/receiver.js';
-import { tempDir, writeJson } from './helpers/tmp.js';
+import { tempDir, waitFor, writeJson } from './helpers/tmp.js';
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -204,5 +206,42 @@ describe('fleet simulator: configs for the built daemon', () => {
     expect(got.sort()).toEqual(changes.map((c) => `${fleetInstanceName(c.company)} ${c.resource} ${c.id}`).sort());
     expect(sim.counters.invalidGrant).toBe(0);
     expect([...sim.byCompany.tokens]).toEqual([1, 1, 1]);
+  });
+});
+
+describe('pollbridge sim --companies', () => {
+  it('serves many companies and writes one owner-only instance file each, which the built daemon polls; refuses to overwrite them', async () => {
+    const key = 'whsec_' + randomBytes(24).toString('base64');
+    const receiver = await startReceiver(key);
+    cleanups.push(() => receiver.close());
+    const dir = tempDir();
+    const instancesDir = join(dir, 'instances.d');
+    const sim = startCli(['sim', '--port', '0', '--rate', '0', '--companies', '3', '--latency-ms', '20', '--instances-dir', instancesDir, '--callback-url', receiver.url]);
+    try {
+      const banner = await waitFor('the banner', () => sim.stdout.find((l) => l.startsWith('Concur simulator of 3 companies on ')));
+      expect(banner).toMatch(/every answer 20 ms late/);
+      const files = readdirSync(instancesDir).sort();
+      expect(files).toEqual([0, 1, 2].map((c) => `${fleetInstanceName(c)}.json`));
+      expect(statSync(join(instancesDir, files[0]!)).mode & 0o777).toBe(0o600);
+      const instances = files.map((f) => JSON.parse(readFileSync(join(instancesDir, f), 'utf8')) as unknown);
+      const config = writeJson(dir, 'poller.config.json', { database: './pollbridge.db', instances });
+      const once = await runCli(['run', '-c', config, '--once'], { POLLBRIDGE_SIGNATURE_KEY: key });
+      expect(once.code, once.stderr).toBe(0);
+      expect(once.logs.filter((l) => l.message === 'poll finished')).toHaveLength(6);
+
+      const again = await runCli(['sim', '--port', '0', '--companies', '3', '--instances-dir', instancesDir, '--callback-url', receiver.url]);
+      expect(again.code).toBe(1);
+      expect(again.stderr).toBe(`pollbridge: 3 instance file(s) already exist in ${instancesDir} (the first: ${join(instancesDir, files[0]!)}); choose an empty --instances-dir`);
+    } finally {
+      sim.child.kill('SIGTERM');
+      expect(await sim.exited).toEqual({ code: 0, signal: null });
+    }
+  });
+
+  it('says which options go together', async () => {
+    const alone = await runCli(['sim', '--port', '0', '--latency-ms', '5']);
+    expect(alone.stderr).toBe('pollbridge: --latency-ms and --instances-dir go with --companies (the simulator of many companies)');
+    const noCallback = await runCli(['sim', '--port', '0', '--companies', '2', '--instances-dir', tempDir()]);
+    expect(noCallback.stderr).toBe('pollbridge: --instances-dir needs --callback-url, the URL the instances deliver their events to');
   });
 });

@@ -110,7 +110,7 @@ export async function demoCommand(opts: { events?: number; seconds?: number; rat
   await daemon.start();
   // The simulator plays Concur's callout too: a report entering Submitted is pushed at once.
   sim.setCallout({ url: `${daemon.calloutUrl}${DEFAULT_CALLOUT_PATH}`, username: DEMO_CONNECTOR_USER, password: connectorPassword });
-  const stopChanges = startChangeStream(sim, rate);
+  const stopChanges = startChangeStream(() => sim.randomChange(), rate);
   const timer = seconds === undefined ? undefined : setTimeout(() => finish?.(), seconds * 1000);
   process.once('SIGINT', () => finish?.());
   process.once('SIGTERM', () => finish?.());
