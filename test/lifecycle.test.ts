@@ -135,8 +135,8 @@ describe('a refused reload leaves the running config running', () => {
   });
 });
 
-describe('a poll interrupted by a reload', () => {
-  it('is read again by the new loops: each change announced once', { timeout: 60_000 }, async () => {
+describe('a poll interrupted by a reload that changed its instance', () => {
+  it('is read again by the new stream: each change announced once', { timeout: 60_000 }, async () => {
     const h = await harness();
     const p = startCli(['run', '-c', h.configFile], SIM_ENV);
     try {
@@ -147,6 +147,8 @@ describe('a poll interrupted by a reload', () => {
       const asked = h.sim.listQueries.length;
       // The moment: a list request is with the provider, unanswered.
       await waitFor('a list request in flight', () => h.sim.listQueries.length > asked);
+      // A reload interrupts the polls of the instances it changes, and only those.
+      rewrite(h.configFile, (c) => { c.instances[0]!.configuration['pollbridge.delivery.timeoutMs'] = 14_000; });
       p.child.kill('SIGHUP');
       await p.waitForLog('poll interrupted; the next goes on from its last committed part');
       await p.waitForLog('config reloaded');

@@ -1,4 +1,5 @@
 import { Command, Option } from 'commander';
+import { DEFAULT_CONCUR_BASE_URL } from '../config/amplifyImport.js';
 import { ConfigError } from '../config/issues.js';
 import { StartError } from '../daemon/daemon.js';
 import { StoreOpenError } from '../store/files.js';
@@ -8,6 +9,7 @@ import { pollbridgeVersion } from '../version.js';
 import { demoCommand } from './demoCommand.js';
 import { eventsListCommand, eventsShowCommand, replayCommand } from './eventsCommand.js';
 import { releaseSignals } from './heldSignals.js';
+import { importAmplifyCommand } from './importCommand.js';
 import { writeError } from './logOutput.js';
 import { runCommand } from './runCommand.js';
 import { simCommand } from './simCommand.js';
@@ -108,6 +110,22 @@ export function buildProgram(): Command {
       'pollbridge replay -c poller.config.json --dead --since 2024-05-01T00:00:00Z',
     ))
     .action(replayCommand);
+
+  program.command('import')
+    .description('turn another poller\'s export into pollbridge instance files')
+    .command('amplify <file>')
+    .description('one instance file per AMPLIFY instance (an object, or the array GET /instances returns), secrets moved to credential files')
+    .addOption(configOption())
+    .option('--dir <dir>', 'where the instance files go (default: the instancesDir of the config, else instances.d beside it)')
+    .option('--force', 'overwrite files that exist (without it, an import that would overwrite one writes nothing)')
+    .option('--credentials-dir <dir>', 'also write each secret of the export to <dir>/<name>, mode 0600')
+    .option('--base-url <url>', `Concur API base URL of the provider built for a Concur instance that has none (default: ${DEFAULT_CONCUR_BASE_URL})`)
+    .addHelpText('after', examples(
+      'pollbridge import amplify instances.json -c /etc/pollbridge/poller.config.json',
+      'pollbridge import amplify instances.json --dir /etc/pollbridge/instances.d --credentials-dir /etc/pollbridge/credentials',
+      'pollbridge import amplify acme.json --base-url https://emea.api.concursolutions.com --force',
+    ))
+    .action(importAmplifyCommand);
 
   program.command('verify')
     .description('verify a received notification: body on stdin, headers as options')

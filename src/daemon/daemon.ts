@@ -17,10 +17,15 @@ import { CALLOUT_RESOURCE, type CalloutReceipt, type Store, type Stream } from '
 import { type Instant, instantFromMs, msFromInstant } from '../time/instant.js';
 import { abortableSleep } from '../util/abortableSleep.js';
 import { Semaphore } from '../util/semaphore.js';
+import { parseRetryAfter } from '../util/retryAfter.js';
+import { OriginLimiter } from '../poll/originLimiter.js';
+import { RateGate } from '../poll/rateGate.js';
 import { type Health, startHttpServer } from './httpServer.js';
 import { Metrics, statusClass } from './metrics.js';
 import { pollStream, type PollSummary, retentionHorizon, type Skew } from './pollStream.js';
 import { createScheduler, type Scheduler } from './schedule.js';
+import { firstDue, gridOffsetMs, nextDue } from './pollTimes.js';
+import { TimerWheel } from './timerWheel.js';
 
 export type DaemonOptions = {
   config: PollbridgeConfig;
@@ -50,8 +55,17 @@ type PlannedStream = {
   opened: Stream;
 };
 
-/** A config's streams and callout instances, their rows opened and their authenticators made. */
-type Plan = { streams: PlannedStream[]; callouts: Map<string, CalloutInstance>; freshAuths: Authenticator[] };
+/**
+ * A config's streams and callout instances: the running streams of instances it leaves as they
+ * are (`kept`), the rows of the others opened and their authenticators made.
+ */
+type Plan = {
+  config: PollbridgeConfig;
+  kept: StreamRuntime[];
+  streams: PlannedStream[];
+  callouts: Map<string, CalloutInstance>;
+  freshAuths: Authenticator[];
+};
 
 /** A listener of the daemon (health and metrics, the callout connector) and how to open it. */
 type ListenerSlot<L extends { url: string; close(): Promise<void> }> = {
@@ -63,17 +77,32 @@ type ListenerSlot<L extends { url: string; close(): Promise<void> }> = {
 };
 
 type StreamRuntime = {
+  key: string;
   instance: InstanceConfig;
   resource: ResourceConfig;
   stream: Stream;
   auth: Authenticator;
   scheduler: Scheduler;
+  /** Ends this stream's poll in progress: a stop, or a reload that removed or changed it. */
+  controller: AbortController;
+  /** Its instance's pause after a 429, shared by the instance's streams. */
+  gate: RateGate;
+  /** Its place in the interval: polls are due at `offsetMs + k·interval`. */
+  offsetMs: number;
+  /** When its next poll is due, ms; undefined while one runs. */
+  dueMs: number | undefined;
+  /** The poll started for the due time, from the wait for its instance's gate and a slot to its end. */
+  running: Promise<void> | undefined;
+  /** The poll of the runtime this one replaced, which must end before this one polls the same row. */
+  after: Promise<void> | undefined;
   skew: Skew;
   /** When a poll last completed (or, before the first, when this stream started), ms. */
   lastCompletedAt: number;
   /** /healthz reports a stall from then: STALL_POLLS polls have been due since lastCompletedAt. */
   stallAt: number;
   lastPrunedAt: number;
+  /** When its last poll started, ms: a cron schedule counts from it. */
+  startedMs: number | undefined;
   /**
    * The poll running now, for /healthz (and so `status`): kept in memory, as it means nothing
    * once the process is gone, and a row written per page and retry would cost a write each.
@@ -94,6 +123,12 @@ export class StartError extends Error {}
  * next was due) since the last completed one.
  */
 const STALL_POLLS = 3;
+
+/** Log lines and health reasons name streams up to this many; past it, they count them. */
+const NAMED_STREAMS = 20;
+
+/** /healthz names the first few late streams, worst first. */
+const LATE_NAMED = 5;
 
 /** How long a stop or reload waits for token refreshes in flight: one request, then its save. */
 const AUTH_CLOSE_LIMIT_MS = TOKEN_REQUEST_TIMEOUT_MS + 5_000;
@@ -117,11 +152,20 @@ export class Daemon {
   private callouts = new Map<string, CalloutInstance>();
   private calloutRoutes: CalloutRoute[] = [];
   private streams: StreamRuntime[] = [];
+  /** Every stream's next poll, on one timer. */
+  private readonly wheel = new TimerWheel<StreamRuntime>((s, dueMs) => this.launch(s, dueMs));
+  /** Polls running or waiting for their turn, for a stop to wait for. */
+  private readonly inFlight = new Set<Promise<void>>();
+  /** Concur's failed-queue reader of each callout instance, with what it was started for. */
+  private failedQueueLoops = new Map<string, { fingerprint: string; controller: AbortController; done: Promise<void> }>();
+  private readonly limiter: OriginLimiter;
   private targets = new Map<string, DeliveryTarget>();
   private loopController = new AbortController();
   private stopped = false;
-  private readonly semaphore: Semaphore;
+  private semaphore: Semaphore;
   private loops: Promise<void>[] = [];
+  /** Polling has started: streams a reload adds are scheduled at once. */
+  private loopsStarted = false;
   private starting: Promise<void> | undefined;
   private opening: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
@@ -137,15 +181,21 @@ export class Daemon {
   readonly metrics: Metrics;
 
   constructor(private options: DaemonOptions) {
-    this.semaphore = new Semaphore(options.maxConcurrentPolls ?? 4);
+    this.semaphore = new Semaphore(options.maxConcurrentPolls ?? options.config.polling.maxConcurrent);
+    this.limiter = new OriginLimiter(options.config.polling.maxConcurrentPerOrigin);
     this.failed = new Promise((resolve) => { this.storeDied = resolve; });
     this.metrics = new Metrics(
-      () => this.streams.map((s) => ({
-        instance: s.instance.name,
-        resource: s.resource.name,
-        cursorLagSec: (Date.now() - msFromInstant(s.stream.cursor)) / 1000,
-        skewSec: s.skew.ms === undefined ? undefined : s.skew.ms / 1000,
-      })),
+      () => {
+        const now = Date.now();
+        return this.streams.map((s) => ({
+          instance: s.instance.name,
+          resource: s.resource.name,
+          cursorLagSec: (now - msFromInstant(s.stream.cursor)) / 1000,
+          skewSec: s.skew.ms === undefined ? undefined : s.skew.ms / 1000,
+          scheduleLagSec: s.dueMs !== undefined && s.dueMs < now ? (now - s.dueMs) / 1000 : 0,
+          late: now > s.stallAt,
+        }));
+      },
       async () => (this.store ? this.store.notificationCounts() : { pending: 0, dead: 0 }),
     );
   }
@@ -210,7 +260,8 @@ export class Daemon {
     this.ingester!.start();
     this.log.info('pollbridge started', {
       database: this.config.database,
-      streams: this.streams.map((s) => `${s.instance.name}/${s.resource.name}`),
+      instances: this.config.instances.length,
+      streams: this.streams.length <= NAMED_STREAMS ? this.streams.map((s) => s.key) : this.streams.length,
     });
   }
 
@@ -280,7 +331,6 @@ export class Daemon {
     // A stop while the database is still opening closes it once it is open.
     await this.opening?.catch(() => {});
     await this.stopLoops();
-    for (const s of this.streams) s.scheduler.dispose();
     // Callouts being answered are committed first (the listener waits for them), then no fetch
     // is started: what is left is done at the next start.
     await Promise.all([this.httpServer?.close(), this.calloutServer?.close()]);
@@ -319,7 +369,7 @@ export class Daemon {
       throw new ReloadError(`the database cannot change on reload (${this.config.database} → ${config.database}); restart instead`);
     }
     this.options.log.addSecrets?.(config.secrets);
-    const plan = await this.planStreams(config);
+    const plan = await this.planStreams(this.keepingRefused(config));
     const httpSlot = this.httpSlot();
     const calloutSlot = this.calloutSlot();
     const httpChanged = JSON.stringify(config.http) !== JSON.stringify(this.config.http);
@@ -341,12 +391,13 @@ export class Daemon {
       await this.closeAuths(plan.freshAuths);
       throw new ReloadError((err as Error).message);
     }
-    // Nothing below fails: the new config takes over.
-    await this.stopLoops();
-    for (const s of this.streams) s.scheduler.dispose();
+    // Nothing below fails: the new config takes over. Streams and instances it leaves as they
+    // were go on undisturbed: no poll cut short, no schedule moved.
     const before = this.runningAuths();
-    this.options = { ...this.options, config };
-    this.install(plan);
+    const previous = this.config;
+    this.applyLimits(plan.config);
+    this.options = { ...this.options, config: plan.config };
+    this.install(plan, previous);
     if (httpChanged) {
       await this.httpServer?.close();
       this.httpServer = httpServer;
@@ -355,7 +406,6 @@ export class Daemon {
       await this.calloutServer?.close();
       this.calloutServer = calloutServer;
     }
-    if (!this.stopped) this.startLoops();
     this.deliverer?.wake();
     this.ingester?.wake();
     const kept = new Set(this.runningAuths());
@@ -413,10 +463,16 @@ export class Daemon {
     const now = Date.now();
     const authProblems = new Map(this.streams.map((s) => [s.instance.name, s.auth.problem()]));
     for (const [instance, problem] of authProblems) if (problem) reasons.push(`${instance}: ${problem}`);
-    for (const s of this.streams) {
-      if (now > s.stallAt) {
-        reasons.push(`${s.instance.name}/${s.resource.name}: no completed poll for ${Math.round((now - s.lastCompletedAt) / 1000)} s, while ${STALL_POLLS} scheduled polls came and went`);
-      }
+    const late = this.streams.filter((s) => now > s.stallAt);
+    if (late.length > 0) {
+      // Worst first; a fleet's health names a few and counts the rest, in one line.
+      late.sort((a, b) => a.lastCompletedAt - b.lastCompletedAt);
+      const named = late.slice(0, LATE_NAMED).map((s) => `${s.key} (no completed poll for ${Math.round((now - s.lastCompletedAt) / 1000)} s)`);
+      const more = late.length > LATE_NAMED ? ` and ${late.length - LATE_NAMED} more` : '';
+      reasons.push(`${late.length} of ${this.streams.length} streams late (${STALL_POLLS} scheduled polls came and went without one completing): ${named.join(', ')}${more}`);
+    }
+    for (const refused of this.config.refused) {
+      reasons.push(`instance file refused: ${refused.file}${refused.name ? ` (${refused.name})` : ''}: ${refused.issues[0]?.message ?? 'does not validate'}`);
     }
     try {
       await this.store?.checkWritable();
@@ -426,7 +482,7 @@ export class Daemon {
     const polls = this.streams.flatMap((s) => (s.polling ? [{
       instance: s.instance.name, resource: s.resource.name, since: new Date(s.polling.since).toISOString(), page: s.polling.page, retry: s.polling.retry,
     }] : []));
-    return { ok: reasons.length === 0, reasons, polls };
+    return { ok: reasons.length === 0, reasons, polls, streams: this.streams.length, late: late.length, lateStreams: late.slice(0, LATE_NAMED).map((s) => s.key) };
   }
 
   private open(): Promise<void> {
@@ -493,16 +549,36 @@ export class Daemon {
   }
 
   /**
-   * Opens (or creates) the rows of a config's streams and the authenticators they need, without
-   * touching the running ones: a failure here leaves the running config as it was.
+   * A reload's config with the running instances whose `instancesDir` file was refused kept as
+   * they run: a typo in one company's file stops nothing.
+   */
+  private keepingRefused(config: PollbridgeConfig): PollbridgeConfig {
+    const refusedFiles = new Set(config.refused.map((r) => r.file));
+    const named = new Set(config.instances.map((i) => i.name));
+    const kept = this.config.instances.filter((i) => i.source !== undefined && refusedFiles.has(i.source) && !named.has(i.name));
+    if (kept.length === 0) return config;
+    for (const i of kept) this.log.warn('instance file refused: the instance runs on with its last good config', { instance: i.name, file: i.source });
+    return { ...config, instances: [...config.instances, ...kept] };
+  }
+
+  /**
+   * Opens (or creates) the rows of a config's new and changed streams and the authenticators
+   * they need, without touching the running ones: a failure here leaves the running config as
+   * it was. An instance unchanged since the running config keeps its running streams.
    */
   private async planStreams(config: PollbridgeConfig): Promise<Plan> {
     const store = this.store!;
     const now = instantFromMs(Date.now());
     const planned: PlannedStream[] = [];
+    const kept: StreamRuntime[] = [];
+    const toOpen: (Omit<PlannedStream, 'opened'> & { initialCursor: Instant })[] = [];
     const callouts = new Map<string, CalloutInstance>();
     const auths = new Map<string, { auth: Authenticator; fresh: boolean }>();
-    const running = [...this.streams.map((s) => ({ instance: s.instance, auth: s.auth })), ...[...this.callouts.values()].map((c) => ({ instance: c.config, auth: c.auth }))];
+    const runningStreams = new Map<string, StreamRuntime[]>();
+    for (const s of this.streams) runningStreams.set(s.instance.name, [...(runningStreams.get(s.instance.name) ?? []), s]);
+    const running = new Map<string, { instance: InstanceConfig; auth: Authenticator }>();
+    for (const s of this.streams) running.set(s.instance.name, s);
+    for (const c of this.callouts.values()) running.set(c.config.name, { instance: c.config, auth: c.auth });
     try {
       // Receipts answered 200 before an instance's callout was turned off still become events:
       // those waiting now, and those of pushes the running routes let in, whose commits may land
@@ -511,25 +587,32 @@ export class Daemon {
       for (const route of this.calloutRoutes) waiting.add(route.instance);
       for (const instance of config.instances) {
         if (!instance.enabled) continue;
+        const same = running.get(instance.name);
+        const unchanged = same?.instance.fingerprint === instance.fingerprint ? runningStreams.get(instance.name) : undefined;
         // Kept across a reload while its credentials are unchanged: it may hold a rotated refresh
         // token that could not be saved yet, which a fresh one would not know.
-        const same = running.find((r) => r.instance.name === instance.name && JSON.stringify(r.instance.auth) === JSON.stringify(instance.auth));
-        const { auth, fresh } = auths.get(instance.name) ?? { auth: same?.auth ?? this.authenticator(instance, store), fresh: !same };
-        auths.set(instance.name, { auth, fresh });
-        for (const resource of instance.resources) {
-          const initial = this.options.since ?? instance.backfillFrom ?? now;
-          planned.push({ instance, resource, auth, fresh, opened: await store.openStream(instance.name, resource.name, initial) });
+        const sameAuth = same && JSON.stringify(same.instance.auth) === JSON.stringify(instance.auth) ? same.auth : undefined;
+        const auth = sameAuth ?? this.authenticator(instance, store);
+        auths.set(instance.name, { auth, fresh: !sameAuth });
+        if (unchanged && unchanged.length === instance.resources.length) {
+          kept.push(...unchanged);
+        } else {
+          const initialCursor = this.options.since ?? instance.backfillFrom ?? now;
+          for (const resource of instance.resources) toOpen.push({ instance, resource, auth, fresh: !sameAuth, initialCursor });
         }
         if (instance.callout || waiting.has(instance.name)) {
-          const stream = await store.openStream(instance.name, CALLOUT_RESOURCE, now);
-          callouts.set(instance.name, { config: instance, streamId: stream.id, auth });
+          const previous = this.callouts.get(instance.name);
+          const streamId = previous?.streamId ?? (await store.openStream(instance.name, CALLOUT_RESOURCE, now)).id;
+          callouts.set(instance.name, { config: instance, streamId, auth });
         }
       }
+      const opened = await store.openStreams(toOpen.map((o) => ({ instance: o.instance.name, resource: o.resource.name, initialCursor: o.initialCursor })));
+      toOpen.forEach(({ instance, resource, auth, fresh }, i) => planned.push({ instance, resource, auth, fresh, opened: opened[i]! }));
     } catch (err) {
       await this.closeAuths([...auths.values()].filter((a) => a.fresh).map((a) => a.auth));
       throw err;
     }
-    return { streams: planned, callouts, freshAuths: [...auths.values()].filter((a) => a.fresh).map((a) => a.auth) };
+    return { config, kept, streams: planned, callouts, freshAuths: [...auths.values()].filter((a) => a.fresh).map((a) => a.auth) };
   }
 
   private authenticator(instance: InstanceConfig, store: Store): Authenticator {
@@ -540,36 +623,100 @@ export class Daemon {
       log: this.log.child({ instance: instance.name }),
       policy: this.options.fetchPolicy ?? DEFAULT_FETCH_POLICY,
       onSecret: (v) => this.options.log.addSecrets?.([v]),
+      limit: (url, request) => this.limiter.run(url, request),
     });
   }
 
-  /** Makes planned streams the running ones; a stream that was running keeps its state. */
-  private install({ streams: planned, callouts }: Plan): void {
-    for (const instance of this.config.instances) {
-      if (!instance.enabled) this.log.info('instance disabled (event.notification.enabled is not true): not polled', { instance: instance.name });
-    }
-    this.streams = planned.map(({ instance, resource, auth, opened }) => {
-      const previous = this.streams.find((s) => s.stream.id === opened.id);
+  /**
+   * Makes the plan's streams the running ones. Kept streams go on as they are; a changed stream's
+   * poll in progress is ended and the new one polls at once, after it; a removed one's is ended.
+   * A stream that was running keeps its progress, its skew and its health.
+   */
+  private install({ config, kept, streams: planned, callouts }: Plan, previousConfig?: PollbridgeConfig): void {
+    const previous = new Map(this.streams.map((s) => [s.key, s]));
+    const keptSet = new Set(kept);
+    const gates = new Map<string, RateGate>();
+    for (const s of kept) gates.set(s.instance.name, s.gate);
+    for (const s of this.streams) if (!keptSet.has(s)) gates.set(s.instance.name, gates.get(s.instance.name) ?? s.gate);
+    const added = planned.map(({ instance, resource, auth, opened }) => {
+      const key = `${instance.name}/${resource.name}`;
+      const old = previous.get(key);
+      if (old) this.retire(old);
       // Progress is committed as polls go; the running stream knows the latest of it.
-      const stream = previous?.stream ?? opened;
+      const stream = old?.stream ?? opened;
       const scheduler = createScheduler(instance.schedule);
-      return {
-        instance, resource, stream, auth, scheduler,
+      const gate = gates.get(instance.name) ?? new RateGate();
+      gates.set(instance.name, gate);
+      const runtime: StreamRuntime = {
+        key, instance, resource, stream, auth, scheduler, gate,
+        controller: new AbortController(),
+        offsetMs: instance.schedule.kind === 'interval' ? gridOffsetMs(instance.name, resource.name, instance.schedule.intervalMs) : 0,
+        dueMs: undefined,
+        running: undefined,
+        after: old?.running,
         // The last measured skew survives a restart: the first windows are read in the provider's time too.
-        skew: previous?.skew ?? { ms: stream.skewMs },
-        lastCompletedAt: previous?.lastCompletedAt ?? Date.now(),
+        skew: old?.skew ?? { ms: stream.skewMs },
+        lastCompletedAt: old?.lastCompletedAt ?? Date.now(),
         // A changed schedule counts its own polls from now.
-        stallAt: previous && sameSchedule(previous.instance, instance) ? previous.stallAt : scheduler.nthNextRun(STALL_POLLS + 1),
-        lastPrunedAt: previous?.lastPrunedAt ?? 0,
+        stallAt: old && sameSchedule(old.instance, instance) ? old.stallAt : scheduler.nthNextRun(STALL_POLLS + 1),
+        lastPrunedAt: old?.lastPrunedAt ?? 0,
+        polling: undefined,
+        startedMs: undefined,
       };
+      // A stream whose instance changed polls at once: the operator wants to see the change work.
+      return { runtime, changed: old !== undefined };
     });
+    const addedKeys = new Set(added.map((a) => a.runtime.key));
+    for (const s of this.streams) if (!keptSet.has(s) && !addedKeys.has(s.key)) this.retire(s);
+    for (const instance of config.instances) {
+      const before = previousConfig?.instances.find((i) => i.name === instance.name);
+      if (!instance.enabled && before?.fingerprint !== instance.fingerprint) this.log.info('instance disabled (event.notification.enabled is not true): not polled', { instance: instance.name });
+    }
+    this.streams = [...kept, ...added.map((a) => a.runtime)];
     this.callouts = callouts;
-    this.calloutRoutes = [...callouts.values()].flatMap(({ config }) => (config.callout ? [{ instance: config.name, ...config.callout }] : []));
-    this.targets = new Map(this.config.instances.map((i) => [i.name, deliveryTarget(i)]));
+    this.calloutRoutes = [...callouts.values()].flatMap(({ config: c }) => (c.callout ? [{ instance: c.name, ...c.callout }] : []));
+    this.targets = new Map(config.instances.map((i) => [i.name, deliveryTarget(i)]));
+    if (this.loopsStarted && !this.stopped) {
+      const now = Date.now();
+      for (const { runtime, changed } of added) this.schedule(runtime, changed ? now : this.firstDue(runtime, now));
+      this.syncFailedQueueLoops();
+    }
     void this.store!.instancesWithPending().then((names) => {
       const orphaned = names.filter((name) => !this.targets.has(name));
-      if (orphaned.length > 0) this.log.warn('pending notifications kept for instances no longer in the config', { instances: orphaned });
+      if (orphaned.length > 0) this.log.warn('pending notifications kept for instances no longer in the config', { instances: orphaned.length <= NAMED_STREAMS ? orphaned : orphaned.length });
     }, () => {});
+  }
+
+  /** Takes a stream out of the schedule and ends its poll in progress. */
+  private retire(s: StreamRuntime): void {
+    this.wheel.cancel(s);
+    s.controller.abort();
+    s.scheduler.dispose();
+  }
+
+  /** When a stream polls first after a start or after a reload added it (see `firstDue`). */
+  private firstDue(s: StreamRuntime, now: number): number {
+    const schedule = s.instance.schedule;
+    if (schedule.kind === 'cron') return now;
+    // A stream that has not moved from the past moment it was asked to start from polls at once.
+    const backfill = s.stream.cursor === s.stream.origin && (this.options.since ?? s.instance.backfillFrom) !== undefined;
+    return firstDue(now, msFromInstant(s.stream.cursor), s.instance.settleSec * 1000, schedule.intervalMs, s.offsetMs, backfill);
+  }
+
+  /** The poll after the one due at `dueMs`, as it ends now. */
+  private nextDue(s: StreamRuntime, dueMs: number, startedMs: number): number {
+    const now = Date.now();
+    const schedule = s.instance.schedule;
+    if (schedule.kind === 'cron') return now + s.scheduler.msUntilNext(startedMs, now);
+    return nextDue(dueMs, now, schedule.intervalMs, s.offsetMs);
+  }
+
+  /** A reload's new `polling` limits apply to polls and requests that start from now on. */
+  private applyLimits(config: PollbridgeConfig): void {
+    if (this.options.maxConcurrentPolls === undefined && config.polling.maxConcurrent !== this.config.polling.maxConcurrent) {
+      this.semaphore = new Semaphore(config.polling.maxConcurrent);
+    }
+    this.limiter.setLimit(config.polling.maxConcurrentPerOrigin);
   }
 
   /** Lets token refreshes in flight finish and be saved, for at most AUTH_CLOSE_LIMIT_MS. */
@@ -588,12 +735,33 @@ export class Daemon {
 
   private startLoops(): void {
     this.loopController = new AbortController();
-    const signal = this.loopController.signal;
-    this.loops = [
-      ...this.streams.map((s) => this.pollLoop(s, signal)),
-      ...[...this.callouts.values()].filter((c) => (c.config.callout?.failedQueueMs ?? 0) > 0).map((c) => this.failedQueueLoop(c, signal)),
-      this.pruneCalloutsLoop(signal),
-    ];
+    this.loopsStarted = true;
+    const now = Date.now();
+    for (const s of this.streams) this.schedule(s, this.firstDue(s, now));
+    this.syncFailedQueueLoops();
+    this.loops = [this.pruneCalloutsLoop(this.loopController.signal)];
+  }
+
+  /** One reader of Concur's failed queue per callout instance that asks for one; a changed instance's is started again. */
+  private syncFailedQueueLoops(): void {
+    const wanted = new Map([...this.callouts.values()].filter((c) => (c.config.callout?.failedQueueMs ?? 0) > 0).map((c) => [c.config.name, c]));
+    const ending = new Map<string, Promise<void>>();
+    for (const [name, loop] of this.failedQueueLoops) {
+      if (wanted.get(name)?.config.fingerprint === loop.fingerprint) continue;
+      loop.controller.abort();
+      ending.set(name, loop.done);
+      this.failedQueueLoops.delete(name);
+    }
+    for (const [name, c] of wanted) {
+      if (this.failedQueueLoops.has(name)) continue;
+      const controller = new AbortController();
+      const done = (async () => {
+        // The reader it replaces may be in the middle of a DELETE: one reader per queue at a time.
+        await ending.get(name);
+        await this.failedQueueLoop(c, controller.signal);
+      })();
+      this.failedQueueLoops.set(name, { fingerprint: c.config.fingerprint, controller, done });
+    }
   }
 
   /** Done callout receipts and their event keys are kept as long as seen changes, then forgotten. */
@@ -640,31 +808,81 @@ export class Daemon {
 
   private async stopLoops(): Promise<void> {
     this.loopController.abort();
-    await Promise.allSettled(this.loops);
-    this.loops = [];
-  }
-
-  private async pollLoop(s: StreamRuntime, signal: AbortSignal): Promise<void> {
-    let lastStart: number | undefined;
-    while (!signal.aborted) {
-      await abortableSleep(s.scheduler.msUntilNext(lastStart, Date.now()), signal);
-      if (signal.aborted) break;
-      lastStart = Date.now();
-      await this.pollGuarded(s, signal);
+    this.wheel.dispose();
+    for (const s of this.streams) {
+      s.controller.abort();
+      s.scheduler.dispose();
     }
+    for (const loop of this.failedQueueLoops.values()) loop.controller.abort();
+    await Promise.allSettled([...this.loops, ...this.inFlight, ...[...this.failedQueueLoops.values()].map((l) => l.done)]);
+    this.loops = [];
+    this.failedQueueLoops.clear();
   }
 
-  /** One poll; a failure is logged and recorded, never thrown: the loop polls again next time. */
-  private async pollGuarded(s: StreamRuntime, signal: AbortSignal = this.loopController.signal): Promise<PollSummary | undefined> {
+  /**
+   * Page reads of one stream: after its instance's pause for a 429, if any, and within the limit
+   * of requests in flight to the provider's origin. A 429 pauses the instance's other pages too.
+   */
+  private gatedGetText(s: StreamRuntime): GetText {
+    return async (url, headers, signal) => {
+      await s.gate.wait(signal);
+      const response = await this.limiter.run(url, () => this.getText!(url, headers, signal));
+      s.gate.answered(response.statusCode, parseRetryAfter(response.headers['retry-after'], Date.now()));
+      return response;
+    };
+  }
+
+  private schedule(s: StreamRuntime, dueMs: number): void {
+    s.dueMs = dueMs;
+    this.wheel.schedule(s, dueMs);
+  }
+
+  /** The wheel says a stream's poll is due: it waits for its instance's gate and a slot, polls, and is scheduled again. */
+  private launch(s: StreamRuntime, dueMs: number): void {
+    s.dueMs = dueMs;
+    const run = this.runDue(s, dueMs).catch((err: unknown) => {
+      this.log.error('a poll ended unexpectedly; it is scheduled again', { instance: s.instance.name, resource: s.resource.name, error: (err as Error).message });
+    }).finally(() => {
+      this.inFlight.delete(run);
+      s.running = undefined;
+      // A retired stream (removed, replaced, stopping) has its controller aborted.
+      if (!s.controller.signal.aborted && !this.stopped) {
+        this.schedule(s, this.nextDue(s, dueMs, s.startedMs ?? Date.now()));
+      }
+    });
+    s.running = run;
+    this.inFlight.add(run);
+  }
+
+  private async runDue(s: StreamRuntime, dueMs: number): Promise<void> {
+    const signal = s.controller.signal;
+    // The runtime this one replaced may still be committing a page of the same stream.
+    await s.after;
+    s.after = undefined;
+    await s.gate.wait(signal);
+    if (signal.aborted) return;
+    await this.pollGuarded(s, signal, dueMs);
+  }
+
+  /**
+   * One poll; a failure is logged and recorded, never thrown: the stream polls again next time.
+   * `dueMs`: when the schedule wanted it, for its lag (none for `run --once`).
+   */
+  private async pollGuarded(s: StreamRuntime, signal: AbortSignal = this.loopController.signal, dueMs?: number): Promise<PollSummary | undefined> {
     const labels = { instance: s.instance.name, resource: s.resource.name };
     const log = this.log.child(labels);
     return this.semaphore.use(async () => {
+      if (signal.aborted) return undefined;
       const started = Date.now();
+      const lag = dueMs === undefined ? {} : { dueAt: new Date(dueMs).toISOString(), lagMs: Math.max(0, started - dueMs) };
+      if (dueMs !== undefined) this.metrics.scheduleLag.observe(Math.max(0, started - dueMs) / 1000);
+      s.dueMs = undefined;
+      s.startedMs = started;
       s.polling = { since: started, page: 0, retry: 0 };
       try {
         const summary = await pollStream(s.instance, s.resource, s.stream, {
           store: this.store!,
-          getText: this.getText!,
+          getText: this.gatedGetText(s),
           auth: s.auth,
           log: this.log,
           fetchPolicy: this.options.fetchPolicy ?? DEFAULT_FETCH_POLICY,
@@ -691,7 +909,7 @@ export class Daemon {
         this.metrics.eventsEmitted.inc(labels, summary.fresh);
         this.metrics.duplicatesSuppressed.inc(labels, summary.duplicates);
         this.metrics.recordsRejected.inc(labels, summary.rejected);
-        log.info('poll finished', { ...summary, skewMs: s.skew.ms, durationMs: Date.now() - started });
+        log.info('poll finished', { ...summary, skewMs: s.skew.ms, durationMs: Date.now() - started, ...lag });
         return summary;
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);

@@ -6,7 +6,8 @@ import type { Metrics } from './metrics.js';
 /** A poll running now: since when (ISO-8601 UTC), the page it asks for (0: none yet, a token first) and which retry of it. */
 export type PollInProgress = { instance: string; resource: string; since: string; page: number; retry: number };
 
-export type Health = { ok: boolean; reasons: string[]; polls?: PollInProgress[] };
+/** `late`: streams whose STALL_POLLS scheduled polls came and went without one completing; `lateStreams` names the worst few. */
+export type Health = { ok: boolean; reasons: string[]; polls?: PollInProgress[]; streams?: number; late?: number; lateStreams?: string[] };
 
 /**
  * `GET /healthz` (200, or 503 with the reasons; the polls in progress either way) and `GET /metrics` (Prometheus text). `HEAD`
@@ -20,7 +21,9 @@ export async function startHttpServer(listen: HttpConfig, health: () => Promise<
         res.writeHead(405, { allow: 'GET, HEAD' }).end();
       } else if (path === '/healthz') {
         const h = await health();
-        res.writeHead(h.ok ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({ status: h.ok ? 'ok' : 'unhealthy', reasons: h.reasons, polls: h.polls ?? [] }));
+        res.writeHead(h.ok ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({
+          status: h.ok ? 'ok' : 'unhealthy', reasons: h.reasons, streams: h.streams, late: h.late ?? 0, lateStreams: h.lateStreams ?? [], polls: h.polls ?? [],
+        }));
       } else if (path === '/metrics') {
         const text = await metrics.registry.metrics();
         res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text);

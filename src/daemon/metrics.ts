@@ -1,7 +1,11 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { pollbridgeVersion } from '../version.js';
 
-export type StreamGaugeSource = () => { instance: string; resource: string; cursorLagSec: number; skewSec: number | undefined }[];
+/**
+ * Each stream at scrape time: `scheduleLagSec`, how late its due poll is now (0 when not due
+ * yet or running); `late`, no poll completed while STALL_POLLS came and went.
+ */
+export type StreamGaugeSource = () => { instance: string; resource: string; cursorLagSec: number; skewSec: number | undefined; scheduleLagSec: number; late: boolean }[];
 export type OutboxGaugeSource = () => Promise<{ pending: number; dead: number }>;
 
 /**
@@ -24,6 +28,7 @@ export class Metrics {
   readonly callouts: Counter<'result'>;
   readonly calloutEvents: Counter<'instance' | 'outcome'>;
   readonly failedQueueRounds: Counter<'instance' | 'result'>;
+  readonly scheduleLag: Histogram;
 
   constructor(streams: StreamGaugeSource, outbox: OutboxGaugeSource) {
     const registers = [this.registry];
@@ -58,6 +63,10 @@ export class Metrics {
     });
     this.failedQueueRounds = new Counter({
       name: 'pollbridge_callout_failed_queue_rounds_total', help: "Reads of Concur's failed-notification queue by result (ok, failed).", labelNames: ['instance', 'result'], registers,
+    });
+    this.scheduleLag = new Histogram({
+      name: 'pollbridge_poll_schedule_lag_seconds', help: 'How late each poll started behind its due time.', registers,
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
     });
     // The usual build_info: the running version as labels, for joins and for spotting a fleet half upgraded.
     new Gauge({ name: 'pollbridge_build_info', help: 'Always 1; the running pollbridge and node versions as labels.', labelNames: ['version', 'node'], registers })

@@ -5,6 +5,7 @@ import { CONCUR_ELEMENT } from '../config/keys.js';
 import type { AuthConfig } from '../config/types.js';
 import type { Logger } from '../log.js';
 import type { AuthState, Store } from '../store/types.js';
+import { stableFraction } from '../util/stableFraction.js';
 import { describeNetworkError } from './httpClient.js';
 import { type FetchPolicy, isTransientStatus, retryTransient, transient } from './retry.js';
 
@@ -33,6 +34,27 @@ const SAVE_AGAIN_EVERY_MS = 30_000;
  */
 export function refreshMarginMs(lifetimeMs: number): number {
   return Math.min(60_000, lifetimeMs / 10);
+}
+
+/** Tokens living shorter than this are refreshed at the margin: spreading them would only add refreshes. */
+const SPREAD_MIN_LIFETIME_MS = 600_000;
+
+/**
+ * When a token issued at `issuedMs` is refreshed, ms since the epoch. Each instance has its place
+ * in the token's life (`phase`, from its name): refreshes come at `phase` of the period, so that
+ * two thousand instances started together do not all refresh in the same minute an hour later,
+ * and each minute holds its share. The first refresh after a start may come early, once, to
+ * reach the instance's place.
+ */
+export function refreshAtMs(issuedMs: number, lifetimeMs: number, phase: number): number {
+  const period = lifetimeMs - refreshMarginMs(lifetimeMs);
+  const latest = issuedMs + period;
+  if (lifetimeMs < SPREAD_MIN_LIFETIME_MS) return latest;
+  const margin = refreshMarginMs(lifetimeMs);
+  const at = latest - ((((latest - phase * period) % period) + period) % period);
+  // Not again within the margin of the last refresh: the next place is then still before the
+  // token expires (in its margin), and a test or a restart never sees a second refresh at once.
+  return at - issuedMs < margin ? at + period : at;
 }
 
 /**
@@ -100,6 +122,8 @@ export type AuthDeps = {
   policy: FetchPolicy;
   /** Told about every token learned at run time, so the logger can redact it. */
   onSecret: (value: string) => void;
+  /** Runs each token request, for the daemon's limit of requests in flight to the token host. */
+  limit?: <T>(url: string, request: () => Promise<T>) => Promise<T>;
 };
 
 const fixed = (headers: Record<string, string>): Authenticator => ({
@@ -157,6 +181,8 @@ class RefreshTokenAuth implements Authenticator {
   /** The newest refresh token: the configured one until the stored one is read or a refresh rotates it. */
   private refreshToken: string;
   private readonly seedHash: string;
+  /** This instance's place in a token's life, for refreshes spread over the hour. */
+  private readonly phase: number;
   /** Ends the waits between token request attempts, and the retries of saving, when stopping. */
   private readonly closing = new AbortController();
   /** Saves run one at a time, each writing the newest state. */
@@ -169,6 +195,7 @@ class RefreshTokenAuth implements Authenticator {
   constructor(private readonly config: Extract<AuthConfig, { type: 'oauth2_refresh_token' }>, private readonly deps: AuthDeps) {
     this.seedHash = seedHashOf(config.refreshToken);
     this.refreshToken = config.refreshToken;
+    this.phase = stableFraction(`token:${deps.instance}`);
   }
 
   apiBase(): string | undefined {
@@ -259,11 +286,12 @@ class RefreshTokenAuth implements Authenticator {
   private async requestToken(url: string): Promise<TokenAnswer> {
     let response;
     try {
-      response = await this.deps.http.post(url, {
+      const post = () => this.deps.http.post(url, {
         form: { grant_type: 'refresh_token', client_id: this.config.clientId, client_secret: this.config.clientSecret, refresh_token: this.refreshToken },
         headers: { accept: 'application/json' },
         timeout: { request: TOKEN_REQUEST_TIMEOUT_MS },
       });
+      response = await (this.deps.limit ? this.deps.limit(url, post) : post());
     } catch (err) {
       const reason = describeNetworkError(err);
       throw transient(new AuthError(`token request to ${url} failed: ${reason}`, { cause: err }), reason);
@@ -289,7 +317,7 @@ class RefreshTokenAuth implements Authenticator {
     const stated = Number(body.expires_in ?? 3600);
     const lifetimeMs = (Number.isFinite(stated) && stated >= 0 ? stated : 3600) * 1000;
     this.accessToken = body.access_token;
-    this.expiresAt = Date.now() + lifetimeMs - refreshMarginMs(lifetimeMs);
+    this.expiresAt = refreshAtMs(Date.now(), lifetimeMs, this.phase);
     this.geolocation = geolocationOrigin(body.geolocation, this.config.tokenUrl) ?? this.geolocation;
     if (typeof body.refresh_token === 'string' && body.refresh_token !== '') {
       this.deps.onSecret(body.refresh_token);

@@ -158,6 +158,14 @@ export class SqliteStore implements Store {
   }
 
   async openStream(instance: string, resource: string, initialCursor: number): Promise<Stream> {
+    return this.openOne(instance, resource, initialCursor);
+  }
+
+  async openStreams(keys: { instance: string; resource: string; initialCursor: number }[]): Promise<Stream[]> {
+    return this.db.transaction(() => keys.map((k) => this.openOne(k.instance, k.resource, k.initialCursor)))();
+  }
+
+  private openOne(instance: string, resource: string, initialCursor: number): Stream {
     if (!this.stmts.streamByKey.get(instance, resource)) this.stmts.insertStream.run(instance, resource, initialCursor, initialCursor);
     type Row = Omit<Stream, 'forgotten' | 'skewMs'> & { forgotten: number | null; skewMs: number | null };
     const row = this.stmts.streamByKey.get(instance, resource) as Row;

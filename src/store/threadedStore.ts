@@ -17,7 +17,7 @@ export type StoreRequest = { id: number; method: Method | 'close'; args: unknown
 export type StoreReply = { id: number; result?: unknown; error?: { name: string; message: string; code: string | undefined } };
 
 const METHODS = [
-  'openStream', 'commitPage', 'completePoll', 'failPoll', 'pruneSeen', 'dueNotifications', 'nextDueAt', 'recordAttempts',
+  'openStream', 'openStreams', 'commitPage', 'completePoll', 'failPoll', 'pruneSeen', 'dueNotifications', 'nextDueAt', 'recordAttempts',
   'dueHeads', 'instancesWithPending', 'checkWritable', 'expediteRetries', 'loadAuthState', 'saveAuthState', 'streams',
   'notificationCounts', 'listNotifications', 'getNotification', 'replay', 'replayDead',
   'recordCallouts', 'calloutsToIngest', 'completeCallout', 'calloutsToDelete', 'markCalloutDeleted', 'calloutCounts', 'pruneCallouts', 'instancesWithWaitingCallouts',
