@@ -24,7 +24,7 @@ const POLL_FINISHED = 'poll finished';
 const INTERRUPTED = 'poll interrupted; the next goes on from its last committed part';
 const KEPT_REFUSED = 'instance file refused: the instance runs on with its last good config';
 
-/** `base@date`: one version of a record, as the receiver's events name it (objectId, date). */
+/** `id@date`: one version of a record, as the receiver's events name it (objectId, date). */
 const versionKey = (r: SimReport) => `${r.ID}@${new Date(`${r.LastModifiedDate}Z`).toISOString()}`;
 
 type Version = { key: string; id: string; supersededAt: number | undefined };
