@@ -4,7 +4,8 @@
  * bench/results.json. The daemon runs as the real CLI in a child process (its memory is its own);
  * the simulator runs here, the receiver in a process of its own (the steady scenario, steady.ts,
  * runs its simulator in a process of its own too, and so does the callout scenario, callouts.ts,
- * with its load generator and its bare baseline server).
+ * with its load generator and its bare baseline server, and the fleet scenario, fleet.ts, its
+ * simulator of many companies and its bare request loop).
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -21,6 +22,7 @@ import { ConcurSim } from '../dist/sim/concurSim.js';
 import { SqliteStore } from '../dist/store/sqliteStore.js';
 import { INSTANCE, log, percentile, RESOURCE, ROOT, type Row, startDaemon, writeConfig } from './parts.js';
 import { callouts } from './callouts.js';
+import { fleet } from './fleet.js';
 import { steady } from './steady.js';
 
 const PAGE = 100;
@@ -284,7 +286,7 @@ function options(): { parts: Part[]; steadySeconds: number } {
   return { parts: parts as Part[], steadySeconds };
 }
 
-const PARTS = ['ingest', 'scale', 'latency', 'steady', 'callouts'] as const;
+const PARTS = ['ingest', 'scale', 'latency', 'steady', 'callouts', 'fleet'] as const;
 type Part = (typeof PARTS)[number];
 
 /** The rows of the parts not run this time, from the last results.json, so that `--only` keeps them. */
@@ -305,6 +307,7 @@ async function main(): Promise<void> {
     latency: () => latency(60),
     steady: async () => void rows.push(...(await steady(steadySeconds))),
     callouts: async () => void rows.push(...(await callouts())),
+    fleet: async () => void rows.push(...(await fleet())),
   };
   for (const part of PARTS.filter((p) => parts.includes(p))) {
     const from = rows.length;

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { DEFAULT_SIM_CREDENTIALS } from '../dist/sim/concurSim.js';
 
 export const ROOT = fileURLToPath(new URL('../', import.meta.url));
-const CLI = join(ROOT, 'dist/cli.js');
+export const CLI = join(ROOT, 'dist/cli.js');
 export const INSTANCE = 'Bench';
 export const RESOURCE = 'reports';
 
@@ -58,6 +58,13 @@ function serviceNodeFlags(): string[] {
   return execStart ? execStart[1]!.split(' ').filter((f) => f.startsWith('--')) : [];
 }
 
+/** The node flags of package.json's `start` script, the way an operator starts it by hand. */
+export function startScriptNodeFlags(): string[] {
+  const start = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start;
+  const words = start.split(/\s+/);
+  return words.slice(1, words.indexOf('dist/cli.js')).filter((w) => w.startsWith('--'));
+}
+
 /** CPU time (ms) of the daemon, all its threads, and of this process (the simulator), at one moment. */
 type CpuMark = { daemonMs: number; simMs: number; records: number };
 
@@ -68,7 +75,7 @@ export type Daemon = {
 };
 
 /** utime + stime of a process, all threads, from /proc (in clock ticks: 10 ms on Linux). */
-function processCpuMs(pid: number): number {
+export function processCpuMs(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }

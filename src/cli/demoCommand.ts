@@ -7,6 +7,7 @@ import { loadConfig } from '../config/load.js';
 import { Daemon } from '../daemon/daemon.js';
 import { startVerifyingReceiver } from '../demo/verifyingReceiver.js';
 import { createLogger } from '../log.js';
+import { concurHubResource } from '../sim/concurList.js';
 import { ConcurSim, DEFAULT_SIM_CREDENTIALS } from '../sim/concurSim.js';
 import { logLevel } from './options.js';
 import { startChangeStream } from './simCommand.js';
@@ -31,16 +32,7 @@ export function demoConfig(simUrl: string, callbackUrl: string, key: string) {
         'event.poller.refresh_interval': '1',
         'pollbridge.poller.cron': '* * * * * *',
         'event.poller.configuration': {
-          reports: {
-            url: "/hubs/expense/reports?where=modifiedDateAfter='${date:yyyy-MM-dd'T'HH:mm:ss.SSS}'",
-            idField: 'ID',
-            datesConfiguration: {
-              updatedDateField: 'LastModifiedDate',
-              updatedDateFormat: "yyyy-MM-dd'T'HH:mm:ss.SSS",
-              createdDateField: 'CreateDate',
-              createdDateFormat: "yyyy-MM-dd'T'HH:mm:ss.SSS",
-            },
-          },
+          reports: concurHubResource('expense/reports'),
         },
       },
       tags: [],
@@ -118,7 +110,7 @@ export async function demoCommand(opts: { events?: number; seconds?: number; rat
   await daemon.start();
   // The simulator plays Concur's callout too: a report entering Submitted is pushed at once.
   sim.setCallout({ url: `${daemon.calloutUrl}${DEFAULT_CALLOUT_PATH}`, username: DEMO_CONNECTOR_USER, password: connectorPassword });
-  const stopChanges = startChangeStream(sim, rate);
+  const stopChanges = startChangeStream(() => sim.randomChange(), rate);
   const timer = seconds === undefined ? undefined : setTimeout(() => finish?.(), seconds * 1000);
   process.once('SIGINT', () => finish?.());
   process.once('SIGTERM', () => finish?.());

@@ -155,8 +155,13 @@ export function buildProgram(): Command {
     .option('--callout-url <url>', "push Event Notifications to this connector's notify URL when a report enters Submitted")
     .option('--callout-user <user>', 'the Basic auth user name for the callout')
     .option('--callout-password <password>', 'the Basic auth password for the callout')
+    .option('--companies <n>', 'serve this many Concur companies, each with its own client and refresh token', numberOption('--companies', { min: 1, max: 100_000, integer: true, unit: 'companies' }))
+    .option('--latency-ms <ms>', 'with --companies: answer every request this late', numberOption('--latency-ms', { min: 0, max: 60_000, integer: true, unit: 'milliseconds' }))
+    .option('--instances-dir <dir>', 'with --companies: write one instance file per company here')
+    .option('--callback-url <url>', 'with --instances-dir: where the instances deliver their events')
     .addHelpText('after', examples(
       'pollbridge sim --port 8080 --rate 5',
+      'pollbridge sim --companies 2000 --latency-ms 500 --rate 10 --instances-dir instances.d --callback-url http://127.0.0.1:9000/hook',
       'pollbridge sim --port 0 --rate 0   # any free port, changes only through /_sim',
       'pollbridge sim --callout-url http://127.0.0.1:8443/concur/v1.0/notify --callout-user concur --callout-password "$PASSWORD"',
     ))

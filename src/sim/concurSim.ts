@@ -1,13 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { parseIso } from '../time/dateParser.js';
-import { msFromInstant } from '../time/instant.js';
+import type http from 'node:http';
 import { zoneOffsetMs } from '../time/zone.js';
 import {
   CalloutQueue, escapeXml, failedListEntry, failedListXml, notificationXml, parseCalloutTarget, type SimCalloutAttempt,
   type SimCalloutTarget, type SimNotification, SUBMIT_EVENT_TYPE,
 } from './calloutSender.js';
+import {
+  ChangeOrder, closeSim, concurDate, listBody, listenSim, nextPageLink, parseConcurDate, readBody, readListQuery,
+} from './concurList.js';
+
+export { concurDate, parseConcurDate };
 
 export type SimReport = {
   ID: string;
@@ -65,20 +67,6 @@ export type Change = { kind: 'created' | 'updated' | 'deleted'; id: string; last
 
 type StoredReport = SimReport & { modifiedMs: number };
 
-const byChange = (a: StoredReport, b: StoredReport): number => a.modifiedMs - b.modifiedMs || (a.ID < b.ID ? -1 : a.ID > b.ID ? 1 : 0);
-
-/** First index in `list` (sorted by `byChange`) for which `isAfter` holds. */
-function firstIndex(list: StoredReport[], isAfter: (r: StoredReport) => boolean): number {
-  let lo = 0;
-  let hi = list.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (isAfter(list[mid]!)) hi = mid;
-    else lo = mid + 1;
-  }
-  return lo;
-}
-
 /** One scripted answer to a list request, instead of the data. */
 export type ListFailure = {
   status: number;
@@ -135,22 +123,6 @@ export const BASIC_CREDENTIALS = { username: 'sim-user', password: 'sim-password
 const APPROVAL = [['A_NOTF', 'Not Submitted'], ['A_PEND', 'Submitted & Pending Approval'], ['A_APPR', 'Approved']] as const;
 
 /**
- * Concur's dates: wall clock without a zone (UTC unless the simulator is given one), and as many
- * fraction digits as needed (`2013-09-02T19:46:01.98`), which is exactly what pollbridge must read right.
- */
-export function concurDate(ms: number, zone = 'UTC'): string {
-  const iso = new Date(ms + zoneOffsetMs(zone, ms)).toISOString().slice(0, 23);
-  return iso.replace(/\.?0+$/, '');
-}
-
-/** A zone-less Concur date read in `zone`, ms; a wall-clock time that occurs twice is the earlier. */
-export function parseConcurDate(value: string, zone = 'UTC'): number | undefined {
-  if (!/^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?$/.test(value)) return undefined;
-  const at = parseIso(value, zone);
-  return at === undefined ? undefined : msFromInstant(at);
-}
-
-/**
  * A local stand-in for Concur's expense report API: the OAuth2 refresh-token grant with rotating
  * refresh tokens, `GET /api/v3.0/expense/reports` with modifiedDateAfter/Before, limit and an
  * opaque offset, and absolute `NextPage` links. Changes are made through methods (tests) or the
@@ -158,8 +130,7 @@ export function parseConcurDate(value: string, zone = 'UTC'): number | undefined
  */
 export class ConcurSim {
   private readonly reports = new Map<string, StoredReport>();
-  /** The reports by (modifiedMs, ID): pages are slices of it, so a sweep of 200k stays cheap. */
-  private readonly ordered: StoredReport[] = [];
+  private readonly ordered = new ChangeOrder<StoredReport>();
   private readonly jsonById = new Map<string, string>();
   private readonly accessTokens = new Map<string, number>();
   private validRefreshToken: string;
@@ -250,21 +221,8 @@ export class ConcurSim {
     return this.baseUrl;
   }
 
-  private async listen(port: number): Promise<{ server: http.Server; base: string }> {
-    let base = '';
-    const server = http.createServer((req, res) => {
-      this.handle(req, res, base).catch((err: unknown) => {
-        res.writeHead(500, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ Message: String(err) }));
-      });
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, this.options.host ?? '127.0.0.1', () => resolve());
-    });
-    const { address, port: bound } = server.address() as AddressInfo;
-    base = `http://${address.includes(':') ? `[${address}]` : address}:${bound}`;
-    return { server, base };
+  private listen(port: number): Promise<{ server: http.Server; base: string }> {
+    return listenSim((req, res, base) => this.handle(req, res, base), port, this.options.host ?? '127.0.0.1');
   }
 
   async stop(): Promise<void> {
@@ -272,10 +230,7 @@ export class ConcurSim {
     const servers = [this.server, this.geolocationServer].filter((s) => s !== undefined);
     this.server = undefined;
     this.geolocationServer = undefined;
-    for (const server of servers) {
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    }
+    for (const server of servers) await closeSim(server);
   }
 
   now(): number {
@@ -316,7 +271,7 @@ export class ConcurSim {
     };
     this.reports.set(id, report);
     this.remember(report);
-    this.insertOrdered(report);
+    this.ordered.insert(report);
     this.changes.push({ kind: 'created', id, lastModified: report.LastModifiedDate, madeMs: Date.now() });
     this.notifySubmitted(report);
     return this.publicReport(report);
@@ -327,10 +282,10 @@ export class ConcurSim {
     if (!report) throw new Error(`no report ${id}`);
     const ms = options.modifiedMs ?? this.nextModified();
     const next = APPROVAL[(APPROVAL.findIndex(([c]) => c === report.ApprovalStatusCode) + 1) % APPROVAL.length]!;
-    this.ordered.splice(firstIndex(this.ordered, (r) => byChange(r, report) >= 0), 1);
+    this.ordered.remove(report);
     Object.assign(report, { LastModifiedDate: concurDate(ms, this.dateZone), modifiedMs: ms, ApprovalStatusCode: next[0], ApprovalStatusName: next[1] });
     this.remember(report);
-    this.insertOrdered(report);
+    this.ordered.insert(report);
     this.changes.push({ kind: 'updated', id, lastModified: report.LastModifiedDate, madeMs: Date.now() });
     this.notifySubmitted(report);
     return this.publicReport(report);
@@ -340,16 +295,10 @@ export class ConcurSim {
   deleteReport(id: string): void {
     const report = this.reports.get(id);
     if (!report) throw new Error(`no report ${id}`);
-    this.ordered.splice(firstIndex(this.ordered, (r) => byChange(r, report) >= 0), 1);
+    this.ordered.remove(report);
     this.reports.delete(id);
     this.jsonById.delete(id);
     this.changes.push({ kind: 'deleted', id, lastModified: report.LastModifiedDate, madeMs: Date.now() });
-  }
-
-  private insertOrdered(report: StoredReport): void {
-    const last = this.ordered[this.ordered.length - 1];
-    if (!last || byChange(last, report) < 0) this.ordered.push(report);
-    else this.ordered.splice(firstIndex(this.ordered, (r) => byChange(r, report) > 0), 0, report);
   }
 
   /** One random change: a new report, or an update of an existing one. */
@@ -489,8 +438,7 @@ export class ConcurSim {
    * change first, ties by ID: the order offset paging walks.
    */
   private page(after: number | undefined, before: number | undefined, offset: number, limit: number) {
-    const lo = after === undefined ? 0 : firstIndex(this.ordered, (r) => r.modifiedMs > after);
-    const hi = before === undefined ? this.ordered.length : firstIndex(this.ordered, (r) => r.modifiedMs >= before);
+    const [lo, hi] = this.ordered.range(after, before);
     const pageIndex = Math.floor(offset / limit);
     const from = Math.min(lo + offset, hi);
     const list = this.faults.shuffleTies ? shuffledTies(this.ordered.slice(lo, hi)) : undefined;
@@ -511,27 +459,16 @@ export class ConcurSim {
   }
 
   private listReports(url: URL, send: (s: number, p: unknown) => void): void {
-    const q = url.searchParams;
-    const limit = Number(q.get('limit') ?? '25');
-    if (!Number.isInteger(limit) || limit < 1 || limit > 100) return send(400, { Message: 'limit must be between 1 and 100' });
-    const after = q.get('modifiedDateAfter');
-    const before = q.get('modifiedDateBefore');
-    const afterMs = after === null ? undefined : parseConcurDate(after, this.dateZone);
-    const beforeMs = before === null ? undefined : parseConcurDate(before, this.dateZone);
-    if ((after !== null && afterMs === undefined) || (before !== null && beforeMs === undefined)) {
-      return send(400, { Message: 'modifiedDateAfter/modifiedDateBefore must be yyyy-MM-dd or yyyy-MM-ddTHH:mm:ss' });
-    }
-    const offset = q.get('offset') ? Number(Buffer.from(q.get('offset')!, 'base64url').toString()) : 0;
+    const query = readListQuery(url.searchParams, this.dateZone);
+    if ('error' in query) return send(400, { Message: query.error });
+    const { limit, offset } = query;
     this.faults.beforePage?.(Math.floor(offset / limit));
-    const { raw, reports, more } = this.page(afterMs, beforeMs, offset, limit);
+    const { raw, reports, more } = this.page(query.afterMs, query.beforeMs, offset, limit);
     let nextPage: string | null = null;
-    if (more || this.faults.repeatNextPage) {
-      const next = new URL(url);
-      if (!this.faults.repeatNextPage) next.searchParams.set('offset', Buffer.from(String(offset + limit)).toString('base64url'));
-      nextPage = next.toString();
-    }
+    if (this.faults.repeatNextPage) nextPage = url.toString();
+    else if (more) nextPage = nextPageLink(url, offset + limit);
     const items = [...raw.map((item) => JSON.stringify(item) ?? 'null'), ...reports.map((r) => this.jsonById.get(r.ID)!)];
-    send(200, `{"Items":[${items.join(',')}],"NextPage":${JSON.stringify(nextPage)}}`);
+    send(200, listBody(items, nextPage));
   }
 
   /**
@@ -639,13 +576,4 @@ function shuffledTies(list: StoredReport[]): StoredReport[] {
     start = end;
   }
   return out;
-}
-
-function readBody(req: http.IncomingMessage): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
-  });
 }
