@@ -152,6 +152,8 @@ export class Daemon {
   private readonly wheel = new TimerWheel<StreamRuntime>((s, dueMs) => this.launch(s, dueMs));
   /** Polls running or waiting for their turn, for a stop to wait for. */
   private readonly inFlight = new Set<Promise<void>>();
+  /** Streams taken out while their poll was still ending, by key. */
+  private readonly retired = new Map<string, StreamRuntime>();
   /** Concur's failed-queue reader of each callout instance, with what it was started for. */
   private failedQueueLoops = new Map<string, { fingerprint: string; controller: AbortController; done: Promise<void> }>();
   private readonly limiter: OriginLimiter;
@@ -638,8 +640,9 @@ export class Daemon {
     for (const s of this.streams) if (!keptSet.has(s)) gates.set(s.instance.name, gates.get(s.instance.name) ?? s.gate);
     const added = planned.map(({ instance, resource, auth, opened }) => {
       const key = `${instance.name}/${resource.name}`;
-      const old = previous.get(key);
-      if (old) this.retire(old);
+      const running = previous.get(key);
+      if (running) this.retire(running);
+      const old = running ?? this.retired.get(key);
       // Progress is committed as polls go; the running stream knows the latest of it.
       const stream = old?.stream ?? opened;
       const offsetMs = instance.schedule.kind === 'interval' ? gridOffsetMs(instance.name, resource.name, instance.schedule.intervalMs) : 0;
@@ -689,6 +692,15 @@ export class Daemon {
     this.wheel.cancel(s);
     s.controller.abort();
     s.scheduler.dispose();
+    // A reload that brings the stream back before this poll has ended polls after it, from the
+    // progress it committed.
+    if (s.running) {
+      const running = s.running;
+      this.retired.set(s.key, s);
+      void running.finally(() => {
+        if (this.retired.get(s.key) === s) this.retired.delete(s.key);
+      });
+    }
   }
 
   /** When a stream polls first after a start or after a reload added it. */
