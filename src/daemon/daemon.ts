@@ -321,6 +321,9 @@ export class Daemon {
     this.stopping ??= (() => {
       this.stopped = true;
       this.loopController.abort();
+      // Now, not when the step in progress ends: a reload may wait seconds for a token refresh.
+      for (const s of this.streams) s.controller.abort();
+      for (const loop of this.failedQueueLoops.values()) loop.controller.abort();
       return this.step(() => this.stopNow());
     })();
     return this.stopping;
@@ -838,6 +841,8 @@ export class Daemon {
 
   /** The wheel says a stream's poll is due: it waits for its instance's gate and a slot, polls, and is scheduled again. */
   private launch(s: StreamRuntime, dueMs: number): void {
+    // The wheel runs until the stop's turn comes; a stop asked before then starts no poll.
+    if (this.stopped) return;
     s.dueMs = dueMs;
     const run = this.runDue(s, dueMs).catch((err: unknown) => {
       this.log.error('a poll ended unexpectedly; it is scheduled again', { instance: s.instance.name, resource: s.resource.name, error: (err as Error).message });

@@ -1,0 +1,65 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config/load.js';
+import { harness } from './helpers/harness.js';
+import { asGenericApi, SIM_ENV, type simConfig } from './helpers/simConfig.js';
+import { waitFor, writeJson } from './helpers/tmp.js';
+
+type InstanceJson = { name: string; provider: { baseUrl: string }; configuration: Record<string, unknown> };
+type ConfigJson = { database: string; instances: InstanceJson[] };
+
+const GENERIC_URL = "/generic/v1/reports?updated_since=${date:yyyy-MM-dd'T'HH:mm:ss.SSSXXX}&per_page=50";
+
+/** An instance of the harness config on the simulator's generic route (a static bearer token: any number may share one simulator). */
+function genericInstance(base: ReturnType<typeof simConfig>, name: string): InstanceJson {
+  const generic = asGenericApi(base, GENERIC_URL).instances[0]! as unknown as InstanceJson;
+  return { ...generic, name };
+}
+
+const POLL_ENDS = ['poll finished', 'poll interrupted; the next goes on from its last committed part', 'poll failed; the next poll goes on from its last committed part'];
+
+/** Start and end of every poll (a poll's log line says when it ended and how long it ran). */
+function polls(lines: Record<string, unknown>[], instance?: string) {
+  return lines.filter((l) => POLL_ENDS.includes(String(l.message)) && (instance === undefined || l.instance === instance)).map((l) => {
+    const end = Date.parse(String(l.timestamp));
+    return { instance: String(l.instance), resource: String(l.resource), start: end - Number(l.durationMs), end, message: String(l.message) };
+  });
+}
+
+describe('the timer wheel against a stop during a reload', () => {
+  /**
+   * Two instances polling every second; ConcurTest's token refresh hangs for 5 s and a reload
+   * removes ConcurTest, so the reload waits for that refresh before it ends. `busy`: Tickets'
+   * polls take a second each (one is in progress when the stop comes), else they are quick.
+   */
+  async function stopDuringSlowReload(busy: boolean) {
+    const h = await harness({}, {}, (base) => ({ ...base, instances: [...base.instances, genericInstance(base, 'Tickets')] }));
+    const json = JSON.parse(readFileSync(h.configFile, 'utf8')) as ConfigJson;
+    const ticketsOnly = loadConfig(writeJson(h.dir, 'tickets.json', { ...json, instances: json.instances.filter((i) => i.name === 'Tickets') }), { env: SIM_ENV });
+    const { daemon, logs } = h.daemon();
+    await daemon.start();
+    await waitFor('a poll of each instance', () => polls(logs.lines, 'ConcurTest').length > 0 && polls(logs.lines, 'Tickets').length > 0);
+    if (busy) h.sim.faults.listDelayMs = 1000;
+    h.sim.faults.tokenDelayMs = 5000;
+    const tokens = h.sim.tokenRequestCount;
+    h.sim.revokeAccessTokens();
+    await waitFor("ConcurTest's token refresh in flight", () => h.sim.tokenRequestCount > tokens);
+    const reloading = daemon.reload(() => ticketsOnly);
+    await waitFor("ConcurTest's poll cut short by the reload", () => polls(logs.lines, 'ConcurTest').some((p) => p.message.startsWith('poll interrupted')));
+    await waitFor(busy ? 'a poll of Tickets in progress' : 'Tickets between two polls', async () => ((await daemon.health()).polls ?? []).some((p) => p.instance === 'Tickets') === busy);
+    const stopAskedAt = Date.now();
+    await Promise.all([reloading, daemon.stop()]);
+    return { stopAskedAt, tickets: polls(logs.lines, 'Tickets') };
+  }
+
+  it('stop() asked while a reload waits for a token refresh: the poll in progress is cut short then, not seconds later', { timeout: 60_000 }, async () => {
+    const { stopAskedAt, tickets } = await stopDuringSlowReload(true);
+    const inProgress = tickets.filter((p) => p.start <= stopAskedAt && p.end >= stopAskedAt);
+    expect(inProgress.map((p) => p.message)).toEqual(['poll interrupted; the next goes on from its last committed part']);
+  });
+
+  it('stop() asked while a reload waits for a token refresh: no poll starts after it', { timeout: 60_000 }, async () => {
+    const { stopAskedAt, tickets } = await stopDuringSlowReload(false);
+    expect(tickets.filter((p) => p.start > stopAskedAt)).toEqual([]);
+  });
+});
