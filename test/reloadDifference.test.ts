@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
 import type { PollbridgeConfig } from '../src/config/types.js';
+import type { Store } from '../src/store/types.js';
+import { ThreadedStore } from '../dist/store/threadedStore.js';
 import { harness } from './helpers/harness.js';
 import { rng } from './helpers/rng.js';
 import { asGenericApi, SIM_ENV } from './helpers/simConfig.js';
@@ -124,6 +126,71 @@ describe('a reload applies the difference', () => {
     expect(alpha.length).toBeGreaterThan(6);
     expect(alpha.filter((p) => p.message !== 'poll finished')).toEqual([]);
     expect(overlaps(polls(logs.lines))).toEqual([]);
+  });
+
+  /**
+   * Alpha and Bravo, on the real store with one of Alpha's page commits held back (a slow commit,
+   * made to last) once `holdAlpha` is set; `release` lets it land.
+   */
+  async function withHeldCommit() {
+    const { h, configOf } = await fleet();
+    const streamIds = new Map<number, string>();
+    const held = { holdAlpha: false, release: undefined as (() => void) | undefined };
+    const wrap = (store: Store): Store => new Proxy(store, {
+      get(target, prop) {
+        if (prop === 'openStream') {
+          return async (...args: Parameters<Store['openStream']>) => {
+            const stream = await target.openStream(...args);
+            streamIds.set(stream.id, stream.instance);
+            return stream;
+          };
+        }
+        if (prop === 'commitPage') {
+          return async (...args: Parameters<Store['commitPage']>) => {
+            if (held.holdAlpha && streamIds.get(args[0]) === 'Alpha') {
+              held.holdAlpha = false;
+              await new Promise<void>((resolve) => { held.release = resolve; });
+            }
+            return target.commitPage(...args);
+          };
+        }
+        const value = Reflect.get(target, prop, target) as unknown;
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    const both = new Set(['Alpha', 'Bravo']);
+    const { daemon, logs } = h.daemon({ config: configOf(both, new Map()), openStore: async (path) => wrap(await ThreadedStore.open(path)) });
+    await daemon.start();
+    await waitFor('a poll of each', () => ['Alpha', 'Bravo'].every((n) => polls(logs.lines).some((p) => p.instance === n)));
+    held.holdAlpha = true;
+    h.sim.createReport();
+    await waitFor("Alpha's page commit held", () => held.release !== undefined);
+    /** After the reloads: Bravo polls every second, so two of its polls give Alpha's new stream (due at once) time to poll; then the commit lands. */
+    const finish = async () => {
+      const bravoPolls = polls(logs.lines).filter((p) => p.instance === 'Bravo').length;
+      await waitFor('two more polls of Bravo', () => polls(logs.lines).filter((p) => p.instance === 'Bravo').length >= bravoPolls + 2);
+      held.release!();
+      await waitFor('the report delivered to both', () => deliveredOnce(h, ['Alpha', 'Bravo']) === undefined, 20_000);
+      await daemon.stop();
+      expect(overlaps(polls(logs.lines))).toEqual([]);
+      expect(deliveredOnce(h, ['Alpha', 'Bravo'])).toBeUndefined();
+    };
+    return { daemon, configOf, both, finish };
+  }
+
+  it('a removed instance put back while its cut-short poll still commits a page: the new poll waits for it', { timeout: 60_000 }, async () => {
+    const { daemon, configOf, both, finish } = await withHeldCommit();
+    expect(await daemon.reload(() => configOf(new Set(['Bravo']), new Map()))).toBe(true);
+    expect(await daemon.reload(() => configOf(both, new Map()))).toBe(true);
+    await finish();
+  });
+
+  it('an instance changed twice in a row while its cut-short poll still commits a page: the last runtime waits for it too', { timeout: 60_000 }, async () => {
+    const { daemon, configOf, both, finish } = await withHeldCommit();
+    // Asked in one tick: the second may replace the first's runtime before the wheel launched it.
+    const reloads = [daemon.reload(() => configOf(both, new Map([['Alpha', 1]]))), daemon.reload(() => configOf(both, new Map([['Alpha', 2]])))];
+    expect(await Promise.all(reloads)).toEqual([true, true]);
+    await finish();
   });
 
   const SEEDS = Number(process.env.POLLBRIDGE_RELOAD_SEEDS ?? 3);

@@ -152,7 +152,10 @@ export class Daemon {
   private readonly wheel = new TimerWheel<StreamRuntime>((s, dueMs) => this.launch(s, dueMs));
   /** Polls running or waiting for their turn, for a stop to wait for. */
   private readonly inFlight = new Set<Promise<void>>();
-  /** Streams taken out while their poll was still ending, by key. */
+  /**
+   * Streams taken out while their poll was still ending (a page commit runs on after the abort),
+   * or before the poll they were to follow had ended, by key.
+   */
   private readonly retired = new Map<string, StreamRuntime>();
   /** Concur's failed-queue reader of each callout instance, with what it was started for. */
   private failedQueueLoops = new Map<string, { fingerprint: string; controller: AbortController; done: Promise<void> }>();
@@ -657,7 +660,8 @@ export class Daemon {
         controller: new AbortController(),
         dueMs: undefined,
         running: undefined,
-        after: old?.running,
+        // Its poll in progress, or, not launched yet, the one it was to follow.
+        after: old?.running ?? old?.after,
         // The last measured skew survives a restart: the first windows are read in the provider's time too.
         skew: old?.skew ?? { ms: stream.skewMs },
         lastCompletedAt: old?.lastCompletedAt ?? Date.now(),
@@ -696,11 +700,11 @@ export class Daemon {
     s.controller.abort();
     s.scheduler.dispose();
     // A reload that brings the stream back before this poll has ended polls after it, from the
-    // progress it committed.
-    if (s.running) {
-      const running = s.running;
+    // progress it committed. One not launched yet still owes the wait for the poll it was to follow.
+    const ending = s.running ?? s.after;
+    if (ending) {
       this.retired.set(s.key, s);
-      void running.finally(() => {
+      void ending.finally(() => {
         if (this.retired.get(s.key) === s) this.retired.delete(s.key);
       });
     }
