@@ -45,8 +45,8 @@ type InstanceJson = { name: string; configuration: Record<string, unknown> };
  * delay, so polls are in flight whenever a reload comes. `version` changes an instance (its
  * delivery timeout: nothing a poll sees), `present` says which are in the config.
  */
-async function fleet() {
-  const h = await harness({}, {}, (base) => {
+async function fleet(configuration: Record<string, unknown> = {}) {
+  const h = await harness(configuration, {}, (base) => {
     const generic = asGenericApi(base, GENERIC_URL).instances[0]!;
     return { ...base, instances: NAMES.map((name) => ({ ...generic, name })) };
   });
@@ -126,6 +126,26 @@ describe('a reload applies the difference', () => {
     expect(alpha.length).toBeGreaterThan(6);
     expect(alpha.filter((p) => p.message !== 'poll finished')).toEqual([]);
     expect(overlaps(polls(logs.lines))).toEqual([]);
+  });
+
+  it("an unchanged instance's schedule does not move while reloads change another: every poll due on its grid, one interval apart", { timeout: 60_000 }, async () => {
+    // Every 3 s on the interval grid (no cron): the due times are the stream's own.
+    const { h, configOf } = await fleet({ 'event.poller.refresh_interval': '0.05', 'pollbridge.poller.cron': undefined });
+    const both = new Set(['Alpha', 'Bravo']);
+    const { daemon, logs } = h.daemon({ config: configOf(both, new Map()) });
+    await daemon.start();
+    const finished = () => logs.lines.filter((l) => l.instance === 'Alpha' && l.message === 'poll finished');
+    await waitFor('a first poll of Alpha', () => finished().length >= 1);
+    for (let round = 1; finished().length < 5; round++) {
+      expect(round).toBeLessThan(100);
+      expect(await daemon.reload(() => configOf(both, new Map([['Bravo', round]])))).toBe(true);
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    const stopAskedAt = Date.now();
+    await daemon.stop();
+    const due = finished().map((l) => Date.parse(String(l.dueAt)));
+    expect(due.slice(1).map((d, i) => d - due[i]!)).toEqual(due.slice(1).map(() => 3000));
+    expect(polls(logs.lines).filter((p) => p.instance === 'Alpha' && p.end < stopAskedAt && p.message !== 'poll finished').map((p) => p.message)).toEqual([]);
   });
 
   /**
