@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
+import { instantFromMs } from '../src/time/instant.js';
 import { harness } from './helpers/harness.js';
 import { asGenericApi, SIM_ENV, type simConfig } from './helpers/simConfig.js';
 import { waitFor, writeJson } from './helpers/tmp.js';
@@ -26,7 +27,7 @@ function polls(lines: Record<string, unknown>[], instance?: string) {
   });
 }
 
-describe('the timer wheel against a stop during a reload', () => {
+describe('the timer wheel against stops and fleets', () => {
   /**
    * Two instances polling every second; ConcurTest's token refresh hangs for 5 s and a reload
    * removes ConcurTest, so the reload waits for that refresh before it ends. `busy`: Tickets'
@@ -61,5 +62,42 @@ describe('the timer wheel against a stop during a reload', () => {
   it('stop() asked while a reload waits for a token refresh: no poll starts after it', { timeout: 60_000 }, async () => {
     const { stopAskedAt, tickets } = await stopDuringSlowReload(false);
     expect(tickets.filter((p) => p.start > stopAskedAt)).toEqual([]);
+  });
+
+  it('stop() with 2,000 streams due at once and queued for 4 slots returns without running the queue, and nothing polls after it', { timeout: 120_000 }, async () => {
+    const h = await harness({}, {}, (base) => {
+      const generic = genericInstance(base, 'Co');
+      return { ...base, instances: Array.from({ length: 2000 }, (_, i) => ({ ...generic, name: `Co${i}` })) };
+    });
+    h.sim.faults.listDelayMs = 200;
+    // Asked to start a minute ago: every stream is due at once.
+    const { daemon, logs } = h.daemon({ maxConcurrentPolls: 4, since: instantFromMs(Date.now() - 60_000) });
+    await daemon.start();
+    await waitFor('the first polls in progress', async () => ((await daemon.health()).polls ?? []).length === 4);
+    const stopAskedAt = Date.now();
+    await daemon.stop();
+    const stoppedAt = Date.now();
+    const listed = h.sim.listQueries.length;
+    // The queue would take 2,000 × 200 ms / 4 = 100 s to run; a stop that did so would time the test out.
+    expect(polls(logs.lines).filter((p) => p.message === 'poll finished' && p.start > stopAskedAt)).toEqual([]);
+    expect(polls(logs.lines).filter((p) => p.start > stoppedAt)).toEqual([]);
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    expect(h.sim.listQueries.length).toBe(listed);
+    expect(listed).toBeLessThan(100);
+  });
+
+  it('run --once polls each of 300 streams once and returns', { timeout: 120_000 }, async () => {
+    const h = await harness({}, {}, (base) => {
+      const generic = genericInstance(base, 'Co');
+      return { ...base, instances: Array.from({ length: 300 }, (_, i) => ({ ...generic, name: `Co${i}` })) };
+    });
+    const report = h.sim.createReport();
+    const { daemon, logs } = h.daemon({ since: instantFromMs(Date.now() - 60_000) });
+    const result = await daemon.runOnce();
+    expect(result).toEqual({ failedPolls: 0, pending: 0, interrupted: false });
+    const finished = polls(logs.lines).filter((p) => p.message === 'poll finished');
+    expect(new Set(finished.map((p) => p.instance)).size).toBe(300);
+    expect(finished.length).toBe(300);
+    expect(h.events().filter((e) => e.objectId === report.ID).length).toBe(300);
   });
 });
