@@ -100,4 +100,19 @@ describe('the timer wheel against stops and fleets', () => {
     expect(finished.length).toBe(300);
     expect(h.events().filter((e) => e.objectId === report.ID).length).toBe(300);
   });
+
+  it("stop() while one company waits out a 5-minute 429 pause returns at once: neither its gate nor its poll's retry wait holds the stop", { timeout: 30_000 }, async () => {
+    const h = await harness({}, {}, (base) => ({ ...base, instances: [...base.instances, genericInstance(base, 'Tickets')] }));
+    const { daemon, logs } = h.daemon({ fetchPolicy: { retries: 3, minTimeoutMs: 10, maxRetryAfterSec: 300 } });
+    await daemon.start();
+    await waitFor('a poll of each instance', () => polls(logs.lines, 'ConcurTest').length > 0 && polls(logs.lines, 'Tickets').length > 0);
+    h.sim.faults.listFailures = [{ status: 429, retryAfter: '300' }, { status: 429, retryAfter: '300' }];
+    await waitFor('both 429s served', () => h.sim.faults.listFailures.length === 0);
+    const stopAskedAt = Date.now();
+    // A stop that waited out the pause would outlast the test's 30 s.
+    await daemon.stop();
+    const cut = polls(logs.lines).filter((p) => p.end >= stopAskedAt);
+    expect(cut.every((p) => p.message === 'poll interrupted; the next goes on from its last committed part')).toBe(true);
+    expect(cut.length).toBeGreaterThan(0);
+  });
 });
