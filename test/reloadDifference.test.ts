@@ -165,6 +165,13 @@ describe('a reload applies the difference', () => {
             return stream;
           };
         }
+        if (prop === 'openStreams') {
+          return async (...args: Parameters<Store['openStreams']>) => {
+            const streams = await target.openStreams(...args);
+            for (const stream of streams) streamIds.set(stream.id, stream.instance);
+            return streams;
+          };
+        }
         if (prop === 'commitPage') {
           return async (...args: Parameters<Store['commitPage']>) => {
             if (held.holdAlpha && streamIds.get(args[0]) === 'Alpha') {
