@@ -16,7 +16,7 @@ import { ThreadedStore } from '../store/threadedStore.js';
 import { CALLOUT_RESOURCE, type CalloutReceipt, type Store, type Stream } from '../store/types.js';
 import { type Instant, instantFromMs, msFromInstant } from '../time/instant.js';
 import { abortableSleep } from '../util/abortableSleep.js';
-import { Semaphore } from '../util/semaphore.js';
+import { Semaphore, type Slot } from '../util/semaphore.js';
 import { parseRetryAfter } from '../util/retryAfter.js';
 import { OriginLimiter } from '../poll/originLimiter.js';
 import { RateGate } from '../poll/rateGate.js';
@@ -826,12 +826,13 @@ export class Daemon {
   }
 
   /**
-   * Page reads of one stream: after its instance's pause for a 429, if any, and within the limit
-   * of requests in flight to the provider's origin. A 429 pauses the instance's other pages too.
+   * Page reads of one stream: after its instance's pause for a 429, if any (waited out without the
+   * poll's slot), and within the limit of requests in flight to the provider's origin. A 429
+   * pauses the instance's other pages too.
    */
-  private gatedGetText(s: StreamRuntime): GetText {
+  private gatedGetText(s: StreamRuntime, slot: Slot): GetText {
     return async (url, headers, signal) => {
-      await s.gate.wait(signal);
+      if (s.gate.pausedUntil > Date.now()) await slot.idle(() => s.gate.wait(signal));
       const response = await this.limiter.run(url, () => this.getText!(url, headers, signal));
       s.gate.answered(response.statusCode, parseRetryAfter(response.headers['retry-after'], Date.now()));
       return response;
@@ -879,7 +880,7 @@ export class Daemon {
   private async pollGuarded(s: StreamRuntime, signal: AbortSignal = this.loopController.signal, dueMs?: number): Promise<PollSummary | undefined> {
     const labels = { instance: s.instance.name, resource: s.resource.name };
     const log = this.log.child(labels);
-    return this.semaphore.use(async () => {
+    return this.semaphore.use(async (slot) => {
       if (signal.aborted) return undefined;
       const started = Date.now();
       const lag = dueMs === undefined ? {} : { dueAt: new Date(dueMs).toISOString(), lagMs: Math.max(0, started - dueMs) };
@@ -889,10 +890,10 @@ export class Daemon {
       try {
         const summary = await pollStream(s.instance, s.resource, s.stream, {
           store: this.store!,
-          getText: this.gatedGetText(s),
+          getText: this.gatedGetText(s, slot),
           auth: s.auth,
           log: this.log,
-          fetchPolicy: this.options.fetchPolicy ?? DEFAULT_FETCH_POLICY,
+          fetchPolicy: { ...(this.options.fetchPolicy ?? DEFAULT_FETCH_POLICY), whileWaiting: slot.idle },
           newId: newNotificationId,
           onQueued: () => this.deliverer?.wake(),
           maxPages: this.options.maxPages ?? 100_000,
