@@ -612,7 +612,7 @@ export class Daemon {
           callouts.set(instance.name, { config: instance, streamId, auth });
         }
       }
-      const opened = await store.openStreams(toOpen.map((o) => ({ instance: o.instance.name, resource: o.resource.name, initialCursor: o.initialCursor })));
+      const opened = toOpen.length === 0 ? [] : await store.openStreams(toOpen.map((o) => ({ instance: o.instance.name, resource: o.resource.name, initialCursor: o.initialCursor })));
       toOpen.forEach(({ instance, resource, auth, fresh }, i) => planned.push({ instance, resource, auth, fresh, opened: opened[i]! }));
     } catch (err) {
       await this.closeAuths([...auths.values()].filter((a) => a.fresh).map((a) => a.auth));
