@@ -72,6 +72,35 @@ describe('importAmplifyExport (pure)', () => {
     expect((globex.instance.configuration as Record<string, unknown>)['event.poller.configuration']).toBe(original);
   });
 
+  it('leaves out a secret a resource of event.poller.configuration holds (a field pollbridge does not read), object or JSON string', () => {
+    const resource = (secrets: Record<string, unknown>): Record<string, unknown> => ({
+      url: "/hubs/expense/reports?where=modifiedDateAfter='${date:yyyy-MM-dd'T'HH:mm:ss.SSS}'", idField: 'ID', pageSize: 50, ...secrets,
+    });
+    const configuration = (poller: unknown): Record<string, unknown> => ({
+      'event.vendor.type': 'polling', 'event.notification.callback.url': 'https://hooks.acme.io/concur', 'event.poller.configuration': poller,
+    });
+    const [asObject, asString] = importAmplifyExport([
+      { name: 'Nested Object', element: { key: 'concur' }, configuration: configuration({
+        reports: resource({ password: 'nested-pass-1', headers: { Authorization: 'Bearer nested-hdr-1' } }),
+        tokens: resource({ 'api.token': 'nested-tok-1' }),
+      }) },
+      { name: 'Nested String', element: { key: 'concur' }, configuration: configuration(JSON.stringify({ reports: resource({ clientSecret: 'nested-cs-2' }) })) },
+    ]);
+    const written = JSON.stringify([asObject!.instance, asString!.instance]);
+    for (const secret of ['nested-pass-1', 'nested-hdr-1', 'nested-tok-1', 'nested-cs-2']) expect(written).not.toContain(secret);
+    const poller = (i: ImportedInstance): unknown => (i.instance.configuration as Record<string, unknown>)['event.poller.configuration'];
+    // What pollbridge reads stays, resource names included (a resource may be called "tokens").
+    expect(poller(asObject!)).toEqual({ reports: resource({}), tokens: resource({}) });
+    expect(typeof poller(asString!)).toBe('string');
+    expect(JSON.parse(poller(asString!) as string)).toEqual({ reports: resource({}) });
+    expect(asObject!.dropped).toEqual(expect.arrayContaining([
+      'configuration["event.poller.configuration"].reports.password', 'configuration["event.poller.configuration"].reports.headers',
+      'configuration["event.poller.configuration"].tokens["api.token"]',
+    ]));
+    expect(asObject!.notes.join('; ')).toContain('left out 3 field(s) of event.poller.configuration that may hold secrets and that pollbridge does not read (reports.password, reports.headers, tokens["api.token"])');
+    expect(asString!.notes.join('; ')).toContain('(reports.clientSecret)');
+  });
+
   it('keeps a provider block, replacing its literal secrets and leaving its references', () => {
     const initech = byName(importAmplifyExport(read(ARRAY_EXPORT)), 'Initech EMEA');
     const auth = (initech.instance.provider as { auth: Record<string, string> }).auth;
