@@ -265,6 +265,18 @@ describe('pollbridge import amplify (built CLI)', () => {
     expect(readdirSync(target).filter((f) => f.endsWith('.tmp'))).toEqual([]);
   });
 
+  it('--dir other than the config\'s instancesDir: writes there, and warns that the daemon does not read them there', async () => {
+    const dir = tempDir();
+    const config = writeJson(dir, 'poller.config.json', { database: './p.db', instancesDir: 'instances.d' });
+    const elsewhere = await runCli(['import', 'amplify', ARRAY_EXPORT, '-c', config, '--dir', join(dir, 'review')]);
+    expect(elsewhere.code).toBe(0);
+    expect(readdirSync(join(dir, 'review'))).toHaveLength(3);
+    expect(elsewhere.stderr).toBe(`warning: ${join(dir, 'review')} is not the instancesDir of ${config} (${join(dir, 'instances.d')}): the daemon does not read these files until they are moved there`);
+    const same = await runCli(['import', 'amplify', ARRAY_EXPORT, '-c', config, '--dir', join(dir, 'instances.d')]);
+    expect(same.code).toBe(0);
+    expect(same.stderr).toBe('');
+  });
+
   it('warns when the credentials directory it is given can be read by others (the files themselves are 0600)', async () => {
     const dir = tempDir();
     const creds = join(dir, 'creds');
