@@ -64,6 +64,20 @@ describe('instancesDir: loading', () => {
     expect(loadConfig(s.path).instances.map((i) => [i.name, i.source])).toEqual([['Linked', s.file('linked.json')]]);
   });
 
+  it('refuses a symbolic link loop and a dangling link alone, each with its path, and loads the others', () => {
+    const s = setUp({}, { 'ok.json': named('Ok') });
+    symlinkSync('loop-b.json', s.file('loop-a.json'));
+    symlinkSync('loop-a.json', s.file('loop-b.json'));
+    symlinkSync('gone.json', s.file('dangling.json'));
+    const result = readConfig(s.path);
+    expect(result.config!.instances.map((i) => i.name)).toEqual(['Ok']);
+    expect(result.config!.refused.map((r) => [r.file, r.issues.map(formatIssue)])).toEqual([
+      [s.file('dangling.json'), [`${s.file('dangling.json')}: cannot read the file: ENOENT`]],
+      [s.file('loop-a.json'), [`${s.file('loop-a.json')}: cannot read the file: ELOOP`]],
+      [s.file('loop-b.json'), [`${s.file('loop-b.json')}: cannot read the file: ELOOP`]],
+    ]);
+  });
+
   it('allows no instances at all with a directory, with a warning; without one, no enabled instance stays an error', () => {
     const s = setUp({});
     const result = readConfig(s.path);
