@@ -1,9 +1,10 @@
-import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { formatIssue } from '../src/config/issues.js';
 import { DEFAULT_POLLING_LIMITS, loadConfig, readConfig } from '../src/config/load.js';
-import { runCli } from './helpers/cli.js';
+import { reloadDifference } from '../src/cli/runCommand.js';
+import { runCli, startCli } from './helpers/cli.js';
 import { instance } from './helpers/configs.js';
 import { tempDir, writeJson } from './helpers/tmp.js';
 
@@ -61,6 +62,20 @@ describe('instancesDir: loading', () => {
     const target = writeJson(tempDir(), 'shared.json', named('Linked'));
     symlinkSync(target, s.file('linked.json'));
     expect(loadConfig(s.path).instances.map((i) => [i.name, i.source])).toEqual([['Linked', s.file('linked.json')]]);
+  });
+
+  it('refuses a symbolic link loop and a dangling link alone, each with its path, and loads the others', () => {
+    const s = setUp({}, { 'ok.json': named('Ok') });
+    symlinkSync('loop-b.json', s.file('loop-a.json'));
+    symlinkSync('loop-a.json', s.file('loop-b.json'));
+    symlinkSync('gone.json', s.file('dangling.json'));
+    const result = readConfig(s.path);
+    expect(result.config!.instances.map((i) => i.name)).toEqual(['Ok']);
+    expect(result.config!.refused.map((r) => [r.file, r.issues.map(formatIssue)])).toEqual([
+      [s.file('dangling.json'), [`${s.file('dangling.json')}: cannot read the file: ENOENT`]],
+      [s.file('loop-a.json'), [`${s.file('loop-a.json')}: cannot read the file: ELOOP`]],
+      [s.file('loop-b.json'), [`${s.file('loop-b.json')}: cannot read the file: ELOOP`]],
+    ]);
   });
 
   it('allows no instances at all with a directory, with a warning; without one, no enabled instance stays an error', () => {
@@ -315,5 +330,34 @@ describe('pollbridge run with a refused instance file (built CLI)', () => {
       problems: [`${s.file('b.json')}: configuration["event.vendor.type"]: must be "polling", got "webhook"`],
     })]);
     expect(r.logs).toContainEqual(expect.objectContaining({ instance: 'A', message: expect.stringMatching(/^instance disabled/) }));
+  });
+});
+
+describe('pollbridge run: a reload of an instance directory says what it did (built CLI)', () => {
+  it('names at most 20 of each kind and counts the rest (a fleet added at once)', () => {
+    const fleet = new Map(Array.from({ length: 2000 }, (_, i) => [`Company${i}`, 'f']));
+    const difference = reloadDifference(new Map([['Old', 'f'], ['Company7', 'f']]), new Map([...fleet, ['Company7', 'g']]));
+    expect(difference.added).toHaveLength(21);
+    expect(difference.added.slice(0, 2)).toEqual(['Company0', 'Company1']);
+    expect(difference.added[20]).toBe('… and 1979 more');
+    expect(difference).toMatchObject({ removed: ['Old'], changed: ['Company7'] });
+  });
+
+  it('names the instances added, removed and changed, not the ones kept: a file renamed with the same instance is kept', { timeout: 60_000 }, async () => {
+    const s = setUp({}, { 'a.json': named('A'), 'b.json': named('B'), 'c.json': named('C'), 'keep.json': named('Kept') });
+    const p = startCli(['run', '-c', s.path, '--log-format', 'json']);
+    try {
+      await p.waitForLog('pollbridge started');
+      rmSync(s.file('a.json'));
+      writeJson(s.dir, 'b.json', named('B', { 'event.poller.refresh_interval': '5' }));
+      renameSync(s.file('c.json'), s.file('c-renamed.json'));
+      writeJson(s.dir, 'd.json', named('D'));
+      p.child.kill('SIGHUP');
+      const reloaded = await p.waitForLog('config reloaded');
+      expect(reloaded).toMatchObject({ instances: 4, added: ['D'], removed: ['A'], changed: ['B'] });
+    } finally {
+      p.child.kill('SIGTERM');
+      await p.exited;
+    }
   });
 });

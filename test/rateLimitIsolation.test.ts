@@ -27,7 +27,7 @@ async function fleet(answer?: Parameters<typeof startApiProxy>[1], listDelayMs =
   const dir = tempDir();
   return {
     sim, proxy, receiver, dir,
-    instance: (name: string) => tenantInstance(name, proxy.url, receiver.url, key, EVERY_SECOND),
+    instance: (name: string, apiUrl = proxy.url) => tenantInstance(name, apiUrl, receiver.url, key, EVERY_SECOND),
     async close() {
       await receiver.close();
       await sim.stop();
@@ -88,6 +88,41 @@ describe('polling.maxConcurrentPerOrigin', () => {
       expect(f.proxy.requests.length).toBeGreaterThanOrEqual(12);
       if (expectOne) expect(f.proxy.maxInFlight).toBe(1);
       else expect(f.proxy.maxInFlight).toBeGreaterThan(1);
+    });
+  }
+});
+
+/** Most requests in flight at once over several proxies: an answer sent before a request comes in at the same ms. */
+function maxOverlap(requests: { startMs: number; endMs: number | undefined }[]): number {
+  const edges = requests.flatMap((r) => [{ at: r.startMs, step: 1 }, { at: r.endMs ?? Infinity, step: -1 }])
+    .sort((a, b) => a.at - b.at || a.step - b.step);
+  let now = 0;
+  let max = 0;
+  for (const e of edges) max = Math.max(max, (now += e.step));
+  return max;
+}
+
+describe('polling.maxConcurrent', () => {
+  // Two API origins, each well under its own limit: only the total limit can hold them to one.
+  for (const [limit, expectOne] of [[1, true], [8, false]] as const) {
+    it(`keeps the polls in flight over all origins to ${limit}: two origins, two companies each, polling every second, each request held 400 ms`, async () => {
+      const f = await fleet(undefined, 400);
+      const other = await startApiProxy(f.sim.baseUrl);
+      const names = ['A1', 'A2', 'B1', 'B2'];
+      const instances = names.map((n) => f.instance(n, n.startsWith('A') ? f.proxy.url : other.url));
+      const config = writeJson(f.dir, 'c.json', { database: 'p.db', polling: { maxConcurrent: limit }, instances });
+      const p = startCli(['run', '-c', config]);
+      try {
+        await waitFor('three polls of every company', () => names.every((n) => linesOf(p.logs(), POLL_FINISHED, n).length >= 3), 30_000);
+      } finally {
+        await stopped(p);
+        await f.close();
+      }
+      expect(f.proxy.requests.length).toBeGreaterThanOrEqual(6);
+      expect(other.requests.length).toBeGreaterThanOrEqual(6);
+      const overlap = maxOverlap([...f.proxy.requests, ...other.requests]);
+      if (expectOne) expect(overlap).toBe(1);
+      else expect(overlap).toBeGreaterThan(1);
     });
   }
 });

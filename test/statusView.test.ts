@@ -57,7 +57,8 @@ describe('status times, as read', () => {
 describe('pollbridge status', () => {
   it('shows the last poll as a time ago, the next by the schedule, and gives every time as ISO-8601 UTC in --json', { timeout: 60_000 }, async () => {
     const port = await freePort();
-    // A 15-minute interval: after the first poll, the next is a quarter of an hour away.
+    // A 15-minute interval: after the first poll (at once, a backfill), the next is at the stream's
+    // grid point, anywhere within the quarter of an hour.
     const h = await harness({ 'pollbridge.poller.cron': undefined, 'event.poller.refresh_interval': '15' }, {}, (c) => ({ ...c, http: { listen: `127.0.0.1:${port}` } }));
     h.sim.createReport();
     const daemon = startCli(['run', '-c', h.configFile, '--since', new Date(Date.now() - 60_000).toISOString()], SIM_ENV);
@@ -92,6 +93,24 @@ describe('pollbridge status', () => {
     const stoppedJson = JSON.parse((await runCli(['status', '-c', h.configFile, '--json'], SIM_ENV)).stdout) as { daemonRunning: boolean; streams: { nextPollAt: unknown }[] };
     expect(stoppedJson.daemonRunning).toBe(false);
     expect(stoppedJson.streams[0]!.nextPollAt).toBeNull();
+  });
+
+  it('a running daemon without an address to ask: says why, not to set an http.listen the config has (port 0)', { timeout: 60_000 }, async () => {
+    for (const [listen, hint] of [
+      [undefined, '  (set http.listen in the config for its polls in progress and health here)'],
+      ['127.0.0.1:0', '  (http.listen has port 0: the daemon\'s address is in its log ("health and metrics listening"), not known here)'],
+    ] as const) {
+      const h = await harness({}, {}, (c) => (listen ? { ...c, http: { listen } } : c));
+      const daemon = startCli(['run', '-c', h.configFile], SIM_ENV);
+      try {
+        await daemon.waitForLog('poll finished');
+        const text = await runCli(['status', '-c', h.configFile], SIM_ENV);
+        expect(text.stdout).toContain(`\ndaemon: running on this database\n${hint}`);
+      } finally {
+        daemon.child.kill('SIGTERM');
+        await daemon.exited;
+      }
+    }
   });
 
   it('shows a poll in progress: since when, which page, which retry', { timeout: 60_000 }, async () => {

@@ -75,8 +75,10 @@ export async function runCommand(opts: RunOptions): Promise<void> {
     // A reload that has not begun yet will read the file as it is then: one is enough.
     if (reloadWaiting) return;
     reloadWaiting = true;
+    let before = new Map<string, string>();
     const reading = () => {
       reloadWaiting = false;
+      before = fingerprints(daemon.config);
       const result = readConfig(file, { databaseOverride: opts.db });
       if (!result.config) log.error('config reload refused: the running config stays', { problems: result.issues.map(formatIssue) });
       else {
@@ -87,7 +89,7 @@ export async function runCommand(opts: RunOptions): Promise<void> {
       return result.config;
     };
     daemon.reload(reading).then(
-      (applied) => { if (applied) log.info('config reloaded', { instances: daemon.config.instances.map((i) => i.name) }); },
+      (applied) => { if (applied) log.info('config reloaded', { instances: daemon.config.instances.length, ...reloadDifference(before, fingerprints(daemon.config)) }); },
       (err: unknown) => log.error('config reload refused: the running config stays', { error: (err as Error).message }),
     );
   };
@@ -103,4 +105,24 @@ export async function runCommand(opts: RunOptions): Promise<void> {
 /** An `instancesDir` file refused does not stop the run: one line each says which and why. */
 function logRefused(log: Logger, config: PollbridgeConfig): void {
   for (const { file, name, issues } of config.refused) log.error('instance file refused', { file, instance: name, problems: issues.map(formatIssue) });
+}
+
+/** How many instance names a reload line lists of each kind: a fleet's reload line stays one screen. */
+const RELOAD_NAMED = 20;
+
+const fingerprints = (config: PollbridgeConfig): Map<string, string> => new Map(config.instances.map((i) => [i.name, i.fingerprint]));
+
+/**
+ * What a reload did, by instance name: the instances it started, stopped and restarted. Those it
+ * kept (a file renamed or rewritten as it was) are not named: at thousands of instances a line
+ * naming all of them says nothing about the one that changed.
+ */
+export function reloadDifference(before: Map<string, string>, after: Map<string, string>): { added: string[]; removed: string[]; changed: string[] } {
+  const named = (names: string[]): string[] =>
+    names.length > RELOAD_NAMED ? [...names.slice(0, RELOAD_NAMED), `… and ${names.length - RELOAD_NAMED} more`] : names;
+  return {
+    added: named([...after.keys()].filter((n) => !before.has(n))),
+    removed: named([...before.keys()].filter((n) => !after.has(n))),
+    changed: named([...after].filter(([n, f]) => before.has(n) && before.get(n) !== f).map(([n]) => n)),
+  };
 }

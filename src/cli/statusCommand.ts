@@ -138,7 +138,9 @@ function daemonText(daemonRunning: boolean | undefined, health: DaemonHealth | u
     if (polls) for (const poll of polls) lines.push(`  polling ${poll.instance}/${poll.resource}: ${describePoll(poll, nowMs)}`);
     else if (health.polls.length > 0) lines.push(`  polling now: ${health.polls.length} streams`);
   } else if (daemonRunning && config) {
-    lines.push('  (set http.listen in the config for its polls in progress and health here)');
+    lines.push(config.http?.port === 0
+      ? '  (http.listen has port 0: the daemon\'s address is in its log ("health and metrics listening"), not known here)'
+      : '  (set http.listen in the config for its polls in progress and health here)');
   }
   return lines.join('\n') + '\n';
 }
