@@ -76,6 +76,9 @@ type ListenerSlot<L extends { url: string; close(): Promise<void> }> = {
   open(config: PollbridgeConfig): Promise<L>;
 };
 
+/** Concur's failed-queue reader of one callout instance: what it was started for, how to stop it, its wait to cut short. */
+type FailedQueueLoop = { fingerprint: string; controller: AbortController; nap: AbortController | undefined; done: Promise<void> };
+
 type StreamRuntime = {
   key: string;
   instance: InstanceConfig;
@@ -158,7 +161,7 @@ export class Daemon {
    */
   private readonly retired = new Map<string, StreamRuntime>();
   /** Concur's failed-queue reader of each callout instance, with what it was started for. */
-  private failedQueueLoops = new Map<string, { fingerprint: string; controller: AbortController; done: Promise<void> }>();
+  private failedQueueLoops = new Map<string, FailedQueueLoop>();
   private readonly limiter: OriginLimiter;
   private targets = new Map<string, DeliveryTarget>();
   private loopController = new AbortController();
@@ -753,7 +756,11 @@ export class Daemon {
     const wanted = new Map([...this.callouts.values()].filter((c) => (c.config.callout?.failedQueueMs ?? 0) > 0).map((c) => [c.config.name, c]));
     const ending = new Map<string, Promise<void>>();
     for (const [name, loop] of this.failedQueueLoops) {
-      if (wanted.get(name)?.config.fingerprint === loop.fingerprint) continue;
+      if (wanted.get(name)?.config.fingerprint === loop.fingerprint) {
+        // Kept, and asked for a round now: a reload is when an operator expects the queue read.
+        loop.nap?.abort();
+        continue;
+      }
       loop.controller.abort();
       ending.set(name, loop.done);
       this.failedQueueLoops.delete(name);
@@ -761,12 +768,16 @@ export class Daemon {
     for (const [name, c] of wanted) {
       if (this.failedQueueLoops.has(name)) continue;
       const controller = new AbortController();
-      const done = (async () => {
+      const loop: FailedQueueLoop = { fingerprint: c.config.fingerprint, controller, nap: undefined, done: Promise.resolve() };
+      loop.done = (async () => {
         // The reader it replaces may be in the middle of a DELETE: one reader per queue at a time.
         await ending.get(name);
-        await this.failedQueueLoop(c, controller.signal);
+        await this.failedQueueLoop(c, controller.signal, (ms) => {
+          loop.nap = new AbortController();
+          return abortableSleep(ms, AbortSignal.any([controller.signal, loop.nap.signal]));
+        });
       })();
-      this.failedQueueLoops.set(name, { fingerprint: c.config.fingerprint, controller, done });
+      this.failedQueueLoops.set(name, loop);
     }
   }
 
@@ -790,7 +801,7 @@ export class Daemon {
    * Concur's failed-notification queue of one instance, read at start and every
    * `failedQueueMinutes`. Its outcome is the callout stream's "last poll" in `status`.
    */
-  private async failedQueueLoop(instance: CalloutInstance, signal: AbortSignal): Promise<void> {
+  private async failedQueueLoop(instance: CalloutInstance, signal: AbortSignal, nap: (ms: number) => Promise<void>): Promise<void> {
     const labels = { instance: instance.config.name };
     const everyMs = instance.config.callout!.failedQueueMs;
     while (!signal.aborted) {
@@ -808,7 +819,7 @@ export class Daemon {
         this.log.error("Concur's failed-notification queue could not be read; trying again next round", { ...labels, error: message });
         await this.store!.failPoll(instance.streamId, message, Date.now()).catch(() => {});
       }
-      await abortableSleep(everyMs, signal);
+      await nap(everyMs);
     }
   }
 
