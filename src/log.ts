@@ -1,36 +1,17 @@
 import winston from 'winston';
+import { SecretIndex } from './util/secretIndex.js';
 
 export type Logger = winston.Logger;
 
 export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
-
-const MIN_SECRET = 4;
-/** Shorter starts tell little of a secret, and would often match the end of an innocent id. */
-const MIN_CUT = 6;
-
-/**
- * The start of a secret that ends `line`, at least MIN_CUT characters long, replaced: what a
- * cut excerpt of an answer (which echoed a token) leaves where the cut fell.
- */
-function redactCutEnd(line: string, secrets: readonly string[]): string {
-  for (const s of secrets) {
-    for (let i = Math.max(0, line.length - s.length + 1); i <= line.length - MIN_CUT; i++) {
-      if (line.charCodeAt(i) === s.charCodeAt(0) && s.startsWith(line.slice(i))) return line.slice(0, i) + '[redacted]';
-    }
-  }
-  return line;
-}
 
 /**
  * Replaces every known secret in a string, and the start of one that ends a line (an excerpt
  * cut inside it): tokens and keys must never reach a log line, whole or in part.
  */
 export function redactor(secrets: readonly string[]): (text: string) => string {
-  const sorted = [...secrets].filter((s) => s.length >= MIN_SECRET).sort((a, b) => b.length - a.length);
-  return (text) => {
-    const whole = sorted.reduce((t, s) => (t.includes(s) ? t.split(s).join('[redacted]') : t), text);
-    return sorted.length === 0 ? whole : whole.split('\n').map((line) => redactCutEnd(line, sorted)).join('\n');
-  };
+  const index = new SecretIndex(secrets);
+  return (text) => index.redact(text);
 }
 
 const redactFormat = winston.format((info, options: unknown) => {
@@ -89,6 +70,12 @@ const journaldPrefix = winston.format((info) => {
   return info;
 });
 
+/**
+ * Values learned at run time (access and refresh tokens) join the redacted ones; tokens long
+ * replaced are forgotten, or a fleet's hourly refreshes would grow the list without end.
+ */
+export type SecretSink = { addSecrets(values: readonly string[]): void; forgetSecrets(values: readonly string[]): void };
+
 export type LoggerOptions = { level?: string; secrets?: readonly string[]; stream?: NodeJS.WritableStream } & Partial<LogOutput>;
 
 /**
@@ -96,9 +83,9 @@ export type LoggerOptions = { level?: string; secrets?: readonly string[]; strea
  * config resolved redacted from every field whatever the format. `addSecrets` covers values
  * learned later (access tokens).
  */
-export function createLogger(options: LoggerOptions = {}): Logger & { addSecrets(values: string[]): void } {
-  const secrets = [...(options.secrets ?? [])];
-  let redact = redactor(secrets);
+export function createLogger(options: LoggerOptions = {}): Logger & SecretSink {
+  const secrets = new SecretIndex(options.secrets ?? []);
+  const redact = (text: string): string => secrets.redact(text);
   const logger = winston.createLogger({
     level: options.level ?? 'info',
     format: winston.format.combine(
@@ -111,9 +98,11 @@ export function createLogger(options: LoggerOptions = {}): Logger & { addSecrets
     transports: [new winston.transports.Stream({ stream: options.stream ?? process.stdout })],
   });
   return Object.assign(logger, {
-    addSecrets(values: string[]) {
-      secrets.push(...values);
-      redact = redactor(secrets);
+    addSecrets(values: readonly string[]) {
+      for (const v of values) secrets.add(v);
+    },
+    forgetSecrets(values: readonly string[]) {
+      for (const v of values) secrets.delete(v);
     },
   });
 }

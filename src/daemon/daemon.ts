@@ -7,7 +7,7 @@ import { newNotificationId } from '../util/ids.js';
 import type { CalloutListenConfig, HttpConfig, InstanceConfig, PollbridgeConfig, ResourceConfig } from '../config/types.js';
 import { Deliverer, type DeliveryTarget } from '../deliver/deliverer.js';
 import { DEFAULT_MAX_RETRY_AFTER_SEC } from '../deliver/retryPolicy.js';
-import type { Logger } from '../log.js';
+import type { Logger, SecretSink } from '../log.js';
 import { type Authenticator, createAuthenticator, TOKEN_REQUEST_TIMEOUT_MS } from '../poll/auth.js';
 import { DEFAULT_FETCH_POLICY, type FetchPolicy } from '../poll/retry.js';
 import { createGetText, createHttpClient, type GetText } from '../poll/httpClient.js';
@@ -29,7 +29,7 @@ import { TimerWheel } from './timerWheel.js';
 
 export type DaemonOptions = {
   config: PollbridgeConfig;
-  log: Logger & { addSecrets?(values: string[]): void };
+  log: Logger & Partial<SecretSink>;
   /** First start only: announce changes since this instant (overrides backfillFrom). */
   since?: Instant;
   fetchPolicy?: FetchPolicy;
@@ -123,6 +123,9 @@ export class StartError extends Error {}
  */
 const STALL_POLLS = 3;
 
+/** The access and refresh tokens of an instance's last three refreshes stay redacted. */
+const TOKENS_REDACTED_PER_INSTANCE = 6;
+
 /** Log lines and health reasons name streams up to this many; past it, they count them. */
 const NAMED_STREAMS = 20;
 
@@ -155,6 +158,10 @@ export class Daemon {
   private readonly wheel = new TimerWheel<StreamRuntime>((s, dueMs) => this.launch(s, dueMs));
   /** Polls running or waiting for their turn, for a stop to wait for. */
   private readonly inFlight = new Set<Promise<void>>();
+  /** Tokens learned at run time, per instance, oldest first. */
+  private readonly shownTokens = new Map<string, string[]>();
+  /** The running config's secrets, as a set; made again after a reload. */
+  private configSecrets: Set<string> | undefined;
   /**
    * Streams taken out while their poll was still ending (a page commit runs on after the abort),
    * or before the poll they were to follow had ended, by key.
@@ -406,6 +413,7 @@ export class Daemon {
     this.applyLimits(plan.config);
     this.metrics.setPerInstance(plan.config.metricsPerInstance);
     this.options = { ...this.options, config: plan.config };
+    this.configSecrets = undefined;
     this.install(plan, previous);
     if (httpChanged) {
       await this.httpServer?.close();
@@ -631,9 +639,25 @@ export class Daemon {
       instance: instance.name,
       log: this.log.child({ instance: instance.name }),
       policy: this.options.fetchPolicy ?? DEFAULT_FETCH_POLICY,
-      onSecret: (v) => this.options.log.addSecrets?.([v]),
+      onSecret: (v) => this.showToken(instance.name, v),
       limit: (url, request) => this.limiter.run(url, request),
     });
+  }
+
+  /**
+   * A token learned at run time joins the redacted secrets; an instance's tokens older than its
+   * last few refreshes (expired or rotated away) leave them, unless the config holds them.
+   */
+  private showToken(instance: string, value: string): void {
+    this.options.log.addSecrets?.([value]);
+    const shown = this.shownTokens.get(instance) ?? [];
+    if (shown.includes(value)) return;
+    shown.push(value);
+    this.shownTokens.set(instance, shown);
+    if (shown.length <= TOKENS_REDACTED_PER_INSTANCE) return;
+    const old = shown.shift()!;
+    this.configSecrets ??= new Set(this.config.secrets);
+    if (!this.configSecrets.has(old)) this.options.log.forgetSecrets?.([old]);
   }
 
   /**
