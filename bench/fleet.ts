@@ -195,6 +195,8 @@ export async function fleet(): Promise<Row[]> {
     // Polls due in the watched span may finish a little after it.
     await sleep(5_000);
     const lines = d.tail.read();
+    const died = d.child.exitCode ?? d.child.signalCode;
+    if (died !== null) log(`fleet: the daemon DIED during the run (${died}); the rows after its death are missing`);
     const stats = await sim.ask({ type: 'stats' }, 'stats', 10_000);
 
     const polls = pollsOf(lines, startedMs, INTERVAL_MS);
@@ -214,7 +216,7 @@ export async function fleet(): Promise<Row[]> {
 
     return [
       { metric: `${name}: start-up, spawn → "pollbridge started" (baseline: the bare loop's spawn → ready)`, value: startupS, unit: 's', baseline: bare.startMs / 1000, target: `≤ ${TARGET.startS} s`, ok: startupS <= TARGET.startS },
-      { metric: `${name}: start-up, spawn → every stream scheduled${lines.some((l) => l.message === 'streams scheduled') ? '' : ' (no such line: → the last first poll began)'}`, value: scheduledMs === undefined ? NaN : (scheduledMs - d.spawnedMs) / 1000, unit: 's', target: '—', ok: true },
+      { metric: `${name}: start-up, spawn → every stream scheduled`, value: scheduledMs === undefined ? NaN : (scheduledMs - d.spawnedMs) / 1000, unit: 's', target: '—', ok: true },
       { metric: `${name}: first round, lag p50 (${first.length} of ${streams} streams polled)`, value: lagS(first, 50), unit: 's', target: '—', ok: first.length === streams },
       { metric: `${name}: first round, lag p95`, value: lagS(first, 95), unit: 's', target: '—', ok: true },
       { metric: `${name}: first round, lag max`, value: lagS(first, 100), unit: 's', target: '—', ok: true },
@@ -227,6 +229,7 @@ export async function fleet(): Promise<Row[]> {
       { metric: `${name}: reload of one changed instance file, SIGHUP → its next request shows the change`, value: reloadS, unit: 's', target: `≤ ${TARGET.reloadS} s`, ok: reloadS <= TARGET.reloadS },
       { metric: `${name}: reload, lag p95 of the others' polls due within ${RELOAD_WATCH_MS / 1000} s (${others.length})`, value: lagS(others, 95), unit: 's', target: `≤ ${TARGET.lagP95s} s`, ok: lagS(others, 95) <= TARGET.lagP95s },
       { metric: `${name}: reload, polls interrupted`, value: interrupted, unit: 'polls', target: '0', ok: interrupted === 0 },
+      { metric: `${name}: the daemon exited during the run${died === null ? '' : ` (${died})`}`, value: died === null ? 0 : 1, unit: 'exits', target: '0', ok: died === null },
       { metric: `${name}: invalid_grant answers (refresh tokens rotate on every refresh)`, value: stats.daemon.invalidGrant, unit: 'answers', target: '0', ok: stats.daemon.invalidGrant === 0 },
       { metric: `${name}: 429s at ${RATE_LIMIT_PER_SEC} requests/s per company`, value: stats.daemon.rateLimited, unit: 'answers', target: '—', ok: true },
     ];
