@@ -124,7 +124,9 @@ function startDaemon(dir: string, file: string): Daemon {
   const path = join(dir, 'daemon.log');
   const out = openSync(path, 'w');
   const spawnedMs = Date.now();
-  const child = spawn(process.execPath, [...startScriptNodeFlags(), CLI, 'run', '-c', file, '--log-format', 'json'], { cwd: dir, stdio: ['ignore', out, 'inherit'] });
+  // As in parts.ts: `BENCH_DAEMON_FLAGS="--cpu-prof --cpu-prof-dir=DIR"` profiles the daemon.
+  const extra = process.env.BENCH_DAEMON_FLAGS?.split(' ').filter((f) => f !== '') ?? [];
+  const child = spawn(process.execPath, [...startScriptNodeFlags(), ...extra, CLI, 'run', '-c', file, '--log-format', 'json'], { cwd: dir, stdio: ['ignore', out, 'inherit'] });
   closeSync(out);
   const fd = openSync(path, 'r');
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
