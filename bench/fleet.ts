@@ -60,6 +60,15 @@ function statusKb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
   return m ? Number(m[1]) : NaN;
 }
 
+/** A reading of a process that may have died meanwhile (its rows then say NaN, the others stand). */
+function ifAlive(read: () => number): number {
+  try {
+    return read();
+  } catch {
+    return NaN;
+  }
+}
+
 const lagS = (polls: Poll[], p: number): number => (polls.length === 0 ? NaN : percentile(polls.map((x) => x.lagMs), p) / 1000);
 
 type Layout = { file: string; instanceFile: (company: number) => { path: string; inline: boolean }; layout: string };
@@ -133,11 +142,13 @@ function startDaemon(dir: string, file: string): Daemon {
   return { child, tail: new LogTail(fd), spawnedMs, exited, close: () => closeSync(fd) };
 }
 
-/** Reads the log every 250 ms until `done` holds; false when `timeoutMs` passed first. */
+const hasExited = (d: Daemon): boolean => d.child.exitCode !== null || d.child.signalCode !== null;
+
+/** Reads the log every 250 ms until `done` holds; false when `timeoutMs` passed first or the daemon exited. */
 async function waitLog(daemon: Daemon, done: (lines: LogLine[]) => boolean, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (daemon.child.exitCode !== null || daemon.child.signalCode !== null) throw new Error(`the daemon exited (${daemon.child.exitCode ?? daemon.child.signalCode})`);
+    if (hasExited(daemon)) return false;
     if (done(daemon.tail.read())) return true;
     if (Date.now() > deadline) return false;
     await sleep(250);
@@ -164,7 +175,9 @@ export async function fleet(): Promise<Row[]> {
     log(`fleet: the daemon, ${companies} companies (${layout.layout}), ${LATENCY_MS} ms answers, a 1-minute schedule…`);
     daemon = startDaemon(dir, layout.file);
     const d = daemon;
-    if (!(await waitLog(d, (lines) => lines.some((l) => l.message === 'pollbridge started'), 120_000))) throw new Error('the daemon did not log "pollbridge started" within 120 s');
+    if (!(await waitLog(d, (lines) => lines.some((l) => l.message === 'pollbridge started'), 120_000))) {
+      throw new Error(`the daemon did not log "pollbridge started" within 120 s${hasExited(d) ? ` (it exited: ${d.child.exitCode ?? d.child.signalCode})` : ''}`);
+    }
     const startedLine = d.tail.lines.find((l) => l.message === 'pollbridge started')!;
     const startedMs = timestampMs(startedLine);
     const startupS = (startedMs - d.spawnedMs) / 1000;
@@ -173,29 +186,32 @@ export async function fleet(): Promise<Row[]> {
     await waitLog(d, (lines) => firstPolled(lines) >= streams, 2 * INTERVAL_MS + 30_000);
 
     const steadyFrom = Date.now();
-    const cpu0 = processCpuMs(d.child.pid!);
+    const cpu0 = ifAlive(() => processCpuMs(d.child.pid!));
     const rss: number[] = [];
     log(`fleet: first round ${firstPolled(d.tail.lines)} of ${streams} streams; ${minutes} steady min…`);
     const steadyUntil = steadyFrom + minutes * INTERVAL_MS;
     await waitLog(d, () => {
-      rss.push(statusKb(d.child.pid!, 'VmRSS') / 1024);
+      rss.push(ifAlive(() => statusKb(d.child.pid!, 'VmRSS')) / 1024);
       return Date.now() >= steadyUntil;
     }, minutes * INTERVAL_MS + 10_000);
-    const cpu1 = processCpuMs(d.child.pid!);
+    const cpu1 = ifAlive(() => processCpuMs(d.child.pid!));
     const steadyTo = Date.now();
-    const hwmMb = statusKb(d.child.pid!, 'VmHWM') / 1024;
+    const hwmMb = ifAlive(() => statusKb(d.child.pid!, 'VmHWM')) / 1024;
 
     // Reload: one company's pageSize changes; its requests ask for that many records from then on.
     const changed = Math.floor(companies / 2);
-    const seen = sim.ask({ type: 'watch', company: changed, limit: RELOADED_PAGE_SIZE }, 'seen', INTERVAL_MS + RELOAD_WATCH_MS);
-    changePageSize(layout, changed, RELOADED_PAGE_SIZE);
     const hupMs = Date.now();
-    d.child.kill('SIGHUP');
-    log(`fleet: SIGHUP with ${fleetInstanceName(changed)} changed; watching ${RELOAD_WATCH_MS / 1000} s…`);
-    const seenAt = await seen.then((s) => s.atMs, () => NaN);
-    await sleep(hupMs + RELOAD_WATCH_MS - Date.now());
-    // Polls due in the watched span may finish a little after it.
-    await sleep(5_000);
+    let seenAt = NaN;
+    if (!hasExited(d)) {
+      const seen = sim.ask({ type: 'watch', company: changed, limit: RELOADED_PAGE_SIZE }, 'seen', INTERVAL_MS + RELOAD_WATCH_MS);
+      changePageSize(layout, changed, RELOADED_PAGE_SIZE);
+      d.child.kill('SIGHUP');
+      log(`fleet: SIGHUP with ${fleetInstanceName(changed)} changed; watching ${RELOAD_WATCH_MS / 1000} s…`);
+      seenAt = await seen.then((s) => s.atMs, () => NaN);
+      await sleep(hupMs + RELOAD_WATCH_MS - Date.now());
+      // Polls due in the watched span may finish a little after it.
+      await sleep(5_000);
+    }
     const lines = d.tail.read();
     const died = d.child.exitCode ?? d.child.signalCode;
     if (died !== null) log(`fleet: the daemon DIED during the run (${died}); the rows after its death are missing`);
@@ -210,7 +226,7 @@ export async function fleet(): Promise<Row[]> {
     const interrupted = lines.filter((l) => l.message === 'poll interrupted; the next goes on from its last committed part' && timestampMs(l) >= hupMs).length;
     const scheduledMs = scheduledAllMs(lines, first, streams);
     const reloadS = (seenAt - hupMs) / 1000;
-    const rssMax = Math.max(...rss);
+    const rssMax = Math.max(...rss.filter((r) => !Number.isNaN(r)));
     const expected = Math.round((streams * (steadyTo - steadyFrom)) / INTERVAL_MS);
     log(`fleet: ${polls.length} polls; first round ${first.length}/${streams}; steady ${steady.length} due, ${steadyFinished} finished (about ${expected} due); `
       + `sim: ${stats.daemon.tokens} token requests, ${stats.daemon.invalidGrant} invalid_grant, ${stats.daemon.rateLimited} 429s (${stats.companiesRateLimited} companies), ${stats.daemon.unauthorized} 401s; `
