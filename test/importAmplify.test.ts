@@ -72,6 +72,35 @@ describe('importAmplifyExport (pure)', () => {
     expect((globex.instance.configuration as Record<string, unknown>)['event.poller.configuration']).toBe(original);
   });
 
+  it('leaves out a secret a resource of event.poller.configuration holds (a field pollbridge does not read), object or JSON string', () => {
+    const resource = (secrets: Record<string, unknown>): Record<string, unknown> => ({
+      url: "/hubs/expense/reports?where=modifiedDateAfter='${date:yyyy-MM-dd'T'HH:mm:ss.SSS}'", idField: 'ID', pageSize: 50, ...secrets,
+    });
+    const configuration = (poller: unknown): Record<string, unknown> => ({
+      'event.vendor.type': 'polling', 'event.notification.callback.url': 'https://hooks.acme.io/concur', 'event.poller.configuration': poller,
+    });
+    const [asObject, asString] = importAmplifyExport([
+      { name: 'Nested Object', element: { key: 'concur' }, configuration: configuration({
+        reports: resource({ password: 'nested-pass-1', headers: { Authorization: 'Bearer nested-hdr-1' } }),
+        tokens: resource({ 'api.token': 'nested-tok-1' }),
+      }) },
+      { name: 'Nested String', element: { key: 'concur' }, configuration: configuration(JSON.stringify({ reports: resource({ clientSecret: 'nested-cs-2' }) })) },
+    ]);
+    const written = JSON.stringify([asObject!.instance, asString!.instance]);
+    for (const secret of ['nested-pass-1', 'nested-hdr-1', 'nested-tok-1', 'nested-cs-2']) expect(written).not.toContain(secret);
+    const poller = (i: ImportedInstance): unknown => (i.instance.configuration as Record<string, unknown>)['event.poller.configuration'];
+    // What pollbridge reads stays, resource names included (a resource may be called "tokens").
+    expect(poller(asObject!)).toEqual({ reports: resource({}), tokens: resource({}) });
+    expect(typeof poller(asString!)).toBe('string');
+    expect(JSON.parse(poller(asString!) as string)).toEqual({ reports: resource({}) });
+    expect(asObject!.dropped).toEqual(expect.arrayContaining([
+      'configuration["event.poller.configuration"].reports.password', 'configuration["event.poller.configuration"].reports.headers',
+      'configuration["event.poller.configuration"].tokens["api.token"]',
+    ]));
+    expect(asObject!.notes.join('; ')).toContain('left out 3 field(s) of event.poller.configuration that may hold secrets and that pollbridge does not read (reports.password, reports.headers, tokens["api.token"])');
+    expect(asString!.notes.join('; ')).toContain('(reports.clientSecret)');
+  });
+
   it('keeps a provider block, replacing its literal secrets and leaving its references', () => {
     const initech = byName(importAmplifyExport(read(ARRAY_EXPORT)), 'Initech EMEA');
     const auth = (initech.instance.provider as { auth: Record<string, string> }).auth;
@@ -234,6 +263,18 @@ describe('pollbridge import amplify (built CLI)', () => {
     expect(JSON.parse(readFileSync(join(target, 'acme-corp.json'), 'utf8'))).toMatchObject({ name: 'Acme Corp' });
     expect(readFileSync(join(creds, 'globex-uberseehandel-gmbh.client-secret'), 'utf8')).toBe('fixture-globex-client-secret-0e4d77');
     expect(readdirSync(target).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+  });
+
+  it('--dir other than the config\'s instancesDir: writes there, and warns that the daemon does not read them there', async () => {
+    const dir = tempDir();
+    const config = writeJson(dir, 'poller.config.json', { database: './p.db', instancesDir: 'instances.d' });
+    const elsewhere = await runCli(['import', 'amplify', ARRAY_EXPORT, '-c', config, '--dir', join(dir, 'review')]);
+    expect(elsewhere.code).toBe(0);
+    expect(readdirSync(join(dir, 'review'))).toHaveLength(3);
+    expect(elsewhere.stderr).toBe(`warning: ${join(dir, 'review')} is not the instancesDir of ${config} (${join(dir, 'instances.d')}): the daemon does not read these files until they are moved there`);
+    const same = await runCli(['import', 'amplify', ARRAY_EXPORT, '-c', config, '--dir', join(dir, 'instances.d')]);
+    expect(same.code).toBe(0);
+    expect(same.stderr).toBe('');
   });
 
   it('warns when the credentials directory it is given can be read by others (the files themselves are 0600)', async () => {

@@ -71,6 +71,34 @@ describe('reloads and stop are one queue', () => {
   });
 });
 
+describe('a reload does not pause delivery', () => {
+  it('a notification in flight when a reload adds an instance is answered on its first attempt, its connection never cut', { timeout: 60_000 }, async () => {
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => { release = resolve; });
+    let arrived = 0;
+    const h = await harness({}, {}, undefined, async () => {
+      arrived++;
+      await held;
+      return 200;
+    });
+    const { daemon, logs } = h.daemon();
+    await daemon.start();
+    h.sim.createReport();
+    await waitFor('a notification at the receiver, held', () => arrived === 1);
+    const next = rewrite(h.configFile, (c) => {
+      const running = c.instances[0]!;
+      c.instances = [running, { ...running, name: 'Added', configuration: { ...running.configuration, 'event.notification.enabled': 'false' } }];
+    });
+    expect(await daemon.reload(() => next)).toBe(true);
+    expect(daemon.config.instances.map((i) => i.name)).toEqual(['ConcurTest', 'Added']);
+    release();
+    await waitFor('the held notification delivered', () => logs.messages('notification delivered').length === 1);
+    expect(logs.messages('notification delivered')[0]).toMatchObject({ attempt: 1, statusCode: 200 });
+    expect(arrived).toBe(1);
+    expect(h.receiver.accepted).toHaveLength(1);
+  });
+});
+
 describe('a refused reload leaves the running config running', () => {
   it('another process holds the write lock while the new config adds an instance: the old streams go on polling', { timeout: 90_000 }, async () => {
     const h = await harness();

@@ -74,7 +74,7 @@ describe('health and metrics', () => {
     await daemon.start();
     const healthz = async () => {
       const res = await fetch(`${daemon.httpUrl}/healthz`);
-      return { status: res.status, body: (await res.json()) as { status: string; reasons: string[] } };
+      return { status: res.status, body: (await res.json()) as { status: string; reasons: string[]; streams: number; late: number; lateStreams: string[] } };
     };
     await waitFor('a first poll', async () => (await healthz()).status === 200);
     h.sim.faults.tokenError = { status: 400, error: 'invalid_grant' };
@@ -83,7 +83,43 @@ describe('health and metrics', () => {
       const r = await healthz();
       return r.status === 503 ? r : undefined;
     });
-    expect(stalled.body.reasons).toEqual([expect.stringMatching(/^ConcurTest\/reports: no completed poll for \d+ s, while 3 scheduled polls came and went$/)]);
+    expect(stalled.body.reasons).toEqual([expect.stringMatching(/^1 of 1 streams late \(3 scheduled polls came and went without one completing\): ConcurTest\/reports \(no completed poll for \d+ s\)$/)]);
+    expect(stalled.body).toMatchObject({ streams: 1, late: 1, lateStreams: ['ConcurTest/reports'] });
+    h.sim.faults.tokenError = undefined;
+    await waitFor('200 again', async () => (await healthz()).status === 200);
+  });
+
+  it('/healthz counts every late stream and names the first five, the longest late first', async () => {
+    const h = await harness({}, {}, (c) => {
+      const instance = c.instances[0]!;
+      const reports = instance.configuration['event.poller.configuration'].reports;
+      const resources = Object.fromEntries(['r1', 'r2', 'r3', 'r4', 'r5', 'r6', 'r7'].map((r) => [r, reports]));
+      return { ...c, http: { listen: '127.0.0.1:0' }, instances: [{ ...instance, configuration: { ...instance.configuration, 'event.poller.configuration': resources } }] };
+    });
+    const { daemon } = h.daemon();
+    await daemon.start();
+    type Health = { status: number; body: { reasons: string[]; streams: number; late: number; lateStreams: string[] } };
+    const healthz = async (): Promise<Health> => {
+      const res = await fetch(`${daemon.httpUrl}/healthz`);
+      return { status: res.status, body: (await res.json()) as Health['body'] };
+    };
+    await waitFor('healthy', async () => (await healthz()).status === 200);
+    h.sim.faults.tokenError = { status: 400, error: 'invalid_grant' };
+    h.sim.revokeAccessTokens();
+    const stalled = await waitFor('all seven late', async () => {
+      const r = await healthz();
+      return r.body.late === 7 ? r : undefined;
+    });
+    expect(stalled.status).toBe(503);
+    expect(stalled.body.streams).toBe(7);
+    expect(stalled.body.lateStreams).toHaveLength(5);
+    expect(new Set(stalled.body.lateStreams).size).toBe(5);
+    for (const s of stalled.body.lateStreams) expect(s).toMatch(/^ConcurTest\/r[1-7]$/);
+    expect(stalled.body.reasons).toEqual([expect.stringMatching(/^7 of 7 streams late \(3 scheduled polls came and went without one completing\): (ConcurTest\/r[1-7] \(no completed poll for \d+ s\), ){4}ConcurTest\/r[1-7] \(no completed poll for \d+ s\) and 2 more$/)]);
+    const named = [...stalled.body.reasons[0]!.matchAll(/(ConcurTest\/r\d) \(no completed poll for (\d+) s\)/g)];
+    expect(named.map((m) => m[1])).toEqual(stalled.body.lateStreams);
+    const seconds = named.map((m) => Number(m[2]));
+    expect(seconds).toEqual([...seconds].sort((a, b) => b - a));
     h.sim.faults.tokenError = undefined;
     await waitFor('200 again', async () => (await healthz()).status === 200);
   });

@@ -1,20 +1,13 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { createScheduler, nextIntervalRun } from '../src/daemon/schedule.js';
+import { createScheduler } from '../src/daemon/schedule.js';
 
 const T0 = Date.parse('2026-11-22T07:00:00Z');
 
 describe('interval schedule', () => {
-  it('runs at once the first time, then interval apart from the last start', () => {
-    expect(nextIntervalRun(undefined, T0, 60_000)).toBe(T0);
-    expect(nextIntervalRun(T0, T0 + 10_000, 60_000)).toBe(T0 + 60_000);
-  });
-
-  it('after an overrun, runs once at once instead of a burst of missed runs', () => {
-    expect(nextIntervalRun(T0, T0 + 5 * 60_000, 60_000)).toBe(T0 + 5 * 60_000);
-  });
-
-  it('when the clock goes backwards, waits one interval from now, not the gap', () => {
-    expect(nextIntervalRun(T0, T0 - 3_600_000, 60_000)).toBe(T0 - 3_600_000 + 60_000);
+  it('polls on the stream\'s grid: its first poll at its place, the next an interval on', () => {
+    const s = createScheduler({ kind: 'interval', intervalMs: 0.5 * 60_000 }, 7_000);
+    expect(s.first(T0, { cursorMs: T0, settleMs: 0, backfill: false })).toBe(T0 + 7_000);
+    expect(s.next(T0 + 7_000, T0 + 8_000)).toBe(T0 + 37_000);
   });
 });
 
@@ -27,17 +20,13 @@ describe('cron schedule', () => {
     vi.useFakeTimers({ now: T0 + 1_500 });
     const s = createScheduler({ kind: 'cron', expression: '*/10 * * * * *' });
     try {
-      expect(s.msUntilNext(undefined, Date.now())).toBe(0);
-      expect(s.msUntilNext(T0, Date.now())).toBe(8_500);
+      expect(s.first(Date.now(), { cursorMs: T0, settleMs: 0, backfill: false })).toBe(Date.now());
+      expect(s.next(T0, Date.now())).toBe(T0 + 10_000);
       vi.setSystemTime(T0 + 59_000);
-      expect(s.msUntilNext(T0, Date.now())).toBe(1_000);
+      expect(s.next(T0, Date.now())).toBe(T0 + 60_000);
     } finally {
       s.dispose();
     }
   });
 
-  it('interval schedules convert decimal minutes', () => {
-    const s = createScheduler({ kind: 'interval', intervalMs: 0.5 * 60_000 });
-    expect(s.msUntilNext(T0, T0 + 10_000)).toBe(20_000);
-  });
 });

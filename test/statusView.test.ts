@@ -32,14 +32,15 @@ describe('status times, as read', () => {
     expect(isoOrNull(undefined)).toBeNull();
   });
 
-  it('finds the next poll from the schedule: an interval from the last poll, a cron at its next match', () => {
+  it('finds the next poll from the schedule: an interval stream at its grid point (at once when overdue), a cron at its next match', () => {
     const interval = { kind: 'interval', intervalMs: 60_000 } as const;
-    expect(nextPollAt(interval, now - 20_000, now)).toBe(now + 40_000);
-    expect(nextPollAt(interval, now - 90_000, now)).toBe(now);
-    expect(nextPollAt(interval, undefined, now)).toBe(now);
+    // now is 12:00:00; the stream's place is 25 s into each minute.
+    expect(nextPollAt(interval, 25_000, now - 20_000, now)).toBe(now + 25_000);
+    expect(nextPollAt(interval, 25_000, now - 90_000, now)).toBe(now);
+    expect(nextPollAt(interval, 25_000, undefined, now)).toBe(now + 25_000);
     const cron = { kind: 'cron', expression: '*/10 * * * * *' } as const;
     const before = Date.now();
-    const next = nextPollAt(cron, before - 1000, before);
+    const next = nextPollAt(cron, 0, before - 1000, before);
     expect(next).toBeGreaterThan(before);
     expect(next - before).toBeLessThanOrEqual(10_000);
     expect(new Date(next).getUTCSeconds() % 10).toBe(0);
@@ -56,7 +57,8 @@ describe('status times, as read', () => {
 describe('pollbridge status', () => {
   it('shows the last poll as a time ago, the next by the schedule, and gives every time as ISO-8601 UTC in --json', { timeout: 60_000 }, async () => {
     const port = await freePort();
-    // A 15-minute interval: after the first poll, the next is a quarter of an hour away.
+    // A 15-minute interval: after the first poll (at once, a backfill), the next is at the stream's
+    // grid point, anywhere within the quarter of an hour.
     const h = await harness({ 'pollbridge.poller.cron': undefined, 'event.poller.refresh_interval': '15' }, {}, (c) => ({ ...c, http: { listen: `127.0.0.1:${port}` } }));
     h.sim.createReport();
     const daemon = startCli(['run', '-c', h.configFile, '--since', new Date(Date.now() - 60_000).toISOString()], SIM_ENV);
@@ -65,7 +67,8 @@ describe('pollbridge status', () => {
       const text = await runCli(['status', '-c', h.configFile], SIM_ENV);
       expect(text.stderr).toBe('');
       expect(text.stdout).toMatch(/INSTANCE +RESOURCE +CURSOR +LAST POLL +RESULT +NEXT POLL +PENDING/);
-      expect(text.stdout).toMatch(/\nConcurTest +reports +\S+ +(?:now|\d+ s ago) +ok +in 1[45] min +\d+ +0 +0/);
+      // The next poll is at the stream's place in its 15-minute interval.
+      expect(text.stdout).toMatch(/\nConcurTest +reports +\S+ +(?:now|\d+ s ago) +ok +(?:in (?:\d+ min|\d+ s)|now) +\d+ +0 +0/);
       expect(text.stdout).toContain('\ndaemon: running on this database\n');
 
       const json = JSON.parse((await runCli(['status', '-c', h.configFile, '--json'], SIM_ENV)).stdout) as {
@@ -90,6 +93,24 @@ describe('pollbridge status', () => {
     const stoppedJson = JSON.parse((await runCli(['status', '-c', h.configFile, '--json'], SIM_ENV)).stdout) as { daemonRunning: boolean; streams: { nextPollAt: unknown }[] };
     expect(stoppedJson.daemonRunning).toBe(false);
     expect(stoppedJson.streams[0]!.nextPollAt).toBeNull();
+  });
+
+  it('a running daemon without an address to ask: says why, not to set an http.listen the config has (port 0)', { timeout: 60_000 }, async () => {
+    for (const [listen, hint] of [
+      [undefined, '  (set http.listen in the config for its polls in progress and health here)'],
+      ['127.0.0.1:0', '  (http.listen has port 0: the daemon\'s address is in its log ("health and metrics listening"), not known here)'],
+    ] as const) {
+      const h = await harness({}, {}, (c) => (listen ? { ...c, http: { listen } } : c));
+      const daemon = startCli(['run', '-c', h.configFile], SIM_ENV);
+      try {
+        await daemon.waitForLog('poll finished');
+        const text = await runCli(['status', '-c', h.configFile], SIM_ENV);
+        expect(text.stdout).toContain(`\ndaemon: running on this database\n${hint}`);
+      } finally {
+        daemon.child.kill('SIGTERM');
+        await daemon.exited;
+      }
+    }
   });
 
   it('shows a poll in progress: since when, which page, which retry', { timeout: 60_000 }, async () => {

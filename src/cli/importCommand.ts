@@ -21,7 +21,7 @@ export async function importAmplifyCommand(file: string, opts: ImportAmplifyOpti
     throw new UserError(`--base-url must be an absolute http(s) URL, got "${opts.baseUrl}"`);
   }
   const imported = readExport(file, opts.baseUrl);
-  const { dir, why } = targetDir(opts);
+  const { dir, why, warning } = targetDir(opts);
   const credentialsDir = opts.credentialsDir === undefined ? undefined : resolve(opts.credentialsDir);
   const configFiles = imported.map((i) => ({ path: join(dir, i.fileName), imported: i }));
   const credentials = imported.flatMap((i) => i.credentials);
@@ -48,6 +48,7 @@ export async function importAmplifyCommand(file: string, opts: ImportAmplifyOpti
     say(`wrote ${path} ("${i.name}")${describeChanges(i)}`);
   }
   for (const line of credentialReport(credentials, credentialsDir)) say(line);
+  if (warning !== undefined) process.stderr.write(warning + '\n');
   const dirMode = credentialsDir !== undefined && secretFiles.length > 0 ? statSync(credentialsDir).mode & 0o077 : 0;
   if (dirMode !== 0) process.stderr.write(`warning: ${credentialsDir} can be read by other users: chmod 0700 it\n`);
 }
@@ -77,9 +78,10 @@ function readExport(file: string, baseUrl: string | undefined): ImportedInstance
 /**
  * `--dir`, else the `instancesDir` of the config, else `instances.d` beside it. The config is
  * read as raw JSON: it may not validate yet, precisely because its instances are still to come.
+ * A `--dir` other than the config's `instancesDir` is allowed (files to review first), with a
+ * warning: the daemon would not read them there.
  */
-function targetDir(opts: ImportAmplifyOptions): { dir: string; why: string } {
-  if (opts.dir !== undefined) return { dir: resolve(opts.dir), why: '--dir' };
+function targetDir(opts: ImportAmplifyOptions): { dir: string; why: string; warning?: string } {
   const config = resolve(configPath(opts.config));
   let raw: unknown;
   try {
@@ -87,9 +89,16 @@ function targetDir(opts: ImportAmplifyOptions): { dir: string; why: string } {
   } catch {
     raw = undefined;
   }
-  if (isObject(raw) && typeof raw.instancesDir === 'string' && raw.instancesDir !== '') {
-    return { dir: resolve(dirname(config), raw.instancesDir), why: `the instancesDir of ${config}` };
+  const configured = isObject(raw) && typeof raw.instancesDir === 'string' && raw.instancesDir !== ''
+    ? resolve(dirname(config), raw.instancesDir) : undefined;
+  if (opts.dir !== undefined) {
+    const dir = resolve(opts.dir);
+    const warning = configured !== undefined && configured !== dir
+      ? `warning: ${dir} is not the instancesDir of ${config} (${configured}): the daemon does not read these files until they are moved there`
+      : undefined;
+    return { dir, why: '--dir', ...(warning ? { warning } : {}) };
   }
+  if (configured !== undefined) return { dir: configured, why: `the instancesDir of ${config}` };
   const state = raw === undefined ? (existsSync(config) ? 'cannot be read as JSON' : 'does not exist') : 'names no instancesDir';
   return { dir: resolve(dirname(config), 'instances.d'), why: `beside ${config}, which ${state}: it needs "instancesDir": "instances.d"` };
 }

@@ -14,6 +14,7 @@ import { writeError } from './logOutput.js';
 import { runCommand } from './runCommand.js';
 import { simCommand } from './simCommand.js';
 import { statusCommand } from './statusCommand.js';
+import { LAGGING_PERIODS, SUMMARY_ABOVE_STREAMS } from './statusView.js';
 import { numberOption } from './options.js';
 import { UserError } from './userError.js';
 import { validateCommand } from './validateCommand.js';
@@ -71,9 +72,14 @@ export function buildProgram(): Command {
     .description('cursors, last polls, backlog, dead letters, last errors')
     .addOption(configOption())
     .addOption(dbOption())
-    .option('--json', 'machine-readable output')
+    .option('--json', 'machine-readable output (the filters apply)')
+    .option('--instance <name>', 'only these instances; `*` matches any run of characters; repeatable', collect)
+    .option('--failing', 'only streams whose last poll failed')
+    .option('--lagging', `only streams with no completed poll for more than ${LAGGING_PERIODS} of their intervals (needs the config)`)
+    .option('--all', `every stream in the table, even above ${SUMMARY_ABOVE_STREAMS} (where a summary is shown otherwise)`)
     .addHelpText('after', examples(
       'pollbridge status -c poller.config.json         # with the config: next polls, and the running daemon\'s view',
+      'pollbridge status -c poller.config.json --failing --instance \'acme-*\'',
       'pollbridge status --db /var/lib/pollbridge/pollbridge.db --json',
     ))
     .action(statusCommand);

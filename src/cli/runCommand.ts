@@ -1,7 +1,8 @@
 import { formatIssue } from '../config/issues.js';
 import { loadConfig, readConfig } from '../config/load.js';
 import { Daemon } from '../daemon/daemon.js';
-import { createLogger } from '../log.js';
+import type { PollbridgeConfig } from '../config/types.js';
+import { createLogger, type Logger } from '../log.js';
 import { instantFromMs } from '../time/instant.js';
 import { releaseSignals } from './heldSignals.js';
 import { stdoutLogOutput, writeError } from './logOutput.js';
@@ -44,6 +45,7 @@ export async function runCommand(opts: RunOptions): Promise<void> {
   const config = loadConfig(file, { databaseOverride: opts.db });
   const log = createLogger({ level, secrets: config.secrets, ...output });
   for (const warning of config.warnings) log.warn('config warning', { problem: formatIssue(warning) });
+  logRefused(log, config);
   const daemon = new Daemon({
     config,
     log,
@@ -73,14 +75,21 @@ export async function runCommand(opts: RunOptions): Promise<void> {
     // A reload that has not begun yet will read the file as it is then: one is enough.
     if (reloadWaiting) return;
     reloadWaiting = true;
+    let before = new Map<string, string>();
     const reading = () => {
       reloadWaiting = false;
+      before = fingerprints(daemon.config);
       const result = readConfig(file, { databaseOverride: opts.db });
       if (!result.config) log.error('config reload refused: the running config stays', { problems: result.issues.map(formatIssue) });
+      else {
+        // Before the daemon takes the config: a refused file's line may be the first to meet its secrets.
+        log.addSecrets(result.config.secrets);
+        logRefused(log, result.config);
+      }
       return result.config;
     };
     daemon.reload(reading).then(
-      (applied) => { if (applied) log.info('config reloaded', { instances: daemon.config.instances.map((i) => i.name) }); },
+      (applied) => { if (applied) log.info('config reloaded', { instances: daemon.config.instances.length, ...reloadDifference(before, fingerprints(daemon.config)) }); },
       (err: unknown) => log.error('config reload refused: the running config stays', { error: (err as Error).message }),
     );
   };
@@ -91,4 +100,29 @@ export async function runCommand(opts: RunOptions): Promise<void> {
   await Promise.race([stopRequested, failed]);
   log.info('stopping');
   await daemon.stop();
+}
+
+/** An `instancesDir` file refused does not stop the run: one line each says which and why. */
+function logRefused(log: Logger, config: PollbridgeConfig): void {
+  for (const { file, name, issues } of config.refused) log.error('instance file refused', { file, instance: name, problems: issues.map(formatIssue) });
+}
+
+/** How many instance names a reload line lists of each kind: a fleet's reload line stays one screen. */
+const RELOAD_NAMED = 20;
+
+const fingerprints = (config: PollbridgeConfig): Map<string, string> => new Map(config.instances.map((i) => [i.name, i.fingerprint]));
+
+/**
+ * What a reload did, by instance name: the instances it started, stopped and restarted. Those it
+ * kept (a file renamed or rewritten as it was) are not named: at thousands of instances a line
+ * naming all of them says nothing about the one that changed.
+ */
+export function reloadDifference(before: Map<string, string>, after: Map<string, string>): { added: string[]; removed: string[]; changed: string[] } {
+  const named = (names: string[]): string[] =>
+    names.length > RELOAD_NAMED ? [...names.slice(0, RELOAD_NAMED), `… and ${names.length - RELOAD_NAMED} more`] : names;
+  return {
+    added: named([...after.keys()].filter((n) => !before.has(n))),
+    removed: named([...before.keys()].filter((n) => !after.has(n))),
+    changed: named([...after].filter(([n, f]) => before.has(n) && before.get(n) !== f).map(([n]) => n)),
+  };
 }

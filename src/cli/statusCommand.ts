@@ -1,13 +1,18 @@
 import { loadConfig } from '../config/load.js';
-import type { HttpConfig, PollbridgeConfig, Schedule } from '../config/types.js';
+import type { HttpConfig, InstanceConfig, PollbridgeConfig, Schedule } from '../config/types.js';
 import type { PollInProgress } from '../daemon/httpServer.js';
-import { createScheduler, nextIntervalRun } from '../daemon/schedule.js';
+import { gridOffsetMs, nextGridPoint } from '../daemon/pollTimes.js';
+import { createScheduler } from '../daemon/schedule.js';
 import { isDaemonLockHeld } from '../store/lock.js';
 import { CALLOUT_RESOURCE, type StreamStatus } from '../store/types.js';
 import { isoFromInstant } from '../time/instant.js';
 import { instantOrDash, isoOrNull, relativeOrDash, relativeTime, table } from './format.js';
 import { withCliStore } from './openStore.js';
 import { configPath } from './options.js';
+import {
+  instanceMatcher, isFiltered, lagOf, periodOf, type StreamFilter, streamMatcher, streamPeriodMs, type StreamView, SUMMARY_ABOVE_STREAMS, SUMMARY_SECTION_LINES, summaryText,
+} from './statusView.js';
+import { UserError } from './userError.js';
 
 /**
  * How long to wait for /healthz. It checks that the database takes a write, and a locked
@@ -51,11 +56,13 @@ function unconfigured(streams: readonly StreamStatus[], configured: ReadonlySet<
 
 /**
  * When the daemon polls a stream next, by its schedule. A cron schedule names the instant; an
- * interval counts from the last poll's start, and the database keeps its end, so the estimate
- * can be late by that poll's duration. Before a first poll, one is due at once.
+ * interval stream polls at its grid point (`offsetMs` in the interval), or at once when its last
+ * poll is more than an interval ago. A cron stream not polled yet is due at once.
  */
-export function nextPollAt(schedule: Schedule, lastPollAt: number | undefined, nowMs: number): number {
-  if (schedule.kind === 'interval') return nextIntervalRun(lastPollAt, nowMs, schedule.intervalMs);
+export function nextPollAt(schedule: Schedule, offsetMs: number, lastPollAt: number | undefined, nowMs: number): number {
+  if (schedule.kind === 'interval') {
+    return lastPollAt !== undefined && nowMs - lastPollAt > schedule.intervalMs ? nowMs : nextGridPoint(nowMs, schedule.intervalMs, offsetMs);
+  }
   if (lastPollAt === undefined) return nowMs;
   const scheduler = createScheduler(schedule);
   try {
@@ -72,45 +79,102 @@ export function describePoll(poll: Pick<PollInProgress, 'since' | 'page' | 'retr
   return `started ${relativeTime(since, nowMs)} (${poll.since}), ${where}`;
 }
 
-type StreamView = StreamStatus & {
-  /** With a config, when the stream is next polled (undefined: not polled: no daemon, or not configured). */
-  nextPollAt?: number;
-  polling?: PollInProgress;
-};
+function memo<T>(cache: Map<string, T>, key: string, make: () => T): T {
+  if (!cache.has(key)) cache.set(key, make());
+  return cache.get(key)!;
+}
 
+/**
+ * Each stream with what the config and the daemon add: its next poll, its poll in progress, its
+ * period and whether it lags. Periods are worked out once per instance (a cron schedule's takes
+ * a matcher), and instances found by name in a map: thousands of streams stay cheap.
+ */
 function streamViews(streams: readonly StreamStatus[], config: PollbridgeConfig | undefined, daemonRunning: boolean | undefined, health: DaemonHealth | undefined, nowMs: number): StreamView[] {
+  const instances = new Map(config?.instances.map((i) => [i.name, i]));
+  const periods = new Map<string, number>();
+  const periodOfInstance = (i: InstanceConfig): number => memo(periods, i.name, () => periodOf(i.schedule));
+  // A cron's next run is the same for every stream of the instance that has been polled.
+  const cronNext = new Map<string, number>();
+  const next = (i: InstanceConfig, resource: string, lastPollAt: number | undefined): number => {
+    if (i.schedule.kind === 'cron') return lastPollAt === undefined ? nowMs : memo(cronNext, i.name, () => nextPollAt(i.schedule, 0, lastPollAt, nowMs));
+    return nextPollAt(i.schedule, gridOffsetMs(i.name, resource, i.schedule.intervalMs), lastPollAt, nowMs);
+  };
+  const polls = new Map(health?.polls.map((p) => [`${p.instance}\n${p.resource}`, p]));
   return streams.map((s) => {
-    const instance = config?.instances.find((i) => i.name === s.instance && i.enabled && i.resources.some((r) => r.name === s.resource));
-    const polling = health?.polls.find((p) => p.instance === s.instance && p.resource === s.resource);
-    const next = instance && daemonRunning !== false ? nextPollAt(instance.schedule, s.lastPollAt, nowMs) : undefined;
-    return { ...s, ...(next !== undefined ? { nextPollAt: next } : {}), ...(polling ? { polling } : {}) };
+    const instance = instances.get(s.instance);
+    const polled = instance?.enabled && instance.resources.some((r) => r.name === s.resource) ? instance : undefined;
+    const polling = polls.get(`${s.instance}\n${s.resource}`);
+    const nextAt = polled && daemonRunning !== false ? next(polled, s.resource, s.lastPollAt) : undefined;
+    const periodMs = config ? streamPeriodMs(instance, s.resource, periodOfInstance) : undefined;
+    return {
+      ...s, ...(nextAt !== undefined ? { nextPollAt: nextAt } : {}), ...(polling ? { polling } : {}),
+      ...(periodMs !== undefined ? { periodMs } : {}), ...lagOf(s, periodMs, nowMs),
+      // With a config, a stream it does not poll is not lagging; without one there is no telling.
+      ...(config && periodMs === undefined ? { lagging: false } : {}),
+    };
   });
 }
 
-export async function statusCommand(opts: { db?: string; config?: string; json?: boolean }): Promise<void> {
+export type StatusOptions = {
+  db?: string;
+  config?: string;
+  json?: boolean;
+  instance?: string[];
+  failing?: boolean;
+  lagging?: boolean;
+  all?: boolean;
+};
+
+/** What the daemon says about itself; in a summary, its reasons cut short and its polls counted. */
+function daemonText(daemonRunning: boolean | undefined, health: DaemonHealth | undefined, config: PollbridgeConfig | undefined, polls: readonly PollInProgress[] | undefined, nowMs: number): string {
+  const lines = [daemonRunning === true ? 'daemon: running on this database'
+    : daemonRunning === false ? 'daemon: not running on this database (nothing is polled or sent until `pollbridge run`)'
+      : 'daemon: cannot tell whether one is running (the database\'s lock file is not readable)'];
+  if (health) {
+    lines.push(`daemon (${health.url}): ${health.status}`);
+    const reasons = polls ? health.reasons : health.reasons.slice(0, SUMMARY_SECTION_LINES);
+    for (const reason of reasons) lines.push(`  ${reason}`);
+    if (reasons.length < health.reasons.length) lines.push(`  … and ${health.reasons.length - reasons.length} more reasons`);
+    if (polls) for (const poll of polls) lines.push(`  polling ${poll.instance}/${poll.resource}: ${describePoll(poll, nowMs)}`);
+    else if (health.polls.length > 0) lines.push(`  polling now: ${health.polls.length} streams`);
+  } else if (daemonRunning && config) {
+    lines.push(config.http?.port === 0
+      ? '  (http.listen has port 0: the daemon\'s address is in its log ("health and metrics listening"), not known here)'
+      : '  (set http.listen in the config for its polls in progress and health here)');
+  }
+  return lines.join('\n') + '\n';
+}
+
+export async function statusCommand(opts: StatusOptions): Promise<void> {
+  const filter: StreamFilter = { instances: opts.instance ?? [], failing: opts.failing === true, lagging: opts.lagging === true };
+  // Lagging is judged against the schedule, which only the config has.
+  if (filter.lagging && opts.db) throw new UserError('--lagging needs the config (the schedules say when a stream lags): use -c FILE instead of --db');
   // With --db there may be no config to read (another machine's copy of the database).
   const config = opts.db ? undefined : loadConfig(configPath(opts.config));
   const health = await daemonHealth(config?.http);
   await withCliStore({ db: opts.db ?? config!.database }, { readonly: true }, async (store, path) => {
     const streams = await store.streams();
     const counts = await store.notificationCounts();
-    const callouts = await store.calloutCounts();
     const now = Date.now();
     const daemonRunning = isDaemonLockHeld(path);
     const views = streamViews(streams, config, daemonRunning, health, now);
+    const instance = instanceMatcher(filter.instances);
+    const selected = views.filter(streamMatcher(filter));
+    const callouts = (await store.calloutCounts()).filter((c) => instance(c.instance));
     // Without a config (--db) there is no telling which instances are still configured.
-    const waiting = config ? unconfigured(streams, new Set(config.instances.map((i) => i.name))) : [];
+    const waiting = config ? unconfigured(streams, new Set(config.instances.map((i) => i.name))).filter((w) => instance(w.instance)) : [];
     if (opts.json) {
       const status = {
         now: isoOrNull(now),
         daemonRunning: daemonRunning ?? null,
-        streams: views.map((s) => ({
+        streams: selected.map(({ periodMs: _periodMs, lagMs: _lagMs, ...s }) => ({
           ...s,
           cursor: s.resource === CALLOUT_RESOURCE ? null : isoFromInstant(s.cursor),
           lastPollAt: isoOrNull(s.lastPollAt),
           lastSuccessAt: isoOrNull(s.lastSuccessAt),
           ...(config ? { nextPollAt: isoOrNull(s.nextPollAt) } : {}),
           ...(health ? { polling: s.polling ? { since: s.polling.since, page: s.polling.page, retry: s.polling.retry } : null } : {}),
+          lagging: s.lagging ?? null,
         })),
         notifications: counts,
         callouts: callouts.map((c) => ({ ...c, lastReceivedAt: isoOrNull(c.lastReceivedAt) })),
@@ -119,33 +183,35 @@ export async function statusCommand(opts: { db?: string; config?: string; json?:
       process.stdout.write(JSON.stringify(status, null, 2) + '\n');
       return;
     }
+    if (!isFiltered(filter) && !opts.all && views.length > SUMMARY_ABOVE_STREAMS) {
+      process.stdout.write(summaryText({ streams: views, configured: config?.instances, counts, callouts, waiting, nowMs: now }));
+      process.stdout.write(daemonText(daemonRunning, health, config, undefined, now));
+      return;
+    }
     const nextColumn = (s: StreamView): string => (s.polling ? 'polling now' : s.nextPollAt === undefined ? '-' : s.nextPollAt <= now ? 'due now' : relativeTime(s.nextPollAt, now));
-    process.stdout.write(table(
-      ['INSTANCE', 'RESOURCE', 'CURSOR', 'LAST POLL', 'RESULT', ...(config ? ['NEXT POLL'] : []), 'PENDING', 'DEAD', 'REJECTED', 'LAST ERROR'],
-      views.map((s) => [
-        // A callout stream has no cursor: Concur pushes; its "poll" is the read of Concur's failed queue.
-        s.instance, s.resource, s.resource === CALLOUT_RESOURCE ? '-' : instantOrDash(s.cursor), relativeOrDash(s.lastPollAt, now),
-        s.lastPollOk === undefined ? '-' : s.lastPollOk ? 'ok' : 'failed',
-        ...(config ? [nextColumn(s)] : []),
-        String(s.pending), String(s.dead), String(s.rejected), s.lastPollError ?? s.lastDeliveryError ?? '',
-      ]),
-    ));
-    process.stdout.write(`notifications: ${counts.pending} pending, ${counts.delivered} delivered, ${counts.dead} dead\n`);
+    if (selected.length === 0 && isFiltered(filter)) {
+      process.stdout.write(`no stream matches (${views.length} streams in all)\n`);
+    } else {
+      process.stdout.write(table(
+        ['INSTANCE', 'RESOURCE', 'CURSOR', 'LAST POLL', 'RESULT', ...(config ? ['NEXT POLL'] : []), 'PENDING', 'DEAD', 'REJECTED', 'LAST ERROR'],
+        selected.map((s) => [
+          // A callout stream has no cursor: Concur pushes; its "poll" is the read of Concur's failed queue.
+          s.instance, s.resource, s.resource === CALLOUT_RESOURCE ? '-' : instantOrDash(s.cursor), relativeOrDash(s.lastPollAt, now),
+          s.lastPollOk === undefined ? '-' : s.lastPollOk ? 'ok' : 'failed',
+          ...(config ? [nextColumn(s)] : []),
+          String(s.pending), String(s.dead), String(s.rejected), s.lastPollError ?? s.lastDeliveryError ?? '',
+        ]),
+      ));
+    }
+    process.stdout.write(`notifications: ${counts.pending} pending, ${counts.delivered} delivered, ${counts.dead} dead${isFiltered(filter) ? ' (all instances)' : ''}\n`);
     for (const c of callouts) {
       process.stdout.write(`callouts ${c.instance}: ${c.received} received (last ${relativeOrDash(c.lastReceivedAt, now)}), ${c.awaitingEvent} waiting for their event, ${c.awaitingDelete} waiting for their DELETE at Concur\n`);
     }
-    for (const { instance, pending } of waiting) {
-      process.stdout.write(`${instance}: ${pending} pending, waiting for an instance no longer configured (kept; sent if it is configured again)\n`);
+    for (const { instance: name, pending } of waiting) {
+      process.stdout.write(`${name}: ${pending} pending, waiting for an instance no longer configured (kept; sent if it is configured again)\n`);
     }
-    process.stdout.write(daemonRunning === true ? 'daemon: running on this database\n'
-      : daemonRunning === false ? 'daemon: not running on this database (nothing is polled or sent until `pollbridge run`)\n'
-        : 'daemon: cannot tell whether one is running (the database\'s lock file is not readable)\n');
-    if (health) {
-      process.stdout.write(`daemon (${health.url}): ${health.status}\n`);
-      for (const reason of health.reasons) process.stdout.write(`  ${reason}\n`);
-      for (const poll of health.polls) process.stdout.write(`  polling ${poll.instance}/${poll.resource}: ${describePoll(poll, now)}\n`);
-    } else if (daemonRunning && config) {
-      process.stdout.write('  (set http.listen in the config for its polls in progress and health here)\n');
-    }
+    const shown = new Set(selected.map((s) => `${s.instance}\n${s.resource}`));
+    const polls = health?.polls ?? [];
+    process.stdout.write(daemonText(daemonRunning, health, config, isFiltered(filter) ? polls.filter((p) => shown.has(`${p.instance}\n${p.resource}`)) : polls, now));
   });
 }

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { CONCUR_ELEMENT, ELEMENT_KEYS, INSTANCE_KEYS } from './keys.js';
+import { CONCUR_ELEMENT, ELEMENT_KEYS, INSTANCE_KEYS, RESOURCE_EXTENSION_KEYS, RESOURCE_KEYS } from './keys.js';
 import { isObject } from './read.js';
 
 /*
@@ -64,6 +64,11 @@ const REFERENCE = /\$\{(?:env|file|credential):[^}]+\}/;
 /** How a secret may be shown in an export that masks it: a value never to be copied as a secret. */
 const MASKED = /^\*+$/;
 const SIGNATURE_KEY = 'event.notification.signature.key';
+const POLLER_CONFIGURATION = 'event.poller.configuration';
+/** The fields of a resource pollbridge reads; none of them holds a secret. */
+const RESOURCE_FIELDS: ReadonlySet<string> = new Set([...RESOURCE_KEYS, ...RESOURCE_EXTENSION_KEYS]);
+/** Names of a resource field that may hold secrets under names of their own (`Authorization`). */
+const SECRET_HOLDER = /^(headers?|auth|authorization|credentials?)$/i;
 const PREVIOUS_KEYS = 'pollbridge.notification.previousSignatureKeys';
 const AUTH_SECRETS = ['clientSecret', 'refreshToken', 'token', 'password'] as const;
 /** AMPLIFY's Concur OAuth keys, moved into the provider block it lacks. */
@@ -196,6 +201,15 @@ function importInstance(inst: Record<string, unknown>, name: string, slug: strin
     notes.push('no provider block: add one ("provider": { "baseUrl": …, "auth": … }); pollbridge refuses this file until then');
   }
 
+  if (isObject(configuration) && configuration[POLLER_CONFIGURATION] !== undefined) {
+    const { value, left } = withoutResourceSecrets(configuration[POLLER_CONFIGURATION]);
+    if (left.length > 0) {
+      configuration[POLLER_CONFIGURATION] = value;
+      dropped.push(...left.map((at) => `configuration["${POLLER_CONFIGURATION}"]${at}`));
+      notes.push(`left out ${left.length} field(s) of ${POLLER_CONFIGURATION} that may hold secrets and that pollbridge does not read (${left.map((at) => at.replace(/^\./, '')).join(', ')})`);
+    }
+  }
+
   // pollbridge has no such flag: only event.notification.enabled decides whether it polls.
   const enabled = isObject(configuration) ? configuration['event.notification.enabled'] : undefined;
   if (inst.disabled === true && (enabled === true || enabled === 'true')) {
@@ -250,4 +264,36 @@ function configurationOf(configuration: Record<string, unknown>, credentials: Cr
     }
   }
   return out;
+}
+
+/** A key as a path step: `.pageSize`, or `["api.token"]` for one a dot path would misread. */
+const step = (key: string): string => (/^[A-Za-z_][\w-]*$/.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`);
+
+/**
+ * A resource may carry a secret in a field pollbridge does not read (a header, a token): the
+ * loader ignores such fields, so it would sit, unused, in a file others can read. Such fields are
+ * left out; the JSON string AMPLIFY may have written stays a string. Resource names are kept
+ * whatever they say (a resource may be called `tokens`).
+ */
+function withoutResourceSecrets(poller: unknown): { value: unknown; left: string[] } {
+  let parsed: unknown = poller;
+  if (typeof poller === 'string') {
+    try {
+      parsed = JSON.parse(poller);
+    } catch {
+      return { value: poller, left: [] };
+    }
+  }
+  if (!isObject(parsed)) return { value: poller, left: [] };
+  const left: string[] = [];
+  const kept = Object.fromEntries(Object.entries(parsed).map(([name, resource]) => {
+    if (!isObject(resource)) return [name, resource];
+    return [name, Object.fromEntries(Object.entries(resource).filter(([key]) => {
+      const secret = !RESOURCE_FIELDS.has(key) && (isSecretKey(key) || SECRET_HOLDER.test(key));
+      if (secret) left.push(`${step(name)}${step(key)}`);
+      return !secret;
+    }))];
+  }));
+  if (left.length === 0) return { value: poller, left };
+  return { value: typeof poller === 'string' ? JSON.stringify(kept) : kept, left };
 }

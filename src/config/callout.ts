@@ -135,13 +135,15 @@ export function readInstanceCallout(c: ObjectReader, instanceEnabled: boolean | 
   return { path, username: username ?? '', password: password ?? '', failedQueueMs: Math.round(failedQueueMinutes * 60_000) };
 }
 
-/** An instance as read, with where it is in the file. */
-export type PlacedInstance = { instance: InstanceConfig; at: string };
+/** An instance as read, with where it is: its path in its file, and that file's issues. */
+export type PlacedInstance = { instance: InstanceConfig; at: string; issues: IssueList };
 
 /**
- * What only the whole file tells: a callout instance needs the listener, no two may look the
+ * What only the whole config tells: a callout instance needs the listener, no two may look the
  * same to it, a listener needs an instance, and it cannot share the port of `http.listen`.
- * `allRead`: every instance could be read (else the unread one may be the callout's).
+ * `issues` are the main file's; each instance's own problems go to its file's list, so that an
+ * `instancesDir` file is refused alone. `allRead`: every instance could be read (else the unread
+ * one may be the callout's).
  */
 export function checkCallouts(issues: IssueList, opts: {
   calloutGiven: boolean; listen: CalloutListenConfig | undefined; http: HttpConfig | undefined;
@@ -149,24 +151,32 @@ export function checkCallouts(issues: IssueList, opts: {
 }): void {
   const key = (at: string, name: string) => childPath(childPath(at, 'configuration'), `pollbridge.callout.${name}`);
   const callouts = opts.instances.filter((p) => p.instance.callout);
-  for (const { at } of callouts) {
+  for (const placed of callouts) {
     if (opts.calloutGiven) continue;
-    issues.add(key(at, 'enabled'), opts.multi
-      ? 'needs the listener Concur calls: "callout": { "listen": "HOST:PORT" } at the top level, beside "instances"'
-      : 'needs the listener Concur calls: "callout": { "listen": "HOST:PORT" } at the top level, which a single-instance file has not: '
-        + 'write it as { "callout": { "listen": "HOST:PORT" }, "instances": [ … ] }');
+    placed.issues.add(key(placed.at, 'enabled'), placed.instance.source !== undefined
+      ? `needs the listener Concur calls: "callout": { "listen": "HOST:PORT" } at the top level of ${issues.file}`
+      : opts.multi
+        ? 'needs the listener Concur calls: "callout": { "listen": "HOST:PORT" } at the top level, beside "instances"'
+        : 'needs the listener Concur calls: "callout": { "listen": "HOST:PORT" } at the top level, which a single-instance file has not: '
+          + 'write it as { "callout": { "listen": "HOST:PORT" }, "instances": [ … ] }');
   }
   const seen = new Map<string, PlacedInstance>();
   for (const placed of callouts) {
     const { path, username } = placed.instance.callout!;
     if (!username) continue;
     const first = seen.get(`${path}\n${username}`);
-    if (first) {
-      issues.add(key(placed.at, 'username'), `instances "${first.instance.name}" and "${placed.instance.name}" both take callouts on ${path} as user "${username}": `
-        + 'a notification could not be told apart; give one of them another pollbridge.callout.path or user name');
-    } else {
+    if (!first) {
       seen.set(`${path}\n${username}`, placed);
+      continue;
     }
+    const pair = [first, placed];
+    // The main file's instance keeps its route; between instance files none is chosen, as the
+    // daemon keeps a running one running: each is refused.
+    const inFiles = pair.filter((p) => p.instance.source !== undefined);
+    const named = (p: PlacedInstance) => (inFiles.length > 0 ? `"${p.instance.name}" (${p.instance.source ?? issues.file})` : `"${p.instance.name}"`);
+    const message = `instances ${named(first)} and ${named(placed)} both take callouts on ${path} as user "${username}": `
+      + 'a notification could not be told apart; give one of them another pollbridge.callout.path or user name';
+    for (const p of inFiles.length > 0 ? inFiles : [placed]) p.issues.add(key(p.at, 'username'), message);
   }
   if (opts.calloutGiven && opts.allRead && callouts.length === 0) {
     issues.warn('callout', 'is set but no instance has "pollbridge.callout.enabled": "true": the listener would answer every request 404 or 401');

@@ -1,10 +1,28 @@
 /** Every key pollbridge reads, by the place of the file it is read from. */
 
-export const ROOT_KEYS = ['database', 'http', 'callout', 'instances'] as const;
-export const HTTP_KEYS = ['listen'] as const;
+export const ROOT_KEYS = ['database', 'http', 'callout', 'polling', 'instances', 'instancesDir'] as const;
+export const HTTP_KEYS = ['listen', 'metricsPerInstance'] as const;
+export const POLLING_KEYS = ['maxConcurrent', 'maxConcurrentPerOrigin'] as const;
 export const CALLOUT_KEYS = ['listen', 'tls'] as const;
 export const CALLOUT_TLS_KEYS = ['cert', 'key'] as const;
 export const INSTANCE_KEYS = ['name', 'element', 'provider', 'configuration', 'tags'] as const;
+/**
+ * AMPLIFY's read-only fields of an instance, as `GET /instances` returns them: an export pasted as
+ * it is carries them. They describe AMPLIFY's copy (its ids, dates, cache, owner, its own
+ * instance token), never how to poll, so they are dropped before the instance is read or
+ * fingerprinted: a new `updatedDate` restarts nothing.
+ */
+export const AMPLIFY_INSTANCE_FIELDS: readonly string[] = [
+  'id', 'createdDate', 'updatedDate', 'token', 'elementId', 'valid', 'disabled', 'description',
+  'maxCacheSize', 'cacheTimeToLive', 'cachingEnabled', 'providerData', 'externalAuthentication', 'user',
+  'eventsEnabled', 'traceLoggingEnabled', 'authenticationType', 'provisionInteractions', 'channelName',
+  'retrieveObjectsAfterInstantiation', 'objects',
+];
+/**
+ * Of `element`, only `key` is read. An export holds AMPLIFY's whole description of the element
+ * there (id, name, image, flags, …), which has grown with AMPLIFY's versions: every other key is
+ * dropped, and a misspelt `key` is still caught as missing.
+ */
 export const ELEMENT_KEYS = ['key'] as const;
 export const PROVIDER_KEYS = ['baseUrl', 'auth'] as const;
 export const AUTH_KEYS: Readonly<Record<string, readonly string[]>> = {

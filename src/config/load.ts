@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import cron from 'node-cron';
 import { compileUrlTemplate } from '../poll/urlTemplate.js';
@@ -9,13 +8,14 @@ import { PatternError } from '../time/javaPattern.js';
 import { normalizeTimeZone } from '../time/zone.js';
 import { checkCallouts, type PlacedInstance, readCalloutListen, readInstanceCallout } from './callout.js';
 import { childPath, ConfigError, type ConfigIssue, IssueList } from './issues.js';
-import { findJsonSyntaxError } from './jsonSyntax.js';
+import { type InstanceFile, readInstanceFiles, refuseSharedNames } from './instancesDir.js';
+import { readJsonFile } from './jsonFile.js';
 import { INSTANCE_EXTENSION_KEYS, RESOURCE_EXTENSION_KEYS } from './keys.js';
 import { readListen } from './listen.js';
 import { isObject, ObjectReader } from './read.js';
-import { resolveSecrets } from './secrets.js';
-import { checkInstanceShape, checkRootShape, referenceProblems, URL_KINDS } from './shape.js';
-import type { AuthConfig, HttpConfig, InstanceConfig, PollbridgeConfig, PollingLimits, ResourceConfig, Schedule } from './types.js';
+import { resolveSecrets, type SecretContext } from './secrets.js';
+import { checkInstanceShape, checkRootShape, isMultiInstanceFile, referenceProblems, URL_KINDS, withoutAmplifyFields } from './shape.js';
+import type { AuthConfig, InstanceConfig, PollbridgeConfig, PollingLimits, RefusedInstanceFile, ResourceConfig, Schedule } from './types.js';
 
 /** Above this many instances, /metrics has no per-instance series unless `http.metricsPerInstance` says so. */
 export const METRICS_PER_INSTANCE_LIMIT = 100;
@@ -43,92 +43,96 @@ export type LoadResult = { config: PollbridgeConfig; issues: []; warnings: Confi
 export function readConfig(file: string, options: LoadOptions = {}): LoadResult {
   const path = resolve(file);
   const issues = new IssueList(file);
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    issues.add('', `cannot read the file: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-    return { config: undefined, issues: issues.items, warnings: issues.warnings };
-  }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    const at = findJsonSyntaxError(text);
-    issues.add('', at ? `is not valid JSON: line ${at.line}, column ${at.column}: ${at.message}` : `is not valid JSON: ${(err as Error).message}`);
-    return { config: undefined, issues: issues.items, warnings: issues.warnings };
-  }
+  const json = readJsonFile(path, issues);
+  if (!json) return { config: undefined, issues: issues.items, warnings: issues.warnings };
+  const raw = json.value;
   if (!isObject(raw)) {
     issues.add('', 'must hold a JSON object: one instance, or { "instances": [...] }');
     return { config: undefined, issues: issues.items, warnings: issues.warnings };
   }
+  const env = options.env ?? process.env;
   const resolved: string[] = [];
-  const secretCtx = { env: options.env ?? process.env, baseDir: dirname(path), issues, resolved };
-  const multi = raw.instances !== undefined;
+  const secretCtx = { env, baseDir: dirname(path), issues, resolved };
+  const multi = isMultiInstanceFile(raw);
   const root = multi ? raw : { instances: [raw] };
   const rootReader = new ObjectReader(root, '', issues);
   checkRootShape(raw, issues);
 
   const databaseRaw = options.databaseOverride ?? rootReader.string('database') ?? 'pollbridge.db';
   const database = options.databaseOverride ? resolve(databaseRaw) : resolve(dirname(path), databaseRaw);
-  const http = readHttp(rootReader);
+  const httpReader = rootReader.object('http');
+  const http = httpReader && readListen(httpReader, '127.0.0.1:9464');
+  const polling = readPolling(rootReader);
   // Its tls files may be given by `${file:}`/`${credential:}`; the other top-level keys are read as written.
   const calloutReader = new ObjectReader({ callout: resolveSecrets(root.callout, 'callout', secretCtx) }, '', issues);
   const callout = readCalloutListen(calloutReader, dirname(path), resolved);
+  const instancesDirRaw = rootReader.string('instancesDir');
+  if (root.instancesDir === '') issues.add('instancesDir', 'must name a directory (or be left out)');
+  const instancesDir = instancesDirRaw === undefined ? undefined : resolve(dirname(path), instancesDirRaw);
 
   const placed: PlacedInstance[] = [];
-  if (!Array.isArray(root.instances) || root.instances.length === 0) {
-    issues.add('instances', 'must be a non-empty array of instances');
+  const listed = root.instances ?? [];
+  // With a directory named, even a wrong one (reported as such), `instances` may be left out.
+  const dirNamed = root.instancesDir !== undefined;
+  if (!Array.isArray(listed) || (listed.length === 0 && !dirNamed)) {
+    issues.add('instances', dirNamed ? 'must be an array of instances (or left out)' : 'must be a non-empty array of instances');
   } else {
-    root.instances.forEach((inst, i) => {
+    listed.forEach((inst, i) => {
       const at = multi ? `instances[${i}]` : '';
       if (!isObject(inst)) {
         issues.add(at, 'must be an object');
         return;
       }
-      const withConfig = withParsedPollerConfiguration(inst, at, issues);
-      reportUnknownExtensionKeys(withConfig, [], at, issues);
-      checkInstanceShape(withConfig, at, issues);
-      const secretsResolved = resolveSecrets(withConfig, at, secretCtx) as Record<string, unknown>;
-      const instance = readInstance(new ObjectReader(secretsResolved, at, issues), fingerprintOf(secretsResolved), undefined);
-      if (instance) placed.push({ instance, at });
+      const instance = readInstanceObject(inst, at, secretCtx, undefined);
+      if (instance) placed.push({ instance, at, issues });
     });
   }
-  const instances = placed.map((p) => p.instance);
+  const mainAllRead = Array.isArray(listed) && placed.length === listed.length;
+  const mainInstances = placed.map((p) => p.instance);
   if (multi) reportUnknownExtensionKeys({ ...raw, instances: undefined }, [], '', issues);
+  const names = new Map<string, string>();
+  for (const { instance, at } of placed) if (!names.has(instance.name)) names.set(instance.name, `${file} (${at})`);
+
+  const files = instancesDir === undefined ? [] : readDirectory(instancesDir, issues, env, resolved);
+  refuseSharedNames(files, names);
+  // A function: checkCallouts may refuse more files.
+  const fromFiles = (): PlacedInstance[] => files.flatMap((f) => (f.instance && f.issues.items.length === 0 ? [{ instance: f.instance, at: '', issues: f.issues }] : []));
   // Only when every instance could be read and every flag was true or false: an instance that
   // could not be read, or a flag such as "yes", may be the one meant to be enabled.
   const enabledUnclear = issues.items.some((i) => i.path.endsWith('["event.notification.enabled"]'));
-  if (Array.isArray(root.instances) && instances.length === root.instances.length && instances.length > 0
-    && !enabledUnclear && !instances.some((i) => i.enabled)) {
+  if (instancesDir === undefined && mainAllRead && mainInstances.length > 0 && !enabledUnclear && !mainInstances.some((i) => i.enabled)) {
     issues.add(multi ? 'instances' : 'configuration["event.notification.enabled"]',
       'no instance is enabled, so pollbridge would poll nothing: set "event.notification.enabled": "true" on the instance(s) to poll');
   }
+  const refusedBefore = files.length - fromFiles().length;
   checkCallouts(issues, {
-    calloutGiven: root.callout !== undefined, listen: callout, http, instances: placed,
-    allRead: Array.isArray(root.instances) && instances.length === root.instances.length, multi,
+    calloutGiven: root.callout !== undefined, listen: callout, http, instances: [...placed, ...fromFiles()],
+    allRead: mainAllRead && refusedBefore === 0, multi,
   });
-  const names = new Set<string>();
-  instances.forEach((inst, i) => {
-    if (names.has(inst.name)) issues.add(multi ? `instances[${i}].name` : 'name', `duplicate instance name "${inst.name}"`);
-    names.add(inst.name);
-  });
-
-  for (const inst of instances) {
-    for (const key of [inst.signatureKey, ...inst.previousSignatureKeys]) if (key) resolved.push(key);
-    const a = inst.auth;
-    if (a.type === 'oauth2_refresh_token') resolved.push(a.clientSecret, a.refreshToken);
-    if (a.type === 'bearer') resolved.push(a.token);
-    if (a.type === 'basic') resolved.push(a.password);
-    if (inst.callout) resolved.push(inst.callout.password);
+  const seen = new Set<string>();
+  for (const { instance, at } of placed) {
+    if (seen.has(instance.name)) issues.add(multi ? `${at}.name` : 'name', `duplicate instance name "${instance.name}"`);
+    seen.add(instance.name);
   }
-  if (issues.items.length > 0) return { config: undefined, issues: issues.items, warnings: issues.warnings };
+  const instances = [...mainInstances, ...fromFiles().map((p) => p.instance)];
+  const refused: RefusedInstanceFile[] = files.filter((f) => f.issues.items.length > 0).map((f) => ({ file: f.file, name: f.name, issues: f.issues.items }));
+  if (instancesDir !== undefined) {
+    // Instances come and go with their files: an empty directory is a daemon waiting for them.
+    if (instances.length === 0) issues.warn('instancesDir', `no instance to poll yet: add instance files (*.json) to ${instancesDir}`);
+    else if (refused.length === 0 && !instances.some((i) => i.enabled)) issues.warn('instances', 'no instance is enabled, so pollbridge polls nothing until one is');
+  }
+  const metricsPerInstance = readMetricsPerInstance(httpReader, instances.length);
+
+  // Refused files' too: the daemon may keep running what one of them held.
+  for (const inst of [...mainInstances, ...files.flatMap((f) => (f.instance ? [f.instance] : []))]) resolved.push(...secretsOf(inst));
+  const warnings = [...issues.warnings, ...files.flatMap((f) => f.issues.warnings)];
+  // All at once, as validate promises: the files' own issues too.
+  if (issues.items.length > 0) return { config: undefined, issues: [...issues.items, ...refused.flatMap((r) => r.issues)], warnings };
   const secrets = [...new Set(resolved.filter((s) => s.length >= 4))];
-  const metricsPerInstance = instances.length <= METRICS_PER_INSTANCE_LIMIT;
   return {
-    config: { file: path, database, http, metricsPerInstance, polling: DEFAULT_POLLING_LIMITS, instancesDir: undefined, refused: [], callout, instances, secrets, warnings: issues.warnings },
+    config: { file: path, database, http, metricsPerInstance, polling, instancesDir, refused, callout, instances, secrets, warnings },
     issues: [],
-    warnings: issues.warnings,
+    warnings,
   };
 }
 
@@ -136,6 +140,58 @@ export function loadConfig(file: string, options: LoadOptions = {}): PollbridgeC
   const result = readConfig(file, options);
   if (!result.config) throw new ConfigError(result.issues);
   return result.config;
+}
+
+/**
+ * One instance object, wherever it is written: in the main file's `instances` (`source`
+ * undefined) or alone in an `instancesDir` file. `${file:}` paths are read from `ctx.baseDir`,
+ * the directory of the file it is in.
+ */
+function readInstanceObject(inst: Record<string, unknown>, at: string, ctx: SecretContext, source: string | undefined): InstanceConfig | undefined {
+  const own = withoutAmplifyFields(inst, at, ctx.issues);
+  const withConfig = withParsedPollerConfiguration(own, at, ctx.issues);
+  reportUnknownExtensionKeys(withConfig, [], at, ctx.issues);
+  checkInstanceShape(withConfig, at, ctx.issues);
+  const secretsResolved = resolveSecrets(withConfig, at, ctx) as Record<string, unknown>;
+  return readInstance(new ObjectReader(secretsResolved, at, ctx.issues), fingerprintOf(secretsResolved), source);
+}
+
+/** The files of `instancesDir`, each read on its own; a directory that cannot be listed is the main file's issue. */
+function readDirectory(dir: string, issues: IssueList, env: NodeJS.ProcessEnv, resolved: string[]): InstanceFile[] {
+  try {
+    return readInstanceFiles(dir, (raw, fileIssues, file) =>
+      readInstanceObject(raw, '', { env, baseDir: dirname(file), issues: fileIssues, resolved }, file));
+  } catch (err) {
+    issues.add('instancesDir', `cannot read the directory ${dir}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    return [];
+  }
+}
+
+/** The values of an instance that are secrets, for log redaction. */
+function secretsOf(inst: InstanceConfig): string[] {
+  const a = inst.auth;
+  return [
+    ...[inst.signatureKey, ...inst.previousSignatureKeys].filter((k): k is string => k !== undefined),
+    ...(a.type === 'oauth2_refresh_token' ? [a.clientSecret, a.refreshToken] : a.type === 'bearer' ? [a.token] : a.type === 'basic' ? [a.password] : []),
+    ...(inst.callout ? [inst.callout.password] : []),
+  ];
+}
+
+function readPolling(root: ObjectReader): PollingLimits {
+  const polling = root.object('polling');
+  if (!polling) return DEFAULT_POLLING_LIMITS;
+  return {
+    maxConcurrent: polling.number('maxConcurrent', DEFAULT_POLLING_LIMITS.maxConcurrent, { min: 1, max: 10_000, integer: true }),
+    maxConcurrentPerOrigin: polling.number('maxConcurrentPerOrigin', DEFAULT_POLLING_LIMITS.maxConcurrentPerOrigin, { min: 1, max: 1000, integer: true }),
+  };
+}
+
+/** Per-instance series are on by default only while the instances are few enough to read on one page. */
+function readMetricsPerInstance(http: ObjectReader | undefined, instanceCount: number): boolean {
+  const byDefault = instanceCount <= METRICS_PER_INSTANCE_LIMIT;
+  if (!http?.has('metricsPerInstance')) return byDefault;
+  if (!http.has('listen')) http.issues.warn(http.at('metricsPerInstance'), 'is set but http.listen is not: there is no /metrics to serve');
+  return http.boolean('metricsPerInstance', byDefault);
 }
 
 /** AMPLIFY stores `event.poller.configuration` as a JSON string as often as an object. */
@@ -194,11 +250,6 @@ function checkSignatureKey(issues: IssueList, path: string, key: string | undefi
   if (key?.startsWith('whsec_') && !BASE64.test(key.slice('whsec_'.length))) {
     issues.add(path, 'is a "whsec_" key but the rest is not base64 (A-Z a-z 0-9 + /, padded with = to a multiple of 4)');
   }
-}
-
-function readHttp(root: ObjectReader): HttpConfig | undefined {
-  const http = root.object('http');
-  return http && readListen(http, '127.0.0.1:9464');
 }
 
 function checkUrl(r: ObjectReader, key: string, value: string | undefined): void {

@@ -1,8 +1,8 @@
 import { closest } from './editDistance.js';
 import { childPath, type IssueList } from './issues.js';
 import {
-  AMPLIFY_CONFIGURATION_KEYS, AUTH_KEYS, CALLOUT_KEYS, CALLOUT_TLS_KEYS, CONCUR_ELEMENT, DATES_KEYS, ELEMENT_KEYS, HTTP_KEYS, INSTANCE_EXTENSION_KEYS, INSTANCE_KEYS,
-  PROVIDER_KEYS, RESOURCE_EXTENSION_KEYS, RESOURCE_KEYS, ROOT_KEYS, SECRET_KINDS, URL_MACROS,
+  AMPLIFY_CONFIGURATION_KEYS, AMPLIFY_INSTANCE_FIELDS, AUTH_KEYS, CALLOUT_KEYS, CALLOUT_TLS_KEYS, CONCUR_ELEMENT, DATES_KEYS, ELEMENT_KEYS, HTTP_KEYS, INSTANCE_EXTENSION_KEYS, INSTANCE_KEYS,
+  POLLING_KEYS, PROVIDER_KEYS, RESOURCE_EXTENSION_KEYS, RESOURCE_KEYS, ROOT_KEYS, SECRET_KINDS, URL_MACROS,
 } from './keys.js';
 import { isObject } from './read.js';
 
@@ -88,15 +88,21 @@ function checkStrings(value: unknown, path: string, issues: IssueList, kinds: re
   }
 }
 
+const TOP_LEVEL_ONLY: readonly string[] = ['database', 'http', 'callout', 'polling', 'instancesDir'];
+
 const belongsAtTop = (key: string): string | undefined =>
-  key === 'database' || key === 'http' || key === 'callout'
+  TOP_LEVEL_ONLY.includes(key)
     ? `is read only at the top level, beside "instances" ({ "${key}": …, "instances": [ … ] }): here it would be ignored`
     : undefined;
 
-/** The file's top level: `{ database, http, callout, instances }`, or else a single instance. */
+/** A file of `{ …, instances, instancesDir }`, not a single instance. */
+export const isMultiInstanceFile = (raw: Record<string, unknown>): boolean => raw.instances !== undefined || raw.instancesDir !== undefined;
+
+/** The file's top level: `{ database, http, callout, polling, instances, instancesDir }`, or else a single instance. */
 export function checkRootShape(raw: Record<string, unknown>, issues: IssueList): void {
-  if (raw.instances === undefined) return;
+  if (!isMultiInstanceFile(raw)) return;
   unknownKeys(raw, ROOT_KEYS, '', issues);
+  if (isObject(raw.polling)) unknownKeys(raw.polling, POLLING_KEYS, 'polling', issues);
   checkStrings(raw.database, 'database', issues, SECRET_KINDS);
   if (isObject(raw.http)) {
     unknownKeys(raw.http, HTTP_KEYS, 'http', issues);
@@ -109,15 +115,27 @@ export function checkRootShape(raw: Record<string, unknown>, issues: IssueList):
   }
 }
 
-/** One instance, with `event.poller.configuration` already parsed if it was a string. */
+/**
+ * The instance without AMPLIFY's read-only fields (AMPLIFY_INSTANCE_FIELDS, and all of `element`
+ * but its key). `disabled: true` is the one worth a word: AMPLIFY did not run the instance, and
+ * pollbridge reads `event.notification.enabled` alone.
+ */
+export function withoutAmplifyFields(inst: Record<string, unknown>, at: string, issues: IssueList): Record<string, unknown> {
+  if (inst.disabled === true || inst.disabled === 'true') {
+    issues.warn(childPath(at, 'disabled'), 'is AMPLIFY\'s flag and not read: this instance is polled if "event.notification.enabled" is true, whatever AMPLIFY did with it');
+  }
+  const own = Object.fromEntries(Object.entries(inst).filter(([key]) => !AMPLIFY_INSTANCE_FIELDS.includes(key)));
+  const element = own.element;
+  if (isObject(element)) own.element = Object.fromEntries(Object.entries(element).filter(([key]) => (ELEMENT_KEYS as readonly string[]).includes(key)));
+  return own;
+}
+
+/** One instance, without AMPLIFY's read-only fields, with `event.poller.configuration` already parsed if it was a string. */
 export function checkInstanceShape(inst: Record<string, unknown>, at: string, issues: IssueList): void {
   unknownKeys(inst, INSTANCE_KEYS, at, issues, belongsAtTop);
   for (const key of ['name', 'tags'] as const) checkStrings(inst[key], childPath(at, key), issues, SECRET_KINDS);
   const element = inst.element;
-  if (isObject(element)) {
-    unknownKeys(element, ELEMENT_KEYS, childPath(at, 'element'), issues);
-    checkStrings(element, childPath(at, 'element'), issues, SECRET_KINDS);
-  }
+  if (isObject(element)) checkStrings(element, childPath(at, 'element'), issues, SECRET_KINDS);
   const provider = inst.provider;
   if (isObject(provider)) {
     const providerPath = childPath(at, 'provider');

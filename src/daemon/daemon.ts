@@ -16,7 +16,7 @@ import { ThreadedStore } from '../store/threadedStore.js';
 import { CALLOUT_RESOURCE, type CalloutReceipt, type Store, type Stream } from '../store/types.js';
 import { type Instant, instantFromMs, msFromInstant } from '../time/instant.js';
 import { abortableSleep } from '../util/abortableSleep.js';
-import { Semaphore } from '../util/semaphore.js';
+import { Semaphore, type Slot } from '../util/semaphore.js';
 import { parseRetryAfter } from '../util/retryAfter.js';
 import { OriginLimiter } from '../poll/originLimiter.js';
 import { RateGate } from '../poll/rateGate.js';
@@ -24,7 +24,7 @@ import { type Health, startHttpServer } from './httpServer.js';
 import { Metrics, statusClass } from './metrics.js';
 import { pollStream, type PollSummary, retentionHorizon, type Skew } from './pollStream.js';
 import { createScheduler, type Scheduler } from './schedule.js';
-import { firstDue, gridOffsetMs, nextDue } from './pollTimes.js';
+import { gridOffsetMs } from './pollTimes.js';
 import { TimerWheel } from './timerWheel.js';
 
 export type DaemonOptions = {
@@ -87,8 +87,6 @@ type StreamRuntime = {
   controller: AbortController;
   /** Its instance's pause after a 429, shared by the instance's streams. */
   gate: RateGate;
-  /** Its place in the interval: polls are due at `offsetMs + k·interval`. */
-  offsetMs: number;
   /** When its next poll is due, ms; undefined while one runs. */
   dueMs: number | undefined;
   /** The poll started for the due time, from the wait for its instance's gate and a slot to its end. */
@@ -101,8 +99,6 @@ type StreamRuntime = {
   /** /healthz reports a stall from then: STALL_POLLS polls have been due since lastCompletedAt. */
   stallAt: number;
   lastPrunedAt: number;
-  /** When its last poll started, ms: a cron schedule counts from it. */
-  startedMs: number | undefined;
   /**
    * The poll running now, for /healthz (and so `status`): kept in memory, as it means nothing
    * once the process is gone, and a row written per page and retry would cost a write each.
@@ -156,6 +152,11 @@ export class Daemon {
   private readonly wheel = new TimerWheel<StreamRuntime>((s, dueMs) => this.launch(s, dueMs));
   /** Polls running or waiting for their turn, for a stop to wait for. */
   private readonly inFlight = new Set<Promise<void>>();
+  /**
+   * Streams taken out while their poll was still ending (a page commit runs on after the abort),
+   * or before the poll they were to follow had ended, by key.
+   */
+  private readonly retired = new Map<string, StreamRuntime>();
   /** Concur's failed-queue reader of each callout instance, with what it was started for. */
   private failedQueueLoops = new Map<string, { fingerprint: string; controller: AbortController; done: Promise<void> }>();
   private readonly limiter: OriginLimiter;
@@ -197,6 +198,7 @@ export class Daemon {
         }));
       },
       async () => (this.store ? this.store.notificationCounts() : { pending: 0, dead: 0 }),
+      { perInstance: options.config.metricsPerInstance },
     );
   }
 
@@ -322,6 +324,9 @@ export class Daemon {
     this.stopping ??= (() => {
       this.stopped = true;
       this.loopController.abort();
+      // Now, not when the step in progress ends: a reload may wait seconds for a token refresh.
+      for (const s of this.streams) s.controller.abort();
+      for (const loop of this.failedQueueLoops.values()) loop.controller.abort();
       return this.step(() => this.stopNow());
     })();
     return this.stopping;
@@ -396,6 +401,7 @@ export class Daemon {
     const before = this.runningAuths();
     const previous = this.config;
     this.applyLimits(plan.config);
+    this.metrics.setPerInstance(plan.config.metricsPerInstance);
     this.options = { ...this.options, config: plan.config };
     this.install(plan, previous);
     if (httpChanged) {
@@ -606,7 +612,7 @@ export class Daemon {
           callouts.set(instance.name, { config: instance, streamId, auth });
         }
       }
-      const opened = await store.openStreams(toOpen.map((o) => ({ instance: o.instance.name, resource: o.resource.name, initialCursor: o.initialCursor })));
+      const opened = toOpen.length === 0 ? [] : await store.openStreams(toOpen.map((o) => ({ instance: o.instance.name, resource: o.resource.name, initialCursor: o.initialCursor })));
       toOpen.forEach(({ instance, resource, auth, fresh }, i) => planned.push({ instance, resource, auth, fresh, opened: opened[i]! }));
     } catch (err) {
       await this.closeAuths([...auths.values()].filter((a) => a.fresh).map((a) => a.auth));
@@ -640,20 +646,22 @@ export class Daemon {
     for (const s of this.streams) if (!keptSet.has(s)) gates.set(s.instance.name, gates.get(s.instance.name) ?? s.gate);
     const added = planned.map(({ instance, resource, auth, opened }) => {
       const key = `${instance.name}/${resource.name}`;
-      const old = previous.get(key);
-      if (old) this.retire(old);
+      const running = previous.get(key);
+      if (running) this.retire(running);
+      const old = running ?? this.retired.get(key);
       // Progress is committed as polls go; the running stream knows the latest of it.
       const stream = old?.stream ?? opened;
-      const scheduler = createScheduler(instance.schedule);
+      const offsetMs = instance.schedule.kind === 'interval' ? gridOffsetMs(instance.name, resource.name, instance.schedule.intervalMs) : 0;
+      const scheduler = createScheduler(instance.schedule, offsetMs);
       const gate = gates.get(instance.name) ?? new RateGate();
       gates.set(instance.name, gate);
       const runtime: StreamRuntime = {
         key, instance, resource, stream, auth, scheduler, gate,
         controller: new AbortController(),
-        offsetMs: instance.schedule.kind === 'interval' ? gridOffsetMs(instance.name, resource.name, instance.schedule.intervalMs) : 0,
         dueMs: undefined,
         running: undefined,
-        after: old?.running,
+        // Its poll in progress, or, not launched yet, the one it was to follow.
+        after: old?.running ?? old?.after,
         // The last measured skew survives a restart: the first windows are read in the provider's time too.
         skew: old?.skew ?? { ms: stream.skewMs },
         lastCompletedAt: old?.lastCompletedAt ?? Date.now(),
@@ -661,16 +669,15 @@ export class Daemon {
         stallAt: old && sameSchedule(old.instance, instance) ? old.stallAt : scheduler.nthNextRun(STALL_POLLS + 1),
         lastPrunedAt: old?.lastPrunedAt ?? 0,
         polling: undefined,
-        startedMs: undefined,
       };
       // A stream whose instance changed polls at once: the operator wants to see the change work.
       return { runtime, changed: old !== undefined };
     });
     const addedKeys = new Set(added.map((a) => a.runtime.key));
     for (const s of this.streams) if (!keptSet.has(s) && !addedKeys.has(s.key)) this.retire(s);
+    const before = new Map(previousConfig?.instances.map((i) => [i.name, i.fingerprint]));
     for (const instance of config.instances) {
-      const before = previousConfig?.instances.find((i) => i.name === instance.name);
-      if (!instance.enabled && before?.fingerprint !== instance.fingerprint) this.log.info('instance disabled (event.notification.enabled is not true): not polled', { instance: instance.name });
+      if (!instance.enabled && before.get(instance.name) !== instance.fingerprint) this.log.info('instance disabled (event.notification.enabled is not true): not polled', { instance: instance.name });
     }
     this.streams = [...kept, ...added.map((a) => a.runtime)];
     this.callouts = callouts;
@@ -692,23 +699,22 @@ export class Daemon {
     this.wheel.cancel(s);
     s.controller.abort();
     s.scheduler.dispose();
+    // A reload that brings the stream back before this poll has ended polls after it, from the
+    // progress it committed. One not launched yet still owes the wait for the poll it was to follow.
+    const ending = s.running ?? s.after;
+    if (ending) {
+      this.retired.set(s.key, s);
+      void ending.finally(() => {
+        if (this.retired.get(s.key) === s) this.retired.delete(s.key);
+      });
+    }
   }
 
-  /** When a stream polls first after a start or after a reload added it (see `firstDue`). */
+  /** When a stream polls first after a start or after a reload added it. */
   private firstDue(s: StreamRuntime, now: number): number {
-    const schedule = s.instance.schedule;
-    if (schedule.kind === 'cron') return now;
     // A stream that has not moved from the past moment it was asked to start from polls at once.
     const backfill = s.stream.cursor === s.stream.origin && (this.options.since ?? s.instance.backfillFrom) !== undefined;
-    return firstDue(now, msFromInstant(s.stream.cursor), s.instance.settleSec * 1000, schedule.intervalMs, s.offsetMs, backfill);
-  }
-
-  /** The poll after the one due at `dueMs`, as it ends now. */
-  private nextDue(s: StreamRuntime, dueMs: number, startedMs: number): number {
-    const now = Date.now();
-    const schedule = s.instance.schedule;
-    if (schedule.kind === 'cron') return now + s.scheduler.msUntilNext(startedMs, now);
-    return nextDue(dueMs, now, schedule.intervalMs, s.offsetMs);
+    return s.scheduler.first(now, { cursorMs: msFromInstant(s.stream.cursor), settleMs: s.instance.settleSec * 1000, backfill });
   }
 
   /** A reload's new `polling` limits apply to polls and requests that start from now on. */
@@ -820,12 +826,13 @@ export class Daemon {
   }
 
   /**
-   * Page reads of one stream: after its instance's pause for a 429, if any, and within the limit
-   * of requests in flight to the provider's origin. A 429 pauses the instance's other pages too.
+   * Page reads of one stream: after its instance's pause for a 429, if any (waited out without the
+   * poll's slot), and within the limit of requests in flight to the provider's origin. A 429
+   * pauses the instance's other pages too.
    */
-  private gatedGetText(s: StreamRuntime): GetText {
+  private gatedGetText(s: StreamRuntime, slot: Slot): GetText {
     return async (url, headers, signal) => {
-      await s.gate.wait(signal);
+      if (s.gate.pausedUntil > Date.now()) await slot.idle(() => s.gate.wait(signal));
       const response = await this.limiter.run(url, () => this.getText!(url, headers, signal));
       s.gate.answered(response.statusCode, parseRetryAfter(response.headers['retry-after'], Date.now()));
       return response;
@@ -839,6 +846,8 @@ export class Daemon {
 
   /** The wheel says a stream's poll is due: it waits for its instance's gate and a slot, polls, and is scheduled again. */
   private launch(s: StreamRuntime, dueMs: number): void {
+    // The wheel runs until the stop's turn comes; a stop asked before then starts no poll.
+    if (this.stopped) return;
     s.dueMs = dueMs;
     const run = this.runDue(s, dueMs).catch((err: unknown) => {
       this.log.error('a poll ended unexpectedly; it is scheduled again', { instance: s.instance.name, resource: s.resource.name, error: (err as Error).message });
@@ -847,7 +856,7 @@ export class Daemon {
       s.running = undefined;
       // A retired stream (removed, replaced, stopping) has its controller aborted.
       if (!s.controller.signal.aborted && !this.stopped) {
-        this.schedule(s, this.nextDue(s, dueMs, s.startedMs ?? Date.now()));
+        this.schedule(s, s.scheduler.next(dueMs, Date.now()));
       }
     });
     s.running = run;
@@ -871,21 +880,20 @@ export class Daemon {
   private async pollGuarded(s: StreamRuntime, signal: AbortSignal = this.loopController.signal, dueMs?: number): Promise<PollSummary | undefined> {
     const labels = { instance: s.instance.name, resource: s.resource.name };
     const log = this.log.child(labels);
-    return this.semaphore.use(async () => {
+    return this.semaphore.use(async (slot) => {
       if (signal.aborted) return undefined;
       const started = Date.now();
       const lag = dueMs === undefined ? {} : { dueAt: new Date(dueMs).toISOString(), lagMs: Math.max(0, started - dueMs) };
       if (dueMs !== undefined) this.metrics.scheduleLag.observe(Math.max(0, started - dueMs) / 1000);
       s.dueMs = undefined;
-      s.startedMs = started;
       s.polling = { since: started, page: 0, retry: 0 };
       try {
         const summary = await pollStream(s.instance, s.resource, s.stream, {
           store: this.store!,
-          getText: this.gatedGetText(s),
+          getText: this.gatedGetText(s, slot),
           auth: s.auth,
           log: this.log,
-          fetchPolicy: this.options.fetchPolicy ?? DEFAULT_FETCH_POLICY,
+          fetchPolicy: { ...(this.options.fetchPolicy ?? DEFAULT_FETCH_POLICY), whileWaiting: slot.idle },
           newId: newNotificationId,
           onQueued: () => this.deliverer?.wake(),
           maxPages: this.options.maxPages ?? 100_000,

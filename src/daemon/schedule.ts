@@ -1,19 +1,16 @@
 import cron from 'node-cron';
 import type { Schedule } from '../config/types.js';
+import { firstDue, nextDue } from './pollTimes.js';
 
-/**
- * When an interval poll runs next. Polls start `intervalMs` apart; one that overran starts the next
- * at once instead of firing a burst of missed ones; a clock stepped backwards (lastStart in the
- * future) waits one interval from now rather than the whole gap.
- */
-export function nextIntervalRun(lastStartMs: number | undefined, nowMs: number, intervalMs: number): number {
-  if (lastStartMs === undefined) return nowMs;
-  if (lastStartMs > nowMs) return nowMs + intervalMs;
-  return Math.max(nowMs, lastStartMs + intervalMs);
-}
-
+/** When a stream polls: the one place that knows an interval's grid and a cron's matches. */
 export type Scheduler = {
-  msUntilNext(lastStartMs: number | undefined, nowMs: number): number;
+  /**
+   * The first poll after a start or after a reload added the stream: see `firstDue` (an interval
+   * stream); a cron stream polls at once, as it always has.
+   */
+  first(nowMs: number, stream: { cursorMs: number; settleMs: number; backfill: boolean }): number;
+  /** The poll after the one due at `dueMs`, as it ends at `nowMs`. */
+  next(dueMs: number, nowMs: number): number;
   /**
    * When the n-th run from now is due, ms since the epoch: health checks ask "have n polls been
    * due since the last completed one?", which a fixed interval cannot answer for a cron schedule
@@ -23,23 +20,25 @@ export type Scheduler = {
   dispose(): void;
 };
 
-/** Interval (AMPLIFY's refresh_interval) or cron (`pollbridge.poller.cron`, seconds allowed). */
-export function createScheduler(schedule: Schedule): Scheduler {
+/**
+ * Interval (AMPLIFY's refresh_interval: polls at `offsetMs + k·interval`, see pollTimes.ts) or
+ * cron (`pollbridge.poller.cron`, seconds allowed).
+ */
+export function createScheduler(schedule: Schedule, offsetMs = 0): Scheduler {
   if (schedule.kind === 'interval') {
+    const interval = schedule.intervalMs;
     return {
-      msUntilNext: (last, now) => nextIntervalRun(last, now, schedule.intervalMs) - now,
-      nthNextRun: (n) => Date.now() + n * schedule.intervalMs,
+      first: (now, s) => firstDue(now, s.cursorMs, s.settleMs, interval, offsetMs, s.backfill),
+      next: (due, now) => nextDue(due, now, interval, offsetMs),
+      nthNextRun: (n) => Date.now() + n * interval,
       dispose: () => {},
     };
   }
   // A stopped task is node-cron's matcher without its timer: we only ask it for the next match.
   const task = cron.createTask(schedule.expression, () => {});
   return {
-    msUntilNext: (last, now) => {
-      if (last === undefined) return 0;
-      const next = task.getNextRuns(1)[0];
-      return next ? Math.max(0, next.getTime() - now) : 60_000;
-    },
+    first: (now) => now,
+    next: (_due, now) => task.getNextRuns(1)[0]?.getTime() ?? now + 60_000,
     nthNextRun: (n) => task.getNextRuns(n)[n - 1]?.getTime() ?? Date.now() + n * 60_000,
     dispose: () => void task.destroy(),
   };

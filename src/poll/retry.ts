@@ -8,6 +8,11 @@ export type FetchPolicy = {
   minTimeoutMs: number;
   /** Longest `Retry-After` waited for inside a poll, seconds. */
   maxRetryAfterSec: number;
+  /**
+   * Runs each wait between attempts: the daemon gives up the poll's slot meanwhile, so a company
+   * waiting out a 429 holds no place another company's poll could use.
+   */
+  whileWaiting?: <T>(wait: () => Promise<T>) => Promise<T>;
 };
 
 export const DEFAULT_FETCH_POLICY: FetchPolicy = { retries: 3, minTimeoutMs: 1000, maxRetryAfterSec: 120 };
@@ -64,7 +69,8 @@ export function retryTransient<T>(attempt: () => Promise<T>, policy: FetchPolicy
       const waitMs = retryWaitMs(retriesConsumed, policy, retryAfterSec, Math.random());
       onRetry?.({ attempt: attemptNumber, attempts: policy.retries + 1, waitMs, reason: reason ?? error.name });
       // The listener goes with the wait: the poll loop's signal lives as long as the daemon.
-      await abortableSleep(waitMs, signal ?? new AbortController().signal);
+      const wait = () => abortableSleep(waitMs, signal ?? new AbortController().signal);
+      await (policy.whileWaiting ? policy.whileWaiting(wait) : wait());
     },
   });
 }

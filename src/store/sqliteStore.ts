@@ -162,7 +162,9 @@ export class SqliteStore implements Store {
   }
 
   async openStreams(keys: { instance: string; resource: string; initialCursor: number }[]): Promise<Stream[]> {
-    return this.db.transaction(() => keys.map((k) => this.openOne(k.instance, k.resource, k.initialCursor)))();
+    // IMMEDIATE: it reads before it writes, and a read lock that must grow to a write lock gets
+    // SQLITE_BUSY at once, where a write lock asked for first waits out the busy timeout.
+    return this.db.transaction(() => keys.map((k) => this.openOne(k.instance, k.resource, k.initialCursor))).immediate();
   }
 
   private openOne(instance: string, resource: string, initialCursor: number): Stream {
