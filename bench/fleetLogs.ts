@@ -62,12 +62,16 @@ export function startedStreams(line: LogLine): number | undefined {
 }
 
 /**
- * When every stream had been scheduled: a `streams scheduled` line if the daemon writes one,
- * else the moment the last first poll began (due + lag), by which its stream was surely scheduled.
+ * When every stream had been scheduled: a `streams scheduled` line if the daemon writes one; else,
+ * for a daemon whose poll lines state `dueAt` (the timer wheel, filled with every stream before
+ * the `pollbridge started` line), that line; else (a loop per stream, each scheduled as it first
+ * gets to poll) the moment the last first poll began.
  */
 export function scheduledAllMs(lines: LogLine[], firstRound: Poll[], streams: number): number | undefined {
   const line = lines.find((l) => l.message === 'streams scheduled');
   if (line) return at(line);
+  const started = lines.find((l) => l.message === 'pollbridge started');
+  if (started && lines.some((l) => l.message === 'poll finished' && typeof l.dueAt === 'string')) return at(started);
   if (firstRound.length < streams) return undefined;
   return Math.max(...firstRound.map((p) => p.dueMs + p.lagMs));
 }

@@ -45,9 +45,20 @@ describe('fleet bench: due times and lags from the poll lines', () => {
     const { first, later } = splitFirstRound(pollsOf(lines, T0, 60_000));
     expect(first.map((p) => p.stream)).toEqual(['A/reports', 'B/reports']);
     expect(later.map((p) => p.dueMs - T0)).toEqual([61_000]);
+    const started = { message: 'pollbridge started', timestamp: iso(T0 - 100) };
+    expect(scheduledAllMs([started, ...lines], first, 3)).toBe(T0 - 100);
+    expect(scheduledAllMs([started, ...lines, { message: 'streams scheduled', timestamp: iso(T0 + 50) }], first, 3)).toBe(T0 + 50);
+  });
+
+  it('takes the last first poll as the moment every stream was scheduled for a daemon with a loop per stream', () => {
+    const lines = [
+      { message: 'pollbridge started', timestamp: iso(T0) },
+      finished('A', 'reports', T0 + 2_000, { durationMs: 500 }),
+      finished('B', 'reports', T0 + 9_000, { durationMs: 1_000 }),
+    ];
+    const { first } = splitFirstRound(pollsOf(lines, T0, 60_000));
     expect(scheduledAllMs(lines, first, 2)).toBe(T0 + 8_000);
     expect(scheduledAllMs(lines, first, 3)).toBeUndefined();
-    expect(scheduledAllMs([...lines, { message: 'streams scheduled', timestamp: iso(T0 + 50) }], first, 3)).toBe(T0 + 50);
   });
 
   it('reads the stream count of the started line, as a number or as the list of names', () => {
