@@ -26,11 +26,6 @@ export class TimerWheel<K> {
     return this.live.size;
   }
 
-  /** Whether the key waits for its time. */
-  has(key: K): boolean {
-    return this.live.has(key);
-  }
-
   schedule(key: K, dueMs: number): void {
     if (this.disposed) return;
     const seq = ++this.seq;
