@@ -223,7 +223,9 @@ export async function fleet(): Promise<Row[]> {
     const steadyFinished = polls.filter((p) => p.finishedMs >= steadyFrom && p.finishedMs < steadyTo).length;
     const cpuPerPollMs = (cpu1 - cpu0) / steadyFinished;
     const others = polls.filter((p) => p.dueMs >= hupMs && p.dueMs < hupMs + RELOAD_WATCH_MS && !p.stream.startsWith(`${fleetInstanceName(changed)}/`));
-    const interrupted = lines.filter((l) => l.message === 'poll interrupted; the next goes on from its last committed part' && timestampMs(l) >= hupMs).length;
+    // The changed company's poll is cut short by design; the others' never should be.
+    const interrupted = lines.filter((l) => l.message === 'poll interrupted; the next goes on from its last committed part' && timestampMs(l) >= hupMs
+      && l.instance !== fleetInstanceName(changed)).length;
     const scheduledMs = scheduledAllMs(lines, first, streams);
     const reloadS = (seenAt - hupMs) / 1000;
     const rssMax = Math.max(...rss.filter((r) => !Number.isNaN(r)));
@@ -246,7 +248,7 @@ export async function fleet(): Promise<Row[]> {
       { metric: `${name}: peak RSS (VmHWM), start-up included`, value: hwmMb, unit: 'MB', target: '—', ok: true },
       { metric: `${name}: reload of one changed instance file, SIGHUP → its next request shows the change`, value: reloadS, unit: 's', target: `≤ ${TARGET.reloadS} s`, ok: reloadS <= TARGET.reloadS },
       { metric: `${name}: reload, lag p95 of the others' polls due within ${RELOAD_WATCH_MS / 1000} s (${others.length})`, value: lagS(others, 95), unit: 's', target: `≤ ${TARGET.lagP95s} s`, ok: lagS(others, 95) <= TARGET.lagP95s },
-      { metric: `${name}: reload, polls interrupted`, value: interrupted, unit: 'polls', target: '0', ok: interrupted === 0 },
+      { metric: `${name}: reload, other companies' polls interrupted`, value: interrupted, unit: 'polls', target: '0', ok: interrupted === 0 },
       { metric: `${name}: the daemon exited during the run${died === null ? '' : ` (${died})`}`, value: died === null ? 0 : 1, unit: 'exits', target: '0', ok: died === null },
       { metric: `${name}: invalid_grant answers (refresh tokens rotate on every refresh)`, value: stats.daemon.invalidGrant, unit: 'answers', target: '0', ok: stats.daemon.invalidGrant === 0 },
       { metric: `${name}: 429s at ${RATE_LIMIT_PER_SEC} requests/s per company`, value: stats.daemon.rateLimited, unit: 'answers', target: '—', ok: true },

@@ -7,10 +7,17 @@ import { userAgent } from '../version.js';
 /** `userAgent` defaults to pollbridge's own, with its version and node's. */
 export type HttpClientOptions = { timeoutMs: number; userAgent?: string };
 
-const keepAliveAgents = () => ({
-  'http:': new http.Agent({ keepAlive: true, maxSockets: 64 }),
-  'https:': new https.Agent({ keepAlive: true, maxSockets: 64 }),
+const keepAliveAgents = (maxSockets = 64) => ({
+  'http:': new http.Agent({ keepAlive: true, maxSockets }),
+  'https:': new https.Agent({ keepAlive: true, maxSockets }),
 });
+
+/**
+ * Page reads are bounded per origin by the daemon (`polling.maxConcurrentPerOrigin`), which can
+ * be set up to this: an agent limit below it would queue requests where no limit counts them
+ * (at 64, 4,000 streams a minute, two requests a poll, queued without end).
+ */
+const PAGE_SOCKETS_PER_ORIGIN = 1000;
 
 /**
  * One got instance per daemon: keep-alive agents (a poll or a delivery burst reuses
@@ -42,7 +49,7 @@ export type GetText = (url: string, headers: Record<string, string>, signal?: Ab
  * returned to the caller, gzip and deflate answers decoded.
  */
 export function createGetText(options: HttpClientOptions): GetText {
-  const agents = keepAliveAgents();
+  const agents = keepAliveAgents(PAGE_SOCKETS_PER_ORIGIN);
   const agentName = options.userAgent ?? userAgent();
   return (url, headers, signal) => new Promise((resolve, reject) => {
     const target = new URL(url);
