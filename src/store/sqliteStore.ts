@@ -209,10 +209,10 @@ export class SqliteStore implements Store {
   }
 
   async completePoll(streamId: number, progress: StreamProgress, at: number): Promise<void> {
-    this.db.transaction(() => {
+    this.write(() => {
       this.saveProgress(streamId, progress);
       this.stmts.completePoll.run(at, at, streamId);
-    }).immediate();
+    });
   }
 
   async failPoll(streamId: number, error: string, at: number): Promise<void> {
