@@ -78,19 +78,24 @@ describe('polling.maxConcurrentPerOrigin', () => {
       const f = await fleet(undefined, 400);
       const names = ['C1', 'C2', 'C3', 'C4'];
       const config = writeJson(f.dir, 'c.json', { database: 'p.db', polling: { maxConcurrentPerOrigin: limit }, instances: names.map((n) => f.instance(n)) });
-      const p = startCli(['run', '-c', config]);
-      try {
-        await waitFor('three polls of every company', () => names.every((n) => linesOf(p.logs(), POLL_FINISHED, n).length >= 3), 30_000);
-      } finally {
-        await stopped(p);
-        await f.close();
-      }
+      await untilThreePollsEach(config, names, f.close);
       expect(f.proxy.requests.length).toBeGreaterThanOrEqual(12);
       if (expectOne) expect(f.proxy.maxInFlight).toBe(1);
       else expect(f.proxy.maxInFlight).toBeGreaterThan(1);
     });
   }
 });
+
+/** Runs the built daemon on `config` until every named company has finished three polls, then stops it and `close`s. */
+async function untilThreePollsEach(config: string, names: string[], close: () => Promise<void>): Promise<void> {
+  const p = startCli(['run', '-c', config]);
+  try {
+    await waitFor('three polls of every company', () => names.every((n) => linesOf(p.logs(), POLL_FINISHED, n).length >= 3), 30_000);
+  } finally {
+    await stopped(p);
+    await close();
+  }
+}
 
 /** Most requests in flight at once over several proxies: an answer sent before a request comes in at the same ms. */
 function maxOverlap(requests: { startMs: number; endMs: number | undefined }[]): number {
@@ -111,13 +116,7 @@ describe('polling.maxConcurrent', () => {
       const names = ['A1', 'A2', 'B1', 'B2'];
       const instances = names.map((n) => f.instance(n, n.startsWith('A') ? f.proxy.url : other.url));
       const config = writeJson(f.dir, 'c.json', { database: 'p.db', polling: { maxConcurrent: limit }, instances });
-      const p = startCli(['run', '-c', config]);
-      try {
-        await waitFor('three polls of every company', () => names.every((n) => linesOf(p.logs(), POLL_FINISHED, n).length >= 3), 30_000);
-      } finally {
-        await stopped(p);
-        await f.close();
-      }
+      await untilThreePollsEach(config, names, f.close);
       expect(f.proxy.requests.length).toBeGreaterThanOrEqual(6);
       expect(other.requests.length).toBeGreaterThanOrEqual(6);
       const overlap = maxOverlap([...f.proxy.requests, ...other.requests]);
