@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { CONCUR_ELEMENT, ELEMENT_KEYS, INSTANCE_KEYS, RESOURCE_EXTENSION_KEYS, RESOURCE_KEYS } from './keys.js';
 import { isObject } from './read.js';
+import { holdsReference } from './secrets.js';
 
 /*
  * Turns an AMPLIFY export (`GET /instances`) into pollbridge instance files, with every secret
@@ -60,7 +61,6 @@ export class AmplifyImportError extends Error {
   }
 }
 
-const REFERENCE = /\$\{(?:env|file|credential):[^}]+\}/;
 /** How a secret may be shown in an export that masks it: a value never to be copied as a secret. */
 const MASKED = /^\*+$/;
 const SIGNATURE_KEY = 'event.notification.signature.key';
@@ -163,7 +163,6 @@ class CredentialList {
   }
 }
 
-const hasReference = (value: unknown): boolean => typeof value === 'string' && REFERENCE.test(value);
 const isEmpty = (value: unknown): boolean => value === undefined || value === null || value === '';
 const credentialBase = (key: string): string => CREDENTIAL_NAMES[key] ?? key.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
 
@@ -226,7 +225,7 @@ function providerOf(provider: Record<string, unknown>, credentials: CredentialLi
   const auth = { ...provider.auth };
   for (const key of AUTH_SECRETS) {
     const value = auth[key];
-    if (isEmpty(value) || hasReference(value)) continue;
+    if (isEmpty(value) || holdsReference(value)) continue;
     auth[key] = credentials.add(CREDENTIAL_NAMES[key]!, `provider.auth.${key}`, value);
   }
   return { ...provider, auth };
@@ -237,7 +236,7 @@ function concurProvider(configuration: Record<string, unknown>, credentials: Cre
   const from = (field: keyof typeof CONCUR_OAUTH, what: string): unknown => {
     const key = CONCUR_OAUTH[field];
     const value = configuration[key];
-    return hasReference(value) ? value : credentials.add(credentialBase(key), `${what} (${key})`, value);
+    return holdsReference(value) ? value : credentials.add(credentialBase(key), `${what} (${key})`, value);
   };
   const clientId = configuration[CONCUR_OAUTH.clientId];
   return {
@@ -254,11 +253,11 @@ function concurProvider(configuration: Record<string, unknown>, credentials: Cre
 function configurationOf(configuration: Record<string, unknown>, credentials: CredentialList): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(configuration)) {
-    if (!isSecretKey(key) || isEmpty(value) || hasReference(value)) {
+    if (!isSecretKey(key) || isEmpty(value) || holdsReference(value)) {
       out[key] = value;
     } else if (key === PREVIOUS_KEYS) {
       const keys = typeof value === 'string' ? value.split(',').map((s) => s.trim()).filter(Boolean) : Array.isArray(value) ? value : [value];
-      out[key] = keys.map((k, i) => (hasReference(k) ? k : credentials.add(`previous-signature-key-${i + 1}`, `${key}[${i}]`, k)));
+      out[key] = keys.map((k, i) => (holdsReference(k) ? k : credentials.add(`previous-signature-key-${i + 1}`, `${key}[${i}]`, k)));
     } else {
       out[key] = credentials.add(credentialBase(key), `configuration["${key}"]`, value);
     }

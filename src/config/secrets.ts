@@ -4,6 +4,11 @@ import { childPath, type IssueList } from './issues.js';
 
 const REFERENCE = /\$\{(env|file|credential):([^}]+)\}/g;
 
+/** Whether a value already holds a `${env:}`, `${file:}` or `${credential:}` reference. */
+export function holdsReference(value: unknown): boolean {
+  return typeof value === 'string' && new RegExp(REFERENCE.source).test(value);
+}
+
 export type SecretContext = {
   env: NodeJS.ProcessEnv;
   /** Relative `${file:}` paths are read from here: the config file's directory. */

@@ -592,9 +592,13 @@ export class Daemon {
     const callouts = new Map<string, CalloutInstance>();
     const auths = new Map<string, { auth: Authenticator; fresh: boolean }>();
     const runningStreams = new Map<string, StreamRuntime[]>();
-    for (const s of this.streams) runningStreams.set(s.instance.name, [...(runningStreams.get(s.instance.name) ?? []), s]);
     const running = new Map<string, { instance: InstanceConfig; auth: Authenticator }>();
-    for (const s of this.streams) running.set(s.instance.name, s);
+    for (const s of this.streams) {
+      running.set(s.instance.name, s);
+      const streams = runningStreams.get(s.instance.name);
+      if (streams) streams.push(s);
+      else runningStreams.set(s.instance.name, [s]);
+    }
     for (const c of this.callouts.values()) running.set(c.config.name, { instance: c.config, auth: c.auth });
     try {
       // Receipts answered 200 before an instance's callout was turned off still become events:
