@@ -28,7 +28,7 @@ export type ReadInstanceObject = (raw: Record<string, unknown>, issues: IssueLis
  * ones (`.x.json`: editors' temp files) and anything not a file are left out. Throws when the
  * directory cannot be listed.
  */
-export function listInstanceFiles(dir: string): string[] {
+function listInstanceFiles(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true })
     .filter((e) => e.name.endsWith('.json') && !e.name.startsWith('.') && (e.isFile() || e.isSymbolicLink()))
     .map((e) => e.name)

@@ -1,3 +1,5 @@
+import { MIN_SECRET } from '../util/secretIndex.js';
+
 /** One problem in a configuration file, located by file and JSON path. */
 export type ConfigIssue = { file: string; path: string; message: string };
 
@@ -19,9 +21,6 @@ export function childPath(path: string, key: string | number): string {
   return `${path}[${JSON.stringify(key)}]`;
 }
 
-/** Values this short are not redacted, as in the logger: they would garble the message for nothing. */
-const MIN_SECRET_LENGTH = 4;
-
 /**
  * Collects issues while a reader walks the file, so `validate` can report all of them at once.
  * A message that quotes a value (a bad URL, say) may quote a resolved `${env:}`/`${file:}`
@@ -36,7 +35,7 @@ export class IssueList {
   constructor(readonly file: string) {}
 
   secret(value: string, reference: string): void {
-    if (value.length < MIN_SECRET_LENGTH) return;
+    if (value.length < MIN_SECRET) return;
     this.secrets.push([value, reference]);
     this.secrets.sort((a, b) => b[0].length - a[0].length);
   }

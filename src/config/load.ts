@@ -4,6 +4,7 @@ import cron from 'node-cron';
 import { compileUrlTemplate, type UrlTemplate } from '../poll/urlTemplate.js';
 import { createDateParser, type DateParser } from '../time/dateParser.js';
 import { instantFromMs } from '../time/instant.js';
+import { MIN_SECRET } from '../util/secretIndex.js';
 import { PatternError } from '../time/javaPattern.js';
 import { normalizeTimeZone } from '../time/zone.js';
 import { checkCallouts, type PlacedInstance, readCalloutListen, readInstanceCallout } from './callout.js';
@@ -129,7 +130,7 @@ export function readConfig(file: string, options: LoadOptions = {}): LoadResult 
   const warnings = [...issues.warnings, ...files.flatMap((f) => f.issues.warnings)];
   // All at once, as validate promises: the files' own issues too.
   if (issues.items.length > 0) return { config: undefined, issues: [...issues.items, ...refused.flatMap((r) => r.issues)], warnings };
-  const secrets = [...new Set(resolved.filter((s) => s.length >= 4))];
+  const secrets = [...new Set(resolved.filter((s) => s.length >= MIN_SECRET))];
   return {
     config: { file: path, database, http, metricsPerInstance, polling, instancesDir, refused, callout, instances, secrets, warnings },
     issues: [],
