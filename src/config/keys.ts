@@ -1,6 +1,6 @@
 /** Every key pollbridge reads, by the place of the file it is read from. */
 
-export const ROOT_KEYS = ['database', 'http', 'callout', 'polling', 'instances', 'instancesDir'] as const;
+export const ROOT_KEYS = ['database', 'http', 'callout', 'polling', 'instances', 'instancesDir', 'pollbridge.cluster.leaseSeconds'] as const;
 export const HTTP_KEYS = ['listen', 'metricsPerInstance'] as const;
 export const POLLING_KEYS = ['maxConcurrent', 'maxConcurrentPerOrigin'] as const;
 export const CALLOUT_KEYS = ['listen', 'tls'] as const;

@@ -16,7 +16,7 @@ import { readListen } from './listen.js';
 import { isObject, ObjectReader } from './read.js';
 import { resolveSecrets, type SecretContext } from './secrets.js';
 import { checkInstanceShape, checkRootShape, isMultiInstanceFile, referenceProblems, URL_KINDS, withoutAmplifyFields } from './shape.js';
-import type { AuthConfig, InstanceConfig, PollbridgeConfig, PollingLimits, RefusedInstanceFile, ResourceConfig, Schedule } from './types.js';
+import { type AuthConfig, type ClusterConfig, DEFAULT_LEASE_SECONDS, type InstanceConfig, type PollbridgeConfig, type PollingLimits, type RefusedInstanceFile, type ResourceConfig, type Schedule } from './types.js';
 
 /** Above this many instances, /metrics has no per-instance series unless `http.metricsPerInstance` says so. */
 export const METRICS_PER_INSTANCE_LIMIT = 100;
@@ -60,8 +60,8 @@ export function readConfig(file: string, options: LoadOptions = {}): LoadResult 
   const rootReader = new ObjectReader(root, '', issues);
   checkRootShape(raw, issues);
 
-  const databaseRaw = options.databaseOverride ?? rootReader.string('database') ?? 'pollbridge.db';
-  const database = options.databaseOverride ? resolve(databaseRaw) : resolve(dirname(path), databaseRaw);
+  const { database, databaseUrl } = readDatabase(root, dirname(path), options.databaseOverride, secretCtx);
+  const cluster = readCluster(rootReader);
   const httpReader = rootReader.object('http');
   const http = httpReader && readListen(httpReader, '127.0.0.1:9464');
   const polling = readPolling(rootReader);
@@ -91,7 +91,7 @@ export function readConfig(file: string, options: LoadOptions = {}): LoadResult 
   }
   const mainAllRead = Array.isArray(listed) && placed.length === listed.length;
   const mainInstances = placed.map((p) => p.instance);
-  if (multi) reportUnknownExtensionKeys({ ...raw, instances: undefined }, [], '', issues);
+  if (multi) reportUnknownExtensionKeys({ ...raw, instances: undefined, [CLUSTER_LEASE_KEY]: undefined }, [], '', issues);
   const names = new Map<string, string>();
   for (const { instance, at } of placed) if (!names.has(instance.name)) names.set(instance.name, `${file} (${at})`);
 
@@ -132,7 +132,7 @@ export function readConfig(file: string, options: LoadOptions = {}): LoadResult 
   if (issues.items.length > 0) return { config: undefined, issues: [...issues.items, ...refused.flatMap((r) => r.issues)], warnings };
   const secrets = [...new Set(resolved.filter((s) => s.length >= MIN_SECRET))];
   return {
-    config: { file: path, database, http, metricsPerInstance, polling, instancesDir, refused, callout, instances, secrets, warnings },
+    config: { file: path, database, databaseUrl, cluster, http, metricsPerInstance, polling, instancesDir, refused, callout, instances, secrets, warnings },
     issues: [],
     warnings,
   };
@@ -177,6 +177,47 @@ function secretsOf(inst: InstanceConfig): string[] {
     ...(a.type === 'oauth2_refresh_token' ? [a.clientSecret, a.refreshToken] : a.type === 'bearer' ? [a.token] : a.type === 'basic' ? [a.password] : []),
     ...(inst.callout ? [inst.callout.password] : []),
   ];
+}
+
+const CLUSTER_LEASE_KEY = 'pollbridge.cluster.leaseSeconds';
+
+/**
+ * A `postgres://` (or `postgresql://`) URL, written or from `${env:}`/`${credential:}`, selects the
+ * PostgreSQL store; anything else is the SQLite file's path, relative to the config file.
+ * `database` keeps the URL without its password and query, for messages.
+ */
+function readDatabase(root: Record<string, unknown>, baseDir: string, override: string | undefined, ctx: SecretContext): { database: string; databaseUrl: string | undefined } {
+  const raw = override ?? (typeof root.database === 'string' ? resolveSecrets(root.database, 'database', ctx) : undefined);
+  if (root.database !== undefined && typeof root.database !== 'string' && override === undefined) ctx.issues.add('database', 'must be a string: a file path or a postgres:// URL');
+  const text = typeof raw === 'string' ? raw : 'pollbridge.db';
+  if (!isPostgresUrl(text)) return { database: override ? resolve(text) : resolve(baseDir, text), databaseUrl: undefined };
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    ctx.issues.add('database', 'is not a valid postgres:// URL');
+    return { database: 'postgres://(invalid)', databaseUrl: undefined };
+  }
+  // Its password, and whatever its query carries (a password, a key file): the rest names a
+  // server and a database, and is how messages say which.
+  if (url.password) ctx.resolved.push(decodeURIComponent(url.password), url.password);
+  for (const value of url.searchParams.values()) ctx.resolved.push(value);
+  return { database: describeDatabaseUrl(url), databaseUrl: text };
+}
+
+export function isPostgresUrl(text: string): boolean {
+  return /^postgres(ql)?:\/\//i.test(text);
+}
+
+/** The URL for messages: host, port and database, never its password or query. */
+export function describeDatabaseUrl(url: URL): string {
+  const user = url.username ? `${decodeURIComponent(url.username)}@` : '';
+  return `postgres://${user}${url.host}${url.pathname}`;
+}
+
+function readCluster(root: ObjectReader): ClusterConfig {
+  const seconds = root.number(CLUSTER_LEASE_KEY, DEFAULT_LEASE_SECONDS, { min: 1, max: 600 });
+  return { leaseMs: Math.round(seconds * 1000) };
 }
 
 function readPolling(root: ObjectReader): PollingLimits {

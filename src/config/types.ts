@@ -111,9 +111,21 @@ export type PollingLimits = {
   maxConcurrentPerOrigin: number;
 };
 
+/** Replicas on one PostgreSQL database (`pollbridge.cluster.*`); unused with SQLite. */
+export type ClusterConfig = {
+  /** A replica that stops renewing its leases loses its streams to the others this long after its last renewal. */
+  leaseMs: number;
+};
+
+export const DEFAULT_LEASE_SECONDS = 15;
+
 export type PollbridgeConfig = {
   file: string;
+  /** SQLite: the database file's resolved path. PostgreSQL: the URL without its password, for messages. */
   database: string;
+  /** The PostgreSQL URL, password and all (a secret), when `database` is one; undefined for SQLite. */
+  databaseUrl: string | undefined;
+  cluster: ClusterConfig;
   http: HttpConfig | undefined;
   /**
    * Per-instance series on /metrics (`http.metricsPerInstance`; default: on up to

@@ -12,7 +12,7 @@ export class StoreError extends Error {
   }
 }
 
-type Method = Exclude<keyof Store, 'close' | 'died'>;
+type Method = Exclude<keyof Store, 'close' | 'died' | 'cluster'>;
 export type StoreRequest = { id: number; method: Method | 'close'; args: unknown[] };
 export type StoreReply = { id: number; result?: unknown; error?: { name: string; message: string; code: string | undefined } };
 

@@ -1,8 +1,8 @@
 import type { Instant } from '../time/instant.js';
 
 /**
- * Everything pollbridge keeps. Methods return promises so that a networked store (PostgreSQL,
- * planned) can implement the same interface; nothing here assumes SQLite.
+ * Everything pollbridge keeps. Methods return promises so that a networked store (PostgreSQL)
+ * implements the same interface; nothing here assumes SQLite.
  */
 export interface Store {
   /** The stream of (instance, resource), created with `initialCursor` when new. */
@@ -18,16 +18,20 @@ export interface Store {
    */
   commitPage(streamId: number, page: PageCommit): Promise<PageResult>;
   /** A poll ended with every part of its windows read: records the progress and the success. */
-  completePoll(streamId: number, progress: StreamProgress, at: number): Promise<void>;
-  failPoll(streamId: number, error: string, at: number): Promise<void>;
+  completePoll(streamId: number, progress: StreamProgress, at: number, fence?: number): Promise<void>;
+  failPoll(streamId: number, error: string, at: number, fence?: number): Promise<void>;
   /**
    * Forgets seen changes older than `before`: no window reaches back that far. Returns how many.
    * The stream remembers the furthest such instant (`forgotten`).
    */
   pruneSeen(streamId: number, before: Instant): Promise<number>;
 
-  /** Pending notifications of `instances` due at `now`, oldest first, skipping ids in `exclude`. */
-  dueNotifications(now: number, limit: number, exclude: ReadonlySet<string>, instances: readonly string[]): Promise<OutboxEntry[]>;
+  /**
+   * Pending notifications of `instances` due at `now`, oldest first, skipping ids in `exclude`.
+   * On a shared store each is claimed for this replica (`claimDeadline`), and no more are
+   * returned than each group's `max` less those claimed by any replica.
+   */
+  dueNotifications(now: number, limit: number, exclude: ReadonlySet<string>, instances: readonly string[], groups?: readonly DeliveryGroup[]): Promise<OutboxEntry[]>;
   /**
    * When the next notification that could be sent falls due (ms), if any: the earliest pending
    * one of `unordered` instances, and the oldest pending one of each of `ordered` (those wait
@@ -36,7 +40,10 @@ export interface Store {
   nextDueAt(unordered: readonly string[], ordered: readonly string[]): Promise<number | undefined>;
   /** Several finished attempts in one transaction (group commit: one fsync for all). */
   recordAttempts(attempts: readonly { attempt: AttemptRecord; outcome: AttemptOutcome }[]): Promise<void>;
-  /** For strictly ordered delivery: the oldest pending notification of each of `instances`, if it is due. */
+  /**
+   * For strictly ordered delivery: the oldest pending notification of each of `instances`, if it
+   * is due (and, on a shared store, not claimed by another replica: it is claimed for this one).
+   */
   dueHeads(now: number, instances: readonly string[]): Promise<OutboxEntry[]>;
   /** Instances that have pending notifications. */
   instancesWithPending(): Promise<string[]>;
@@ -89,11 +96,57 @@ export interface Store {
   replayDead(since: number | undefined, now: number): Promise<string[]>;
 
   close(): Promise<void>;
+  /** Replicas sharing this database (PostgreSQL); absent where one daemon is alone on it (SQLite, held by its lock file). */
+  readonly cluster?: ClusterStore;
   /**
    * Settles if the store stops working on its own, not by close() (the database thread died):
    * every call fails from then on.
    */
   readonly died?: Promise<Error>;
+}
+
+/**
+ * A callback URL: at most `max` of its instances' notifications in flight at once, counted across
+ * every replica. `key` names it the same on every replica (the URL).
+ */
+export type DeliveryGroup = { key: string; instances: readonly string[]; max: number };
+
+/** A stream lease held by this replica: `fence` numbers the holding, higher with every new holder. */
+export type Lease = { streamId: number; fence: number };
+
+/** Who holds which stream, for `status`: the replica's name, or none (unheld, expired). */
+export type LeaseHolder = { streamId: number; instance: string; resource: string; replica: string | undefined; fence: number; expiresAt: number | undefined };
+
+/** A replica as the database knows it: alive while `expiresAt` (the database's clock) is ahead. */
+export type ReplicaInfo = { id: string; name: string; host: string; pid: number; startedAt: number; expiresAt: number };
+
+/**
+ * The coordination of replicas on one database. Every time here is the database's clock, never
+ * a replica's: replicas' clocks may disagree, the database's is one.
+ */
+export interface ClusterStore {
+  /** This replica: a new id every start (two processes never share one), and its name (host, or --replica). */
+  readonly replica: { id: string; name: string };
+  /** Marks this replica alive for `ttlMs` more; returns every live replica, this one included, by id. */
+  heartbeat(ttlMs: number): Promise<ReplicaInfo[]>;
+  /**
+   * One round of leases, in one transaction: renews the held leases in `keep` that have not
+   * expired, takes those of `take` that are free or expired (a new fence each), and lets go of
+   * `release`. Returns every lease held afterwards, with the database's time, so that the caller
+   * can tell when each expires by its own clock.
+   */
+  syncLeases(round: { keep: readonly number[]; take: readonly number[]; release: readonly number[] }, ttlMs: number): Promise<{ held: Lease[]; dbNow: number }>;
+  /** Every stream's holder, for `status` and /metrics. */
+  leaseHolders(): Promise<LeaseHolder[]>;
+  /**
+   * Runs `refresh` while holding `instance`'s token lock, which one replica holds at a time: the
+   * refresh of a rotating refresh token and the save of its result are one step across the
+   * cluster. `refresh` gets the state stored when the lock was taken (another replica may have
+   * refreshed just before).
+   */
+  withTokenLock<T>(instance: string, refresh: (stored: AuthState | undefined) => Promise<T>): Promise<T>;
+  /** A clean stop: lets go of every lease and claim and leaves the replica list, so the others take over at once. */
+  leave(): Promise<void>;
 }
 
 /** The fields of Concur's `<Notification>` (and of a failed-queue item), as text. */
@@ -157,6 +210,11 @@ export type PageCommit = {
   /** Moved in the same transaction: the page's changes and the progress they make are one. */
   progress?: StreamProgress;
   /**
+   * On a shared store, the lease the poll ran under: the commit is refused (LeaseLostError) unless
+   * this replica still holds the stream's lease with this fence, checked in the same transaction.
+   */
+  fence?: number;
+  /**
    * The poll's commits, numbered from 0: one is refused unless the one numbered before it in the
    * same chain committed. Commits run while later pages are read; without this, a later part's
    * progress could land after an earlier part's commit failed, and step over its records.
@@ -172,7 +230,15 @@ export type PageResult = { fresh: number; duplicates: number; notificationIds: s
 
 export type NotificationStatus = 'pending' | 'delivered' | 'dead';
 
-export type OutboxEntry = { id: string; seq: number; instance: string; streamId: number; body: string; attempts: number; replayBase: number; createdAt: number };
+export type OutboxEntry = {
+  id: string; seq: number; instance: string; streamId: number; body: string; attempts: number; replayBase: number; createdAt: number;
+  /**
+   * On a shared store, until when (ms, this process's clock) the notification is this replica's
+   * to send: a request that could not end before then is not started, as another replica may
+   * claim the notification after it.
+   */
+  claimDeadline?: number;
+};
 
 export type AttemptRecord = {
   notificationId: string;
@@ -211,6 +277,8 @@ export type StreamStatus = {
   /** Records kept as unreadable (no id, bad date). */
   rejected: number;
   lastDeliveryError: string | undefined;
+  /** On a shared store: the replica holding the stream's lease now, if any. */
+  replica?: string | undefined;
 };
 
 export type NotificationSummary = {
@@ -235,3 +303,11 @@ export type NotificationDetail = NotificationSummary & { body: string; attemptLo
  * a resource of `event.poller.configuration` that anyone would name so.
  */
 export const CALLOUT_RESOURCE = '(callout)';
+
+/** A page or poll end refused: this replica no longer holds the stream's lease it polled under. */
+export class LeaseLostError extends Error {
+  constructor(streamId: number, fence: number) {
+    super(`stream ${streamId}: the lease (fence ${fence}) is no longer this replica's; the commit is refused`);
+    this.name = 'LeaseLostError';
+  }
+}
