@@ -91,7 +91,8 @@ export function readConfig(file: string, options: LoadOptions = {}): LoadResult 
   }
   const mainAllRead = Array.isArray(listed) && placed.length === listed.length;
   const mainInstances = placed.map((p) => p.instance);
-  if (multi) reportUnknownExtensionKeys({ ...raw, instances: undefined, [CLUSTER_LEASE_KEY]: undefined }, [], '', issues);
+  // The root's own pollbridge key is read as a setting, not searched as an extension.
+  if (multi) reportUnknownExtensionKeys(Object.fromEntries(Object.entries(raw).filter(([key]) => key !== 'instances' && key !== CLUSTER_LEASE_KEY)), [], '', issues);
   const names = new Map<string, string>();
   for (const { instance, at } of placed) if (!names.has(instance.name)) names.set(instance.name, `${file} (${at})`);
 

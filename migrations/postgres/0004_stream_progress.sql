@@ -1,0 +1,3 @@
+ALTER TABLE streams ADD COLUMN recheck_us BIGINT;
+ALTER TABLE streams ADD COLUMN skew_ms BIGINT;
+ALTER TABLE streams ADD COLUMN forgotten_us BIGINT;

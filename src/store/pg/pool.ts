@@ -1,0 +1,53 @@
+import pg from 'pg';
+
+// BIGINT (int8) holds ms and µs since the epoch: well inside 2^53, so read as numbers, not strings.
+pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
+
+export type PgPoolOptions = {
+  /** Connections at most; the daemon's polls, deliveries and leases share them. */
+  max?: number;
+  /** How long a call waits for a connection before it fails (ms). */
+  connectTimeoutMs?: number;
+};
+
+/**
+ * A pool on `url`. A connection lost while idle (the server restarted, the network dropped) is an
+ * 'error' event on the pool: handled here, it costs that connection only, and the next call opens
+ * a new one. Unhandled, node would end the process.
+ */
+export function createPool(url: string, options: PgPoolOptions = {}, onIdleError?: (err: Error) => void): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: options.max ?? 20,
+    connectionTimeoutMillis: options.connectTimeoutMs ?? 5000,
+    idleTimeoutMillis: 30_000,
+    // A statement stuck behind a lock, or a server gone silent, fails the call rather than holding it for ever.
+    query_timeout: 60_000,
+    keepAlive: true,
+    application_name: 'pollbridge',
+  });
+  pool.on('error', (err) => onIdleError?.(err));
+  return pool;
+}
+
+/** Runs `fn` in one transaction on one connection of `pool`: committed when it returns, rolled back when it throws. */
+export async function inTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  try {
+    await client.query('BEGIN');
+    const result = await fn(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (err) {
+    try {
+      await client.query('ROLLBACK');
+    } catch (rollbackErr) {
+      broken = rollbackErr as Error;
+    }
+    throw err;
+  } finally {
+    // A connection that could not even roll back is not given back to the pool.
+    client.release(broken);
+  }
+}
