@@ -54,8 +54,10 @@ export function buildProgram(): Command {
     .option('--log-format <format>', 'auto (text on a terminal, JSON otherwise), json or text (default: $POLLBRIDGE_LOG_FORMAT or auto)')
     // At most the longest a delivery attempt may take (pollbridge.delivery.timeoutMs): a longer grace waits for nothing.
     .option('--grace-ms <ms>', 'on stop, how long deliveries in flight may finish', numberOption('--grace-ms', { min: 0, max: 600_000, integer: true, unit: 'milliseconds' }))
+    .option('--replica <name>', 'on a PostgreSQL database: this replica\'s name in status and /metrics; streams go back to it by this name after a restart (default: the host name)')
     .addHelpText('after', examples(
       'pollbridge run -c /etc/pollbridge/poller.config.json',
+      'pollbridge run -c poller.config.json --replica vm-2               # one of several replicas on a postgres:// database',
       'pollbridge run -c poller.config.json --once                       # one poll of each resource, deliver, exit',
       'pollbridge run -c poller.config.json --since 2024-05-01T00:00:00Z  # first start: announce changes since then',
     ))
