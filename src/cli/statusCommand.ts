@@ -163,6 +163,8 @@ export async function statusCommand(opts: StatusOptions): Promise<void> {
     const callouts = (await store.calloutCounts()).filter((c) => instance(c.instance));
     // Without a config (--db) there is no telling which instances are still configured.
     const waiting = config ? unconfigured(streams, new Set(config.instances.map((i) => i.name))).filter((w) => instance(w.instance)) : [];
+    // A shared store tells who holds each stream; none held is said, not left out.
+    const clustered = streams.some((s) => 'replica' in s);
     if (opts.json) {
       const status = {
         now: isoOrNull(now),
@@ -175,6 +177,7 @@ export async function statusCommand(opts: StatusOptions): Promise<void> {
           ...(config ? { nextPollAt: isoOrNull(s.nextPollAt) } : {}),
           ...(health ? { polling: s.polling ? { since: s.polling.since, page: s.polling.page, retry: s.polling.retry } : null } : {}),
           lagging: s.lagging ?? null,
+          ...(clustered ? { replica: s.replica ?? null } : {}),
         })),
         notifications: counts,
         callouts: callouts.map((c) => ({ ...c, lastReceivedAt: isoOrNull(c.lastReceivedAt) })),
@@ -184,7 +187,7 @@ export async function statusCommand(opts: StatusOptions): Promise<void> {
       return;
     }
     if (!isFiltered(filter) && !opts.all && views.length > SUMMARY_ABOVE_STREAMS) {
-      process.stdout.write(summaryText({ streams: views, configured: config?.instances, counts, callouts, waiting, nowMs: now }));
+      process.stdout.write(summaryText({ streams: views, configured: config?.instances, counts, callouts, waiting, nowMs: now, clustered }));
       process.stdout.write(daemonText(daemonRunning, health, config, undefined, now));
       return;
     }
@@ -193,10 +196,10 @@ export async function statusCommand(opts: StatusOptions): Promise<void> {
       process.stdout.write(`no stream matches (${views.length} streams in all)\n`);
     } else {
       process.stdout.write(table(
-        ['INSTANCE', 'RESOURCE', 'CURSOR', 'LAST POLL', 'RESULT', ...(config ? ['NEXT POLL'] : []), 'PENDING', 'DEAD', 'REJECTED', 'LAST ERROR'],
+        ['INSTANCE', 'RESOURCE', ...(clustered ? ['REPLICA'] : []), 'CURSOR', 'LAST POLL', 'RESULT', ...(config ? ['NEXT POLL'] : []), 'PENDING', 'DEAD', 'REJECTED', 'LAST ERROR'],
         selected.map((s) => [
           // A callout stream has no cursor: Concur pushes; its "poll" is the read of Concur's failed queue.
-          s.instance, s.resource, s.resource === CALLOUT_RESOURCE ? '-' : instantOrDash(s.cursor), relativeOrDash(s.lastPollAt, now),
+          s.instance, s.resource, ...(clustered ? [s.replica ?? '-'] : []), s.resource === CALLOUT_RESOURCE ? '-' : instantOrDash(s.cursor), relativeOrDash(s.lastPollAt, now),
           s.lastPollOk === undefined ? '-' : s.lastPollOk ? 'ok' : 'failed',
           ...(config ? [nextColumn(s)] : []),
           String(s.pending), String(s.dead), String(s.rejected), s.lastPollError ?? s.lastDeliveryError ?? '',

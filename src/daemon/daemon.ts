@@ -499,8 +499,6 @@ export class Daemon {
     const now = Date.now();
     const authProblems = new Map(this.streams.map((s) => [s.instance.name, s.auth.problem()]));
     for (const [instance, problem] of authProblems) if (problem) reasons.push(`${instance}: ${problem}`);
-    const clusterProblem = this.leases?.problem();
-    if (clusterProblem) reasons.push(clusterProblem);
     // On a cluster, the streams another replica polls are not this one's to be late on.
     const late = this.streams.filter((s) => now > s.stallAt && this.holds(s));
     if (late.length > 0) {
@@ -515,6 +513,9 @@ export class Daemon {
     }
     try {
       await this.store?.checkWritable();
+      // A database out of reach says it all: the lease rounds failing on it are its consequence.
+      const clusterProblem = this.leases?.problem();
+      if (clusterProblem) reasons.push(clusterProblem);
     } catch (err) {
       reasons.push(`database cannot be written: ${(err as Error).message}`);
     }
