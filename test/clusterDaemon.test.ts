@@ -1,0 +1,130 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { afterEach, expect, it } from 'vitest';
+import { loadConfig } from '../src/config/load.js';
+import { assign } from '../src/daemon/assignment.js';
+import { Daemon } from '../src/daemon/daemon.js';
+import { ConcurSim, parseConcurDate } from '../src/sim/concurSim.js';
+import { captureLogger, FAST_FETCH } from './helpers/harness.js';
+import { describePg, freshPgDatabase } from './helpers/pg.js';
+import { startReceiver } from './helpers/receiver.js';
+import { SIM_ENV } from './helpers/simConfig.js';
+import { tenantInstance } from './helpers/tenants.js';
+import { tempDir, waitFor, writeJson } from './helpers/tmp.js';
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
+});
+
+const TENANTS = Array.from({ length: 12 }, (_, i) => `tenant-${i}`);
+
+async function query<T extends pg.QueryResultRow>(url: string, text: string): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query<T>(text)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+/** Who holds which stream by the database's view, by instance name (running leases of live replicas only). */
+async function holders(url: string): Promise<Map<string, string>> {
+  const rows = await query<{ instance: string; replica: string }>(url, `
+    SELECT s.instance, r.name AS replica FROM stream_leases l JOIN streams s ON s.id = l.stream_id
+    JOIN replicas r ON r.id = l.replica_id AND r.expires_at > now() WHERE l.expires_at > now()`);
+  return new Map(rows.map((r) => [r.instance, r.replica]));
+}
+
+/** Where rendezvous puts the tenants' streams over replicas of these names. */
+function expected(names: string[]): Map<string, string> {
+  const streams = TENANTS.map((t, i) => ({ id: i, instance: t, resource: 'reports' }));
+  const owners = assign(streams, names.map((name) => ({ id: name, name })));
+  return new Map(TENANTS.map((t, i) => [t, owners.get(i)!]));
+}
+
+const same = (a: Map<string, string>, b: Map<string, string>): boolean => a.size === b.size && [...a].every(([k, v]) => b.get(k) === v);
+
+describePg('daemons on one PostgreSQL database', () => {
+  it('spread the streams, deliver every change once, hand a stopped replica\'s streams over at once and give them back when it returns', async () => {
+    const url = await freshPgDatabase();
+    const key = 'whsec_' + randomBytes(24).toString('base64');
+    const sim = new ConcurSim();
+    const simUrl = await sim.start();
+    cleanups.push(() => sim.stop());
+    const receiver = await startReceiver(key);
+    cleanups.push(() => receiver.close());
+    const dir = tempDir();
+    const configFile = writeJson(dir, 'poller.config.json', {
+      database: url,
+      http: { listen: '127.0.0.1:0' },
+      'pollbridge.cluster.leaseSeconds': 2,
+      instances: TENANTS.map((t) => tenantInstance(t, simUrl, receiver.url, key, { 'pollbridge.poller.cron': '* * * * * *' })),
+    });
+    const daemons = new Map<string, { daemon: Daemon; logs: ReturnType<typeof captureLogger> }>();
+    const everyLog: ReturnType<typeof captureLogger>[] = [];
+    const start = async (name: string): Promise<Daemon> => {
+      const config = loadConfig(configFile, { env: SIM_ENV });
+      const logs = captureLogger(config.secrets);
+      const daemon = new Daemon({ config, log: logs.log, fetchPolicy: FAST_FETCH, graceMs: 1000, replicaName: name });
+      cleanups.push(() => daemon.stop());
+      daemons.set(name, { daemon, logs });
+      everyLog.push(logs);
+      await daemon.start();
+      return daemon;
+    };
+    for (const name of ['vm-a', 'vm-b', 'vm-c']) await start(name);
+    await waitFor('the streams placed as rendezvous says', async () => same(await holders(url), expected(['vm-a', 'vm-b', 'vm-c'])), 20_000);
+
+    // Each change goes to every tenant (the simulator serves them all the same records), once.
+    const made: { id: string; date: string }[] = [];
+    const change = (): void => {
+      const r = made.length % 3 === 2 ? sim.updateReport(made[0]!.id) : sim.createReport();
+      made.push({ id: r.ID, date: new Date(parseConcurDate(r.LastModifiedDate)!).toISOString() });
+    };
+    const delivered = (): Map<string, number> => {
+      const counts = new Map<string, number>();
+      for (const r of receiver.accepted) {
+        const { instanceName } = (JSON.parse(r.body) as { message: { instanceName: string } }).message;
+        for (const e of r.events) counts.set(`${instanceName} ${e.objectId} ${e.date}`, (counts.get(`${instanceName} ${e.objectId} ${e.date}`) ?? 0) + 1);
+      }
+      return counts;
+    };
+    const allDelivered = (): boolean => {
+      const counts = delivered();
+      return made.every((m) => TENANTS.every((t) => counts.has(`${t} ${m.id} ${m.date}`)));
+    };
+    for (let i = 0; i < 6; i++) change();
+    await waitFor('every change delivered to every tenant', allDelivered, 30_000);
+
+    // /metrics: every series names the replica; the leases it holds are counted.
+    const a = daemons.get('vm-a')!.daemon;
+    const metrics = await (await fetch(`${a.httpUrl}/metrics`)).text();
+    const samples = metrics.split('\n').filter((l) => l && !l.startsWith('#'));
+    expect(samples.length).toBeGreaterThan(0);
+    expect(samples.filter((l) => !l.includes('replica="vm-a"'))).toEqual([]);
+    const mine = [...expected(['vm-a', 'vm-b', 'vm-c']).values()].filter((n) => n === 'vm-a').length;
+    expect(samples).toContain(`pollbridge_stream_leases_held{replica="vm-a"} ${mine}`);
+    expect((await fetch(`${a.httpUrl}/healthz`)).status).toBe(200);
+
+    // A clean stop lets go at once: no lease of vm-b is left for the others to wait out.
+    await daemons.get('vm-b')!.daemon.stop();
+    expect([...(await holders(url)).values()]).not.toContain('vm-b');
+    expect(await query(url, `SELECT id FROM replicas WHERE name = 'vm-b'`)).toEqual([]);
+    await waitFor('vm-b\'s streams taken over by the others', async () => same(await holders(url), expected(['vm-a', 'vm-c'])), 20_000);
+    for (let i = 0; i < 6; i++) change();
+    await waitFor('every change delivered after the handover', allDelivered, 30_000);
+
+    // vm-b returns (a new process, the same name): exactly its streams come back to it.
+    await start('vm-b');
+    await waitFor('vm-b\'s streams back with it', async () => same(await holders(url), expected(['vm-a', 'vm-b', 'vm-c'])), 20_000);
+    for (let i = 0; i < 6; i++) change();
+    await waitFor('every change delivered after the return', allDelivered, 30_000);
+
+    const twice = [...delivered()].filter(([, n]) => n > 1);
+    expect(twice).toEqual([]);
+    // No poll failed, no round failed, nothing was refused on the way.
+    for (const logs of everyLog) expect(logs.lines.filter((l) => l.level === 'error')).toEqual([]);
+  }, 180_000);
+});
