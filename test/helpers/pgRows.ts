@@ -17,6 +17,9 @@ export class PgRows {
 
   /** The stream of (instance, resource), made if new; its id. */
   async stream(instance: string, resource = 'reports'): Promise<number> {
+    // Looked up first: an insert that conflicts would still take a number, and ids would differ from SQLite's.
+    const [known] = await this.query<{ id: number }>('SELECT id FROM streams WHERE instance = $1 AND resource = $2', [instance, resource]);
+    if (known) return known.id;
     const [row] = await this.query<{ id: number }>(`INSERT INTO streams (instance, resource, cursor_us, origin_us) VALUES ($1, $2, 0, 0)
       ON CONFLICT (instance, resource) DO UPDATE SET instance = excluded.instance RETURNING id`, [instance, resource]);
     return row!.id;

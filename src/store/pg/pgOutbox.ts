@@ -60,9 +60,12 @@ async function named<T>(what: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-function entry(row: OutboxRow, claimDeadline: number): OutboxEntry {
-  const { nextAttemptAt: _, ...rest } = row;
-  return { ...rest, claimDeadline };
+/** Only what OutboxEntry names: the entry may cross to another thread, or be compared whole. */
+function entry(r: OutboxRow, claimDeadline: number): OutboxEntry {
+  return {
+    id: r.id, seq: r.seq, instance: r.instance, streamId: r.streamId, body: r.body, attempts: r.attempts, replayBase: r.replayBase, createdAt: r.createdAt,
+    claimDeadline,
+  };
 }
 
 const byDue = (a: OutboxRow, b: OutboxRow): number => a.nextAttemptAt - b.nextAttemptAt || a.seq - b.seq;
@@ -204,7 +207,7 @@ export async function dueHeads(ctx: PgContext, now: number, instances: readonly 
           FOR UPDATE SKIP LOCKED)
         RETURNING ${OUTBOX_COLUMNS}`,
       [ctx.replica.id, ctx.claimMs, instances, now]);
-    return rows.sort(byDue).map((r) => entry(r, claimDeadline));
+    return rows.sort((a, b) => a.seq - b.seq).map((r) => entry(r, claimDeadline));
   });
 }
 
