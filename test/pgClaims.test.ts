@@ -1,5 +1,7 @@
 import { afterEach, beforeAll, expect, it } from 'vitest';
-import { LIVE_CLAIMS_SQL } from '../src/store/pg/pgOutbox.js';
+import { randomUUID } from 'node:crypto';
+import { calloutsToIngest, dueHeads, dueNotifications, LIVE_CLAIMS_SQL, releaseClaims } from '../src/store/pg/pgOutbox.js';
+import { createPool } from '../src/store/pg/pool.js';
 import { PgStore } from '../src/store/pg/pgStore.js';
 import type { AttemptOutcome, CalloutReceipt, DeliveryGroup, OutboxEntry } from '../src/store/types.js';
 import { describePg, freshPgDatabase } from './helpers/pg.js';
@@ -49,6 +51,12 @@ async function seeds(count: number, run: (seed: number) => Promise<void>): Promi
     }
   }
 }
+
+const push = (instance: string, n: number): CalloutReceipt => ({
+  instance, source: 'push', notificationUri: undefined, receivedAt: n, body: `<n>${n}</n>`,
+  notification: { eventType: 'SUBMIT', objectType: 'EXPRPT', objectUri: `https://x/R${n}`, eventDateTime: '', context: '' },
+});
+const ids = (entries: OutboxEntry[]): string[] => entries.map((e) => e.id);
 
 let url: string;
 beforeAll(async () => { url = await freshPgDatabase('claims'); });
@@ -242,6 +250,40 @@ describePg('claims on a shared outbox', () => {
     ]);
   });
 
+  it('two replicas writing overlapping batches of attempts in opposite orders never deadlock, over 30 rounds', async () => {
+    const [a, b] = await replicas(url, 2);
+    const db = await rowsOf(url);
+    await db.query('TRUNCATE notifications, attempts');
+    const names = Array.from({ length: 12 }, (_, i) => `R${String(i).padStart(2, '0')}`);
+    await db.notifications(names.map((id) => ({ id, instance: 'X' })));
+    for (let round = 1; round <= 30; round++) {
+      const batch = names.map((id) => attempt(id, round, { status: 'pending', nextAttemptAt: 0 }));
+      await Promise.all([a!.recordAttempts(batch), b!.recordAttempts([...batch].reverse()), a!.recordAttempts(batch.slice(3).reverse())]);
+    }
+    const [{ n }] = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM attempts') as [{ n: number }];
+    expect(n).toBe(12 * 30);
+  }, 60_000);
+
+  it('releaseClaims (a clean stop) frees every notification, head and receipt the replica held, and no other replica\'s', async () => {
+    const [b, c] = await replicas(url, 2);
+    const db = await rowsOf(url);
+    await db.query('TRUNCATE notifications, attempts, callouts');
+    await db.notifications([{ id: 'E1', instance: 'X' }, { id: 'E2', instance: 'X' }, { id: 'H1', instance: 'Y' }, { id: 'C1', instance: 'Z' }]);
+    const pool = createPool(url);
+    opened.push({ close: () => pool.end() });
+    const leaving = { pool, replica: { id: randomUUID(), name: 'leaving' }, claimMs: 60_000, chains: new Map() };
+    expect(ids(await dueNotifications(leaving, Date.now(), 10, new Set(), ['X']))).toEqual(['E1', 'E2']);
+    expect(ids(await dueHeads(leaving, Date.now(), ['Y']))).toEqual(['H1']);
+    await c!.recordCallouts([push('X', 1)]);
+    expect(await calloutsToIngest(leaving, ['X'], 10, new Set())).toHaveLength(1);
+    expect(ids(await c!.dueNotifications(Date.now(), 10, new Set(), ['Z']))).toEqual(['C1']);
+    expect(await b!.dueNotifications(Date.now(), 10, new Set(), ['X', 'Z'])).toEqual([]);
+    await releaseClaims(leaving);
+    expect(ids(await b!.dueNotifications(Date.now(), 10, new Set(), ['X', 'Z']))).toEqual(['E1', 'E2']);
+    expect(ids(await b!.dueHeads(Date.now(), ['Y']))).toEqual(['H1']);
+    expect(await b!.calloutsToIngest(['X'], 10, new Set())).toHaveLength(1);
+  });
+
   it('a group full with claims of other replicas gives nothing; its own claims are not counted twice', async () => {
     const [a, b] = await replicas(url, 2);
     const db = await rowsOf(url);
@@ -289,10 +331,6 @@ describePg('claims on a shared outbox', () => {
 });
 
 describePg('callout receipts across replicas', () => {
-  const push = (instance: string, n: number): CalloutReceipt => ({
-    instance, source: 'push', notificationUri: undefined, receivedAt: n, body: `<n>${n}</n>`,
-    notification: { eventType: 'SUBMIT', objectType: 'EXPRPT', objectUri: `https://x/R${n}`, eventDateTime: '', context: '' },
-  });
 
   it('two replicas completing one receipt at once queue one notification, over 25 rounds; so do two receipts of one event', async () => {
     const [a, b] = await replicas(url, 2);

@@ -165,8 +165,11 @@ export async function nextDueAt(ctx: PgContext, unordered: readonly string[], or
 
 export async function recordAttempts(ctx: PgContext, attempts: readonly { attempt: AttemptRecord; outcome: AttemptOutcome }[]): Promise<void> {
   if (attempts.length === 0) return;
+  // In one order on every replica: two batches that share rows (a late attempt beside the new
+  // holder's) lock them in the same order and wait for each other rather than deadlock.
+  const sorted = [...attempts].sort((x, y) => (x.attempt.notificationId < y.attempt.notificationId ? -1 : x.attempt.notificationId > y.attempt.notificationId ? 1 : 0));
   await named('recordAttempts', () => inTransaction(ctx.pool, async (client) => {
-    for (const { attempt: a, outcome } of attempts) {
+    for (const { attempt: a, outcome } of sorted) {
       await client.query(`INSERT INTO attempts (notification_id, attempt, started_at, duration_ms, status_code, error, response_excerpt)
         VALUES ($1, $2, $3, $4, $5, $6, $7)
         ON CONFLICT (notification_id, attempt) DO UPDATE SET started_at = excluded.started_at, duration_ms = excluded.duration_ms,
@@ -209,6 +212,16 @@ export async function dueHeads(ctx: PgContext, now: number, instances: readonly 
       [ctx.replica.id, ctx.claimMs, instances, now]);
     return rows.sort((a, b) => a.seq - b.seq).map((r) => entry(r, claimDeadline));
   });
+}
+
+/** A clean stop (ClusterStore.leave): every notification and receipt this replica holds is free for the others at once. */
+export async function releaseClaims(ctx: PgContext): Promise<void> {
+  await named('releaseClaims', () => inTransaction(ctx.pool, async (client) => {
+    // The conditions the partial indexes are built on: only rows that can be claimed are read.
+    await client.query(`UPDATE notifications SET claimed_by = NULL, claim_until = NULL WHERE status = 'pending' AND claimed_by IS NOT NULL
+      AND claimed_by = $1`, [ctx.replica.id]);
+    await client.query('UPDATE callouts SET claimed_by = NULL, claim_until = NULL WHERE done_at IS NULL AND claimed_by = $1', [ctx.replica.id]);
+  }));
 }
 
 export async function instancesWithPending(ctx: PgContext): Promise<string[]> {
