@@ -77,11 +77,15 @@ describePg('daemons on one PostgreSQL database', () => {
     for (const name of ['vm-a', 'vm-b', 'vm-c']) await start(name);
     await waitFor('the streams placed as rendezvous says', async () => same(await holders(url), expected(['vm-a', 'vm-b', 'vm-c'])), 20_000);
 
-    // Each change goes to every tenant (the simulator serves them all the same records), once.
+    // Each change goes to every tenant (the simulator serves them all the same records), once. A
+    // round creates reports and updates some of the round before's, each seen by then: every
+    // version made is one a poll can see.
     const made: { id: string; date: string }[] = [];
-    const change = (): void => {
-      const r = made.length % 3 === 2 ? sim.updateReport(made[0]!.id) : sim.createReport();
-      made.push({ id: r.ID, date: new Date(parseConcurDate(r.LastModifiedDate)!).toISOString() });
+    let previous: string[] = [];
+    const round = (): void => {
+      const reports = [...Array.from({ length: 4 }, () => sim.createReport()), ...previous.slice(0, 2).map((id) => sim.updateReport(id))];
+      for (const r of reports) made.push({ id: r.ID, date: new Date(parseConcurDate(r.LastModifiedDate)!).toISOString() });
+      previous = reports.slice(0, 4).map((r) => r.ID);
     };
     const delivered = (): Map<string, number> => {
       const counts = new Map<string, number>();
@@ -95,7 +99,7 @@ describePg('daemons on one PostgreSQL database', () => {
       const counts = delivered();
       return made.every((m) => TENANTS.every((t) => counts.has(`${t} ${m.id} ${m.date}`)));
     };
-    for (let i = 0; i < 6; i++) change();
+    round();
     await waitFor('every change delivered to every tenant', allDelivered, 30_000);
 
     // /metrics: every series names the replica; the leases it holds are counted.
@@ -113,13 +117,13 @@ describePg('daemons on one PostgreSQL database', () => {
     expect([...(await holders(url)).values()]).not.toContain('vm-b');
     expect(await query(url, `SELECT id FROM replicas WHERE name = 'vm-b'`)).toEqual([]);
     await waitFor('vm-b\'s streams taken over by the others', async () => same(await holders(url), expected(['vm-a', 'vm-c'])), 20_000);
-    for (let i = 0; i < 6; i++) change();
+    round();
     await waitFor('every change delivered after the handover', allDelivered, 30_000);
 
     // vm-b returns (a new process, the same name): exactly its streams come back to it.
     await start('vm-b');
     await waitFor('vm-b\'s streams back with it', async () => same(await holders(url), expected(['vm-a', 'vm-b', 'vm-c'])), 20_000);
-    for (let i = 0; i < 6; i++) change();
+    round();
     await waitFor('every change delivered after the return', allDelivered, 30_000);
 
     const twice = [...delivered()].filter(([, n]) => n > 1);

@@ -163,8 +163,9 @@ export async function statusCommand(opts: StatusOptions): Promise<void> {
     const callouts = (await store.calloutCounts()).filter((c) => instance(c.instance));
     // Without a config (--db) there is no telling which instances are still configured.
     const waiting = config ? unconfigured(streams, new Set(config.instances.map((i) => i.name))).filter((w) => instance(w.instance)) : [];
-    // A shared store tells who holds each stream; none held is said, not left out.
-    const clustered = streams.some((s) => 'replica' in s);
+    // Replicas hold streams (a shared store, in use): who holds each is shown, and a stream none
+    // holds says so. Otherwise the output is SQLite's, column for column.
+    const clustered = streams.some((s) => s.replica !== undefined);
     if (opts.json) {
       const status = {
         now: isoOrNull(now),
