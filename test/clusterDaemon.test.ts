@@ -5,6 +5,7 @@ import { loadConfig } from '../src/config/load.js';
 import { assign } from '../src/daemon/assignment.js';
 import { Daemon } from '../src/daemon/daemon.js';
 import { ConcurSim, parseConcurDate } from '../src/sim/concurSim.js';
+import { runCli } from './helpers/cli.js';
 import { captureLogger, FAST_FETCH } from './helpers/harness.js';
 import { describePg, freshPgDatabase } from './helpers/pg.js';
 import { startReceiver } from './helpers/receiver.js';
@@ -111,6 +112,14 @@ describePg('daemons on one PostgreSQL database', () => {
     const mine = [...expected(['vm-a', 'vm-b', 'vm-c']).values()].filter((n) => n === 'vm-a').length;
     expect(samples).toContain(`pollbridge_stream_leases_held{replica="vm-a"} ${mine}`);
     expect((await fetch(`${a.httpUrl}/healthz`)).status).toBe(200);
+
+    // status, of the built CLI: who holds each stream, in the JSON and as a column.
+    const json = await runCli(['status', '-c', configFile, '--json'], SIM_ENV);
+    expect(json.code, json.stderr).toBe(0);
+    const listed = (JSON.parse(json.stdout) as { streams: { instance: string; replica: string | null }[] }).streams;
+    expect(new Map(listed.map((s) => [s.instance, s.replica]))).toEqual(expected(['vm-a', 'vm-b', 'vm-c']));
+    const text = await runCli(['status', '-c', configFile, '--instance', 'tenant-1'], SIM_ENV);
+    expect(text.stdout).toMatch(new RegExp(`^INSTANCE +RESOURCE +REPLICA .*\\ntenant-1 +reports +${expected(['vm-a', 'vm-b', 'vm-c']).get('tenant-1')} `, 's'));
 
     // A clean stop lets go at once: no lease of vm-b is left for the others to wait out.
     await daemons.get('vm-b')!.daemon.stop();
