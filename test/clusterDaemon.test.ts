@@ -11,6 +11,7 @@ import { describePg, freshPgDatabase } from './helpers/pg.js';
 import { startReceiver } from './helpers/receiver.js';
 import { SIM_ENV } from './helpers/simConfig.js';
 import { tenantInstance } from './helpers/tenants.js';
+import { startTcpProxy } from './helpers/tcpProxy.js';
 import { tempDir, waitFor, writeJson } from './helpers/tmp.js';
 
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -47,59 +48,70 @@ function expected(names: string[]): Map<string, string> {
 
 const same = (a: Map<string, string>, b: Map<string, string>): boolean => a.size === b.size && [...a].every(([k, v]) => b.get(k) === v);
 
+/**
+ * The simulator, a receiver, and a config on `url` for the tenants; `start` runs a daemon in-process
+ * as replica NAME (on `database` instead, a proxy of it, say). `round` makes changes; every
+ * version it makes is one a poll can see.
+ */
+async function cluster(url: string) {
+  const key = 'whsec_' + randomBytes(24).toString('base64');
+  const sim = new ConcurSim();
+  const simUrl = await sim.start();
+  cleanups.push(() => sim.stop());
+  const receiver = await startReceiver(key);
+  cleanups.push(() => receiver.close());
+  const dir = tempDir();
+  const configOn = (database: string): unknown => ({
+    database,
+    http: { listen: '127.0.0.1:0' },
+    'pollbridge.cluster.leaseSeconds': 2,
+    instances: TENANTS.map((t) => tenantInstance(t, simUrl, receiver.url, key, { 'pollbridge.poller.cron': '* * * * * *' })),
+  });
+  const configFile = writeJson(dir, 'poller.config.json', configOn(url));
+  const daemons = new Map<string, { daemon: Daemon; logs: ReturnType<typeof captureLogger> }>();
+  const everyLog: ReturnType<typeof captureLogger>[] = [];
+  const start = async (name: string, database = url): Promise<Daemon> => {
+    const file = database === url ? configFile : writeJson(dir, `${name}.config.json`, configOn(database));
+    const config = loadConfig(file, { env: SIM_ENV });
+    const logs = captureLogger(config.secrets);
+    const daemon = new Daemon({ config, log: logs.log, fetchPolicy: FAST_FETCH, graceMs: 1000, replicaName: name });
+    cleanups.push(() => daemon.stop());
+    daemons.set(name, { daemon, logs });
+    everyLog.push(logs);
+    await daemon.start();
+    return daemon;
+  };
+  // Each change goes to every tenant (the simulator serves them all the same records), once. A
+  // round creates reports and updates some of the round before's, each seen by then.
+  const made: { id: string; date: string }[] = [];
+  let previous: string[] = [];
+  const round = (): void => {
+    const reports = [...Array.from({ length: 4 }, () => sim.createReport()), ...previous.slice(0, 2).map((id) => sim.updateReport(id))];
+    for (const r of reports) made.push({ id: r.ID, date: new Date(parseConcurDate(r.LastModifiedDate)!).toISOString() });
+    previous = reports.slice(0, 4).map((r) => r.ID);
+  };
+  const delivered = (): Map<string, number> => {
+    const counts = new Map<string, number>();
+    for (const r of receiver.accepted) {
+      const { instanceName } = (JSON.parse(r.body) as { message: { instanceName: string } }).message;
+      for (const e of r.events) counts.set(`${instanceName} ${e.objectId} ${e.date}`, (counts.get(`${instanceName} ${e.objectId} ${e.date}`) ?? 0) + 1);
+    }
+    return counts;
+  };
+  const allDelivered = (): boolean => {
+    const counts = delivered();
+    return made.every((m) => TENANTS.every((t) => counts.has(`${t} ${m.id} ${m.date}`)));
+  };
+  return { configFile, daemons, everyLog, start, round, delivered, allDelivered };
+}
+
 describePg('daemons on one PostgreSQL database', () => {
   it('spread the streams, deliver every change once, hand a stopped replica\'s streams over at once and give them back when it returns', async () => {
     const url = await freshPgDatabase();
-    const key = 'whsec_' + randomBytes(24).toString('base64');
-    const sim = new ConcurSim();
-    const simUrl = await sim.start();
-    cleanups.push(() => sim.stop());
-    const receiver = await startReceiver(key);
-    cleanups.push(() => receiver.close());
-    const dir = tempDir();
-    const configFile = writeJson(dir, 'poller.config.json', {
-      database: url,
-      http: { listen: '127.0.0.1:0' },
-      'pollbridge.cluster.leaseSeconds': 2,
-      instances: TENANTS.map((t) => tenantInstance(t, simUrl, receiver.url, key, { 'pollbridge.poller.cron': '* * * * * *' })),
-    });
-    const daemons = new Map<string, { daemon: Daemon; logs: ReturnType<typeof captureLogger> }>();
-    const everyLog: ReturnType<typeof captureLogger>[] = [];
-    const start = async (name: string): Promise<Daemon> => {
-      const config = loadConfig(configFile, { env: SIM_ENV });
-      const logs = captureLogger(config.secrets);
-      const daemon = new Daemon({ config, log: logs.log, fetchPolicy: FAST_FETCH, graceMs: 1000, replicaName: name });
-      cleanups.push(() => daemon.stop());
-      daemons.set(name, { daemon, logs });
-      everyLog.push(logs);
-      await daemon.start();
-      return daemon;
-    };
+    const { configFile, daemons, everyLog, start, round, delivered, allDelivered } = await cluster(url);
     for (const name of ['vm-a', 'vm-b', 'vm-c']) await start(name);
     await waitFor('the streams placed as rendezvous says', async () => same(await holders(url), expected(['vm-a', 'vm-b', 'vm-c'])), 20_000);
 
-    // Each change goes to every tenant (the simulator serves them all the same records), once. A
-    // round creates reports and updates some of the round before's, each seen by then: every
-    // version made is one a poll can see.
-    const made: { id: string; date: string }[] = [];
-    let previous: string[] = [];
-    const round = (): void => {
-      const reports = [...Array.from({ length: 4 }, () => sim.createReport()), ...previous.slice(0, 2).map((id) => sim.updateReport(id))];
-      for (const r of reports) made.push({ id: r.ID, date: new Date(parseConcurDate(r.LastModifiedDate)!).toISOString() });
-      previous = reports.slice(0, 4).map((r) => r.ID);
-    };
-    const delivered = (): Map<string, number> => {
-      const counts = new Map<string, number>();
-      for (const r of receiver.accepted) {
-        const { instanceName } = (JSON.parse(r.body) as { message: { instanceName: string } }).message;
-        for (const e of r.events) counts.set(`${instanceName} ${e.objectId} ${e.date}`, (counts.get(`${instanceName} ${e.objectId} ${e.date}`) ?? 0) + 1);
-      }
-      return counts;
-    };
-    const allDelivered = (): boolean => {
-      const counts = delivered();
-      return made.every((m) => TENANTS.every((t) => counts.has(`${t} ${m.id} ${m.date}`)));
-    };
     round();
     await waitFor('every change delivered to every tenant', allDelivered, 30_000);
 
@@ -139,5 +151,37 @@ describePg('daemons on one PostgreSQL database', () => {
     expect(twice).toEqual([]);
     // No poll failed, no round failed, nothing was refused on the way.
     for (const logs of everyLog) expect(logs.lines.filter((l) => l.level === 'error')).toEqual([]);
+  }, 180_000);
+
+  it('a replica cut off from the database stops polling, says so on /healthz, and its streams go on elsewhere; healed, it takes its share back', async () => {
+    const url = await freshPgDatabase();
+    const proxy = await startTcpProxy(url);
+    // First among the clean-ups: a daemon stopping waits for its calls held by the partition.
+    cleanups.push(async () => proxy.heal());
+    const { daemons, start, round, delivered, allDelivered } = await cluster(url);
+    const cutOff = await start('vm-a', proxy.url);
+    await start('vm-b');
+    await waitFor('the streams placed as rendezvous says', async () => same(await holders(url), expected(['vm-a', 'vm-b'])), 20_000);
+    round();
+    await waitFor('every change delivered to every tenant', allDelivered, 30_000);
+
+    proxy.cut();
+    await waitFor('vm-b polls every stream', async () => [...(await holders(url)).values()].every((n) => n === 'vm-b') && (await holders(url)).size === TENANTS.length, 20_000);
+    const logs = daemons.get('vm-a')!.logs;
+    expect(logs.messages('stream leases lost').length).toBeGreaterThan(0);
+    const health = await fetch(`${cutOff.httpUrl}/healthz`);
+    expect(health.status).toBe(503);
+    const { reasons } = (await health.json()) as { reasons: string[] };
+    expect(reasons).toEqual([expect.stringMatching(/^database cannot be written: .*no answer to a test write within 3 s/)]);
+    // Changes made meanwhile are vm-b's to announce.
+    round();
+    await waitFor('every change delivered while vm-a is cut off', allDelivered, 30_000);
+
+    proxy.heal();
+    await waitFor('vm-a\'s streams back with it', async () => same(await holders(url), expected(['vm-a', 'vm-b'])), 30_000);
+    await waitFor('vm-a healthy again', async () => (await fetch(`${cutOff.httpUrl}/healthz`)).status === 200, 20_000);
+    round();
+    await waitFor('every change delivered after the partition', allDelivered, 30_000);
+    expect([...delivered()].filter(([, n]) => n > 1)).toEqual([]);
   }, 180_000);
 });

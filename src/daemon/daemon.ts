@@ -118,6 +118,9 @@ type StreamRuntime = {
   rowFence?: number;
 };
 
+/** How long /healthz waits for a networked database's test write before it calls it out of reach. */
+const HEALTH_DB_WAIT_MS = 3000;
+
 /** Old seen rows are pruned at most this often per stream. */
 const PRUNE_EVERY_MS = 3_600_000;
 
@@ -512,7 +515,7 @@ export class Daemon {
       reasons.push(`instance file refused: ${refused.file}${refused.name ? ` (${refused.name})` : ''}: ${refused.issues[0]?.message ?? 'does not validate'}`);
     }
     try {
-      await this.store?.checkWritable();
+      await this.checkWritable();
       // A database out of reach says it all: the lease rounds failing on it are its consequence.
       const clusterProblem = this.leases?.problem();
       if (clusterProblem) reasons.push(clusterProblem);
@@ -523,6 +526,25 @@ export class Daemon {
       instance: s.instance.name, resource: s.resource.name, since: new Date(s.polling.since).toISOString(), page: s.polling.page, retry: s.polling.retry,
     }] : []));
     return { ok: reasons.length === 0, reasons, polls, streams: this.streams.length, late: late.length, lateStreams: late.slice(0, LATE_NAMED).map((s) => s.key) };
+  }
+
+  /**
+   * The store's test write. A database across the network may go silent (a partition): its
+   * answer is waited for HEALTH_DB_WAIT_MS at most, so that /healthz answers 503 rather than not at all.
+   */
+  private async checkWritable(): Promise<void> {
+    const store = this.store;
+    if (!store) return;
+    if (!store.cluster) return store.checkWritable();
+    let timer: NodeJS.Timeout | undefined;
+    const silent = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer to a test write within ${HEALTH_DB_WAIT_MS / 1000} s`)), HEALTH_DB_WAIT_MS);
+    });
+    try {
+      await Promise.race([store.checkWritable(), silent]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private open(): Promise<void> {
