@@ -184,4 +184,23 @@ describePg('daemons on one PostgreSQL database', () => {
     await waitFor('every change delivered after the partition', allDelivered, 30_000);
     expect([...delivered()].filter(([, n]) => n > 1)).toEqual([]);
   }, 180_000);
+
+  it('run --once on a cluster polls the streams no running replica holds, leaves the others to theirs, and lets go as it exits', async () => {
+    const url = await freshPgDatabase();
+    const { configFile, round, allDelivered, delivered, start } = await cluster(url);
+    round();
+    const alone = await runCli(['run', '-c', configFile, '--once', '--replica', 'once-1', '--since', new Date(Date.now() - 60_000).toISOString()], SIM_ENV);
+    expect(alone.code, alone.stderr).toBe(0);
+    expect(allDelivered()).toBe(true);
+    expect(await query(url, 'SELECT name FROM replicas')).toEqual([]);
+    expect((await holders(url)).size).toBe(0);
+    // A daemon holds every stream: a --once beside it polls none and says so.
+    await start('vm-a');
+    await waitFor('vm-a holds every stream', async () => (await holders(url)).size === TENANTS.length, 20_000);
+    const beside = await runCli(['run', '-c', configFile, '--once', '--replica', 'once-2', '--log-format', 'json'], SIM_ENV);
+    expect(beside.code, beside.stderr).toBe(0);
+    expect(beside.stdout).toContain('"polled":0');
+    expect([...(await holders(url)).values()].every((n) => n === 'vm-a')).toBe(true);
+    expect([...delivered()].filter(([, n]) => n > 1)).toEqual([]);
+  }, 120_000);
 });
