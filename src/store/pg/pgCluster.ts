@@ -1,5 +1,6 @@
 /** Replicas on one database: liveness, stream leases with fences, the token lock. */
 import { hostname } from 'node:os';
+import type pg from 'pg';
 import type { AuthState, ClusterStore, Lease, LeaseHolder, ReplicaInfo } from '../types.js';
 import type { PgContext } from './context.js';
 import { withTokenLock } from './pgTokenLock.js';
@@ -16,7 +17,8 @@ type ReplicaRow = { id: string; name: string; host: string; pid: number; started
 export class PgCluster implements ClusterStore {
   readonly replica: { id: string; name: string };
 
-  constructor(private readonly ctx: PgContext) {
+  /** `pool`: the connections lease rounds run on (the store's own by default). */
+  constructor(private readonly ctx: PgContext, private readonly pool: pg.Pool = ctx.pool) {
     this.replica = ctx.replica;
   }
 
@@ -24,7 +26,7 @@ export class PgCluster implements ClusterStore {
     const { id, name } = this.replica;
     // One statement: the upsert's row comes from RETURNING, the others from the snapshot, so the
     // list always holds this replica with the expiry just written.
-    const { rows } = await this.ctx.pool.query<ReplicaRow>(`
+    const { rows } = await this.pool.query<ReplicaRow>(`
       WITH me AS (
         INSERT INTO replicas (id, name, host, pid, started_at, expires_at)
         VALUES ($1, $2, $3, $4, ${MS('now()')}, now() + $5 * interval '1 millisecond')
@@ -44,7 +46,7 @@ export class PgCluster implements ClusterStore {
     const { id, name } = this.replica;
     const ttl = `now() + $2 * interval '1 millisecond'`;
     const all = [...new Set([...round.keep, ...round.take, ...round.release])].sort((a, b) => a - b);
-    return inTransaction(this.ctx.pool, async (client) => {
+    return inTransaction(this.pool, async (client) => {
       if (round.take.length > 0) {
         await client.query(`INSERT INTO stream_leases (stream_id)
           SELECT id FROM streams WHERE id = ANY($1::bigint[]) ORDER BY id ON CONFLICT (stream_id) DO NOTHING`, [round.take]);
@@ -81,7 +83,7 @@ export class PgCluster implements ClusterStore {
 
   async leaseHolders(): Promise<LeaseHolder[]> {
     // A holder counts only while both its lease and its heartbeat run: either lapsed, the stream is anyone's.
-    const { rows } = await this.ctx.pool.query<{ id: number; instance: string; resource: string; replica: string | null; fence: number | null; expires_ms: number | null }>(`
+    const { rows } = await this.pool.query<{ id: number; instance: string; resource: string; replica: string | null; fence: number | null; expires_ms: number | null }>(`
       SELECT s.id, s.instance, s.resource, r.name AS replica, l.fence,
         CASE WHEN r.id IS NULL THEN NULL ELSE ${MS('l.expires_at')} END AS expires_ms
       FROM streams s
@@ -99,7 +101,7 @@ export class PgCluster implements ClusterStore {
 
   async leave(): Promise<void> {
     const { id } = this.replica;
-    await inTransaction(this.ctx.pool, async (client) => {
+    await inTransaction(this.pool, async (client) => {
       await client.query('UPDATE stream_leases SET replica_id = NULL, replica_name = NULL, expires_at = NULL WHERE replica_id = $1', [id]);
       await client.query('UPDATE notifications SET claimed_by = NULL, claim_until = NULL WHERE claimed_by = $1', [id]);
       await client.query('UPDATE callouts SET claimed_by = NULL, claim_until = NULL WHERE claimed_by = $1', [id]);
