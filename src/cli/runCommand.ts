@@ -47,6 +47,7 @@ export async function runCommand(opts: RunOptions): Promise<void> {
   const config = loadConfig(file, { databaseOverride: opts.db });
   const log = createLogger({ level, secrets: config.secrets, ...output });
   for (const warning of config.warnings) log.warn('config warning', { problem: formatIssue(warning) });
+  if (opts.replica !== undefined && !config.databaseUrl) log.warn('--replica names a replica on a PostgreSQL database; on SQLite (one daemon, its lock file) it is ignored', { replica: opts.replica });
   logRefused(log, config);
   const daemon = new Daemon({
     config,
