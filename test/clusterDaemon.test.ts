@@ -5,11 +5,12 @@ import { loadConfig } from '../src/config/load.js';
 import { assign } from '../src/daemon/assignment.js';
 import { Daemon } from '../src/daemon/daemon.js';
 import { ConcurSim, parseConcurDate } from '../src/sim/concurSim.js';
+import { withCallout } from './helpers/callout.js';
 import { runCli } from './helpers/cli.js';
 import { captureLogger, FAST_FETCH } from './helpers/harness.js';
 import { describePg, freshPgDatabase } from './helpers/pg.js';
 import { startReceiver } from './helpers/receiver.js';
-import { SIM_ENV } from './helpers/simConfig.js';
+import { SIM_ENV, simConfig } from './helpers/simConfig.js';
 import { tenantInstance } from './helpers/tenants.js';
 import { startTcpProxy } from './helpers/tcpProxy.js';
 import { tempDir, waitFor, writeJson } from './helpers/tmp.js';
@@ -203,4 +204,41 @@ describePg('daemons on one PostgreSQL database', () => {
     expect([...(await holders(url)).values()].every((n) => n === 'vm-a')).toBe(true);
     expect([...delivered()].filter(([, n]) => n > 1)).toEqual([]);
   }, 120_000);
+
+  it('reads Concur\'s failed-notification queue of an instance on one replica only, the holder of its callout stream; another once it stops', async () => {
+    const url = await freshPgDatabase();
+    const key = 'whsec_' + randomBytes(24).toString('base64');
+    const sim = new ConcurSim();
+    const simUrl = await sim.start();
+    cleanups.push(() => sim.stop());
+    const receiver = await startReceiver(key);
+    cleanups.push(() => receiver.close());
+    const config = withCallout(simConfig(simUrl, receiver.url, key), '127.0.0.1:0', { 'pollbridge.callout.failedQueueMinutes': '0.005' });
+    const file = writeJson(tempDir(), 'poller.config.json', { ...config, database: url, 'pollbridge.cluster.leaseSeconds': 2 });
+    const rounds = async (d: Daemon): Promise<number> => {
+      const text = await d.metrics.registry.getSingleMetricAsString('pollbridge_callout_failed_queue_rounds_total');
+      return text.split('\n').filter((l) => l.startsWith('pollbridge_callout')).reduce((n, l) => n + Number(l.split(' ').at(-1)), 0);
+    };
+    const daemons = new Map<string, Daemon>();
+    for (const name of ['vm-a', 'vm-b']) {
+      const loaded = loadConfig(file, { env: SIM_ENV });
+      const daemon = new Daemon({ config: loaded, log: captureLogger(loaded.secrets).log, fetchPolicy: FAST_FETCH, graceMs: 1000, replicaName: name });
+      cleanups.push(() => daemon.stop());
+      daemons.set(name, daemon);
+      await daemon.start();
+    }
+    const instance = config.instances[0]!.name;
+    const owner = assign([{ id: 0, instance, resource: '(callout)' }], [{ id: 'vm-a', name: 'vm-a' }, { id: 'vm-b', name: 'vm-b' }]).get(0)!;
+    const holder = daemons.get(owner)!;
+    const other = daemons.get(owner === 'vm-a' ? 'vm-b' : 'vm-a')!;
+    // The first replica up held every stream for a moment, alone: counted from once the leases settle.
+    await waitFor('the callout stream held by its owner', async () => (await query<{ replica: string }>(url, `
+      SELECT r.name AS replica FROM stream_leases l JOIN streams s ON s.id = l.stream_id JOIN replicas r ON r.id = l.replica_id
+      WHERE s.resource = '(callout)' AND l.expires_at > now() AND r.expires_at > now()`))[0]?.replica === owner, 20_000);
+    const [holderFrom, otherFrom] = [await rounds(holder), await rounds(other)];
+    await waitFor('a few rounds on the holder', async () => (await rounds(holder)) >= holderFrom + 3, 20_000);
+    expect(await rounds(other)).toBe(otherFrom);
+    await holder.stop();
+    await waitFor('the other replica reads the queue once the holder is gone', async () => (await rounds(other)) >= otherFrom + 2, 20_000);
+  }, 60_000);
 });
