@@ -126,20 +126,21 @@ async function insertRejected(client: pg.PoolClient, streamId: number, rejected:
   if (rejected.length === 0) return;
   await client.query(`INSERT INTO rejected_records (stream_id, seen_at, position, reason, record)
     SELECT $1, $2, r.position, r.reason, r.record FROM unnest($3::text[], $4::text[], $5::text[]) AS r(position, reason, record)
-    ON CONFLICT (stream_id, reason, md5(record)) DO NOTHING`,
+    ORDER BY r.reason COLLATE "C", md5(r.record) ON CONFLICT (stream_id, reason, md5(record)) DO NOTHING`,
   [streamId, now, rejected.map((r) => r.position), rejected.map((r) => r.reason), rejected.map((r) => r.record)]);
 }
 
 /**
  * Records the page's keys as seen in one statement; returns the indexes of the fresh changes, in
  * page order. A key repeated within the page is inserted once, and its first occurrence is the
- * fresh one, as one insert after another would make it.
+ * fresh one, as one insert after another would make it. Inserted in key order: two commits of
+ * the same keys at once (a lease changing hands) wait on each other rather than deadlock.
  */
 async function insertSeen(client: pg.PoolClient, streamId: number, changes: PageCommit['changes']): Promise<number[]> {
   if (changes.length === 0) return [];
   const { rows } = await client.query<{ object_id: string; updated_us: number }>(`INSERT INTO seen (stream_id, object_id, updated_us)
     SELECT $1, c.object_id, c.updated_us FROM unnest($2::text[], $3::bigint[]) AS c(object_id, updated_us)
-    ON CONFLICT DO NOTHING RETURNING object_id, updated_us`,
+    ORDER BY c.updated_us, c.object_id COLLATE "C" ON CONFLICT DO NOTHING RETURNING object_id, updated_us`,
   [streamId, changes.map((c) => c.objectId), changes.map((c) => c.updated)]);
   const inserted = new Set(rows.map((r) => `${r.updated_us}\n${r.object_id}`));
   const fresh: number[] = [];
