@@ -4,6 +4,7 @@ import { PgStore } from '../src/store/pg/pgStore.js';
 import type { PageCommit } from '../src/store/types.js';
 import { describePg, freshPgDatabase } from './helpers/pg.js';
 import { rng } from './helpers/rng.js';
+import { waitFor } from './helpers/tmp.js';
 
 // What only a store shared by processes, or reached over a pool of connections, can get wrong.
 
@@ -59,18 +60,26 @@ describePg('the PostgreSQL store, shared and pooled', () => {
   it('two replicas committing the same changes at once, in opposite orders, queue each once and never deadlock', async () => {
     const url = await freshPgDatabase('race');
     const [a, b] = await Promise.all([open(url), open(url)]);
-    for (let round = 0; round < 10; round++) {
+    const [blocker, watch] = [new pg.Client({ connectionString: url }), new pg.Client({ connectionString: url })];
+    await Promise.all([blocker.connect(), watch.connect()]);
+    closers.push(() => blocker.end(), () => watch.end());
+    for (let round = 0; round < 3; round++) {
       const { id } = await a.openStream('Docs', `r${round}`, 0);
-      const changes = Array.from({ length: 200 }, (_, i) => ({ objectId: `R${i}`, updated: i % 3, event: '{}', record: '{}' }));
-      const rejected = Array.from({ length: 50 }, (_, i) => ({ position: `${i}`, reason: 'no usable id', record: `{"n":${i}}` }));
-      const both = await Promise.all([a, b].map((s, n) => s.commitPage(id, {
-        ...page('x', [], 0), changes: n === 0 ? changes : [...changes].reverse(), rejected: n === 0 ? rejected : [...rejected].reverse(),
+      const changes = Array.from({ length: 300 }, (_, i) => ({ objectId: `R${i}`, updated: i % 3, event: '{}', record: '{}' }));
+      // A key in the middle held by a third transaction: both commits are stopped half done, each
+      // holding what it inserted so far, and go on together once it is let go.
+      await blocker.query('BEGIN');
+      await blocker.query(`INSERT INTO seen (stream_id, object_id, updated_us) VALUES ($1, 'R150', 0)`, [id]);
+      const both = Promise.all([a, b].map((s, n) => s.commitPage(id, {
+        ...page('x', [], 0), changes: n === 0 ? changes : [...changes].reverse(),
         notifications: { ...page('x', [], 0).notifications, maxEvents: 1000, ids: [`N${round}-${n}`] },
       })));
-      expect(both.map((r) => r.fresh).sort(), `round ${round}`).toEqual([0, 200]);
+      await waitFor('both commits to wait', async () => (await watch.query(`SELECT 1 FROM pg_stat_activity
+        WHERE application_name = 'pollbridge' AND wait_event_type = 'Lock' AND starts_with(query, 'INSERT INTO seen')`)).rowCount === 2);
+      await blocker.query('ROLLBACK');
+      expect((await both).map((r) => r.fresh).sort(), `round ${round}`).toEqual([0, 300]);
     }
-    expect((await a.notificationCounts()).pending).toBe(10);
-    expect((await a.streams()).map((s) => s.rejected)).toEqual(Array<number>(10).fill(50));
+    expect((await a.notificationCounts()).pending).toBe(3);
   });
 
   it('a database error reaches the caller saying what failed; the store keeps working', async () => {
