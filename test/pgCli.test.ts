@@ -6,7 +6,8 @@ import { SqliteStore } from '../src/store/sqliteStore.js';
 import type { PageCommit, Store } from '../src/store/types.js';
 import { runCli } from './helpers/cli.js';
 import { describePg, freshPgDatabase } from './helpers/pg.js';
-import { tempDir } from './helpers/tmp.js';
+import { SIM_ENV, simConfig } from './helpers/simConfig.js';
+import { tempDir, writeJson } from './helpers/tmp.js';
 
 // `status`, `events` and `replay` against a PostgreSQL URL, through the built CLI: what they
 // print is what they print for SQLite, and a database out of reach is one line, no password.
@@ -83,6 +84,23 @@ describePg('the CLI on a PostgreSQL URL', () => {
       expect(replay.stdout).toBe('2 notification(s) queued for delivery again; the replicas running on this database (host-a, host-b) send them within seconds');
     });
     expect((await runCli(['events', 'show', 'N3', '--db', url])).stdout).toContain('N3  Acme/trips  pending  1 event(s)');
+  });
+
+  it('takes the database from the config, its URL and password from the environment', async () => {
+    const [url] = await filledBoth();
+    const withPassword = new URL(url);
+    withPassword.password = 'S3cret-pw';
+    const config = writeJson(tempDir(), 'c.json', { ...simConfig('http://127.0.0.1:2', 'http://127.0.0.1:2/hook', 'k'), database: '${env:PB_DATABASE}' });
+    const env = { ...SIM_ENV, PB_DATABASE: withPassword.toString() };
+    const listed = await runCli(['events', 'list', '-c', config, '--json'], env);
+    expect(listed.stderr).toBe('');
+    expect((JSON.parse(listed.stdout) as { id: string }[]).map((n) => n.id)).toEqual(['N3', 'N2', 'N1']);
+    const closed = new URL(withPassword);
+    closed.port = '1';
+    const refused = await runCli(['replay', 'N1', '-c', config], { ...env, PB_DATABASE: closed.toString() });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^pollbridge: cannot open the database postgres:\/\/\S*127\.0\.0\.1:1\/\S+: .*ECONNREFUSED[^\n]*$/);
+    expect(refused.stderr).not.toContain('S3cret-pw');
   });
 
   // Reads calloutCounts, the delivering side's (pgOutbox.ts).
