@@ -77,6 +77,10 @@ describePg('fenced commits on PostgreSQL', () => {
     await store.completePoll(streamId, { cursor: 3000 }, 77, 3);
     await store.failPoll(streamId, 'HTTP 500', 78, 3);
     expect(await written(sql, streamId)).toEqual({ cursor_us: 3000, recheck_us: 2000, last_poll_at: 78, last_poll_error: 'HTTP 500', seen: 1, notifications: 1, rejected: 1 });
+    // status names the holder while its lease lasts, and no one once it expired.
+    expect((await store.streams()).map((s) => s.replica)).toEqual(['me']);
+    await lease(sql, streamId, store.cluster.replica.id, 3, true);
+    expect((await store.streams()).map((s) => s.replica)).toEqual([undefined]);
   });
 
   it('a lease taken over, expired, re-taken with a new fence, or never held: refused, and nothing written', async () => {
