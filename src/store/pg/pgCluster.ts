@@ -45,16 +45,24 @@ export class PgCluster implements ClusterStore {
   async syncLeases(round: { keep: readonly number[]; take: readonly number[]; release: readonly number[] }, ttlMs: number): Promise<{ held: Lease[]; dbNow: number }> {
     const { id, name } = this.replica;
     const ttl = `now() + $2 * interval '1 millisecond'`;
-    const all = [...new Set([...round.keep, ...round.take, ...round.release])].sort((a, b) => a - b);
+    const own = [...new Set([...round.keep, ...round.release])].sort((a, b) => a - b);
     return inTransaction(this.pool, async (client) => {
+      // A round waits for a lock a third of a lease at most: it fails, and the next one tries again.
+      await client.query(`SET LOCAL lock_timeout = ${Math.max(100, Math.round(ttlMs / 3))}`);
+      // Every row of the round is locked first, and judged by the statements after, whose
+      // snapshots are taken once the rows are ours: a holder that committed its lease or its first
+      // heartbeat while we waited is seen. This replica's own leases are waited for (a page commit
+      // of ours holds its lease's row a moment), in one order, so that rounds cannot deadlock.
+      if (own.length > 0) await client.query('SELECT stream_id FROM stream_leases WHERE stream_id = ANY($1::bigint[]) ORDER BY stream_id FOR UPDATE', [own]);
+      let take: number[] = [];
       if (round.take.length > 0) {
         await client.query(`INSERT INTO stream_leases (stream_id)
           SELECT id FROM streams WHERE id = ANY($1::bigint[]) ORDER BY id ON CONFLICT (stream_id) DO NOTHING`, [round.take]);
+        // Another's are not waited for: a row locked by its holder's commit is taken next round,
+        // and one locked by a holder cut off mid-commit once the server has ended its session.
+        take = (await client.query<{ stream_id: number }>('SELECT stream_id FROM stream_leases WHERE stream_id = ANY($1::bigint[]) ORDER BY stream_id FOR UPDATE SKIP LOCKED', [round.take]))
+          .rows.map((r) => r.stream_id);
       }
-      // Every row of the round is locked first, in one order, so that two replicas' rounds cannot
-      // deadlock; and judged by the statements after, whose snapshots are taken once the rows are
-      // ours: a holder that committed its lease or its first heartbeat while we waited is seen.
-      if (all.length > 0) await client.query('SELECT stream_id FROM stream_leases WHERE stream_id = ANY($1::bigint[]) ORDER BY stream_id FOR UPDATE', [all]);
       if (round.release.length > 0) {
         await client.query(`UPDATE stream_leases SET replica_id = NULL, replica_name = NULL, expires_at = NULL
           WHERE stream_id = ANY($1::bigint[]) AND replica_id = $2`, [round.release, id]);
@@ -62,17 +70,17 @@ export class PgCluster implements ClusterStore {
       // A lease that has run out is not renewed: another replica may have polled under a newer
       // fence meanwhile, or may be about to. One of `take` still this replica's and running is
       // renewed too, same fence: a round whose answer was lost took it.
-      const renew = [...round.keep, ...round.take];
+      const renew = [...round.keep, ...take];
       if (renew.length > 0) {
         await client.query(`UPDATE stream_leases SET expires_at = ${ttl}
           WHERE stream_id = ANY($1::bigint[]) AND replica_id = $3 AND expires_at > now()`, [renew, ttlMs, id]);
       }
-      if (round.take.length > 0) {
+      if (take.length > 0) {
         await client.query(`UPDATE stream_leases l SET replica_id = $3, replica_name = $4, fence = l.fence + 1, expires_at = ${ttl}
           WHERE l.stream_id = ANY($1::bigint[])
             AND (l.replica_id IS NULL OR l.expires_at IS NULL OR l.expires_at <= now()
               OR (l.replica_id <> $3 AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.id = l.replica_id AND r.expires_at > now())))`,
-        [round.take, ttlMs, id, name]);
+        [take, ttlMs, id, name]);
       }
       const { rows } = await client.query<{ stream_id: number; fence: number; now_ms: number }>(`
         SELECT stream_id, fence, ${MS('now()')} AS now_ms FROM stream_leases WHERE replica_id = $1 AND expires_at > now() ORDER BY stream_id`, [id]);

@@ -8,7 +8,17 @@ export type PgPoolOptions = {
   max?: number;
   /** How long a call waits for a connection before it fails (ms). */
   connectTimeoutMs?: number;
+  /**
+   * How long the server keeps a transaction of ours that waits on us (ms) before ending it. A
+   * replica cut off mid-transaction (a partition, a frozen VM) leaves its session open on the
+   * server with its row locks held (a page commit locks its stream's lease): without this, the
+   * others would wait on them until TCP gives up, hours later, and take over nothing meanwhile.
+   */
+  idleInTransactionMs?: number;
 };
+
+/** Our transactions never wait on anything but the server between statements: seconds idle mean the client is gone. */
+export const DEFAULT_IDLE_IN_TRANSACTION_MS = 5000;
 
 /**
  * A pool on `url`. A connection lost while idle (the server restarted, the network dropped) is an
@@ -24,6 +34,7 @@ export function createPool(url: string, options: PgPoolOptions = {}, onIdleError
     // A statement stuck behind a lock, or a server gone silent, fails the call rather than holding it for ever.
     query_timeout: 60_000,
     keepAlive: true,
+    idle_in_transaction_session_timeout: options.idleInTransactionMs ?? DEFAULT_IDLE_IN_TRANSACTION_MS,
     application_name: 'pollbridge',
   });
   pool.on('error', (err) => onIdleError?.(err));
@@ -34,6 +45,11 @@ export function createPool(url: string, options: PgPoolOptions = {}, onIdleError
 export async function inTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
   let broken: Error | undefined;
+  // The pool listens for a lost connection only while it is idle. Lost while ours (the server
+  // ended a session it found idle in a transaction, the network dropped), it is an 'error' event
+  // here: handled, the call fails; unhandled, node would end the process.
+  const lost = (err: Error): void => { broken ??= err; };
+  client.on('error', lost);
   try {
     await client.query('BEGIN');
     const result = await fn(client);
@@ -47,7 +63,8 @@ export async function inTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient
     }
     throw err;
   } finally {
-    // A connection that could not even roll back is not given back to the pool.
+    client.off('error', lost);
+    // A connection lost, or that could not even roll back, is not given back to the pool.
     client.release(broken);
   }
 }
