@@ -13,6 +13,8 @@ import type {
   AttemptOutcome, AttemptRecord, CalloutCounts, CalloutReceipt, CalloutRow, DeliveryGroup, NotificationDraft, OutboxEntry,
 } from '../types.js';
 import type { PgContext } from './context.js';
+import { described } from './pgErrors.js';
+import { queueNotifications } from './pgQueue.js';
 import { inTransaction } from './pool.js';
 
 /** What the deliverer needs of an outbox row, and its due time for ordering. */
@@ -47,19 +49,6 @@ function calloutRow(r: CalloutDbRow): CalloutRow {
   };
 }
 
-/**
- * Runs `fn`, a store call named `what`: a database error becomes an Error that names the call. Only
- * the server's message is kept (its detail, which may quote row values, is not).
- */
-async function named<T>(what: string, fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    const e = err as Error & { code?: string };
-    throw new Error(`${what} failed: ${e.message}${e.code ? ` (SQLSTATE ${e.code})` : ''}`, { cause: err });
-  }
-}
-
 /** Only what OutboxEntry names: the entry may cross to another thread, or be compared whole. */
 function entry(r: OutboxRow, claimDeadline: number): OutboxEntry {
   return {
@@ -91,7 +80,7 @@ export async function dueNotifications(ctx: PgContext, now: number, limit: numbe
   // Taken before the claim: the claim's end by the database's clock comes later in real time.
   const claimDeadline = Date.now() + ctx.claimMs;
   const excluded = [...exclude];
-  return named('dueNotifications', () => inTransaction(ctx.pool, async (client) => {
+  return described('dueNotifications', () => inTransaction(ctx.pool, async (client) => {
     const asked = new Set(instances);
     const grouped = new Set<string>();
     const batches: { instances: string[]; group?: DeliveryGroup }[] = [];
@@ -139,7 +128,7 @@ export async function dueNotifications(ctx: PgContext, now: number, limit: numbe
 export async function nextDueAt(ctx: PgContext, unordered: readonly string[], ordered: readonly string[]): Promise<number | undefined> {
   if (unordered.length === 0 && ordered.length === 0) return undefined;
   const localNow = Date.now();
-  return named('nextDueAt', async () => {
+  return described('nextDueAt', async () => {
     // A row another replica holds counts from when its claim runs out (by this replica's clock,
     // from the time left on the database's): counted as due now, an idle replica would spin.
     const { rows: [row] } = await ctx.pool.query<{ at: number | null; wait: number | null }>(
@@ -168,7 +157,7 @@ export async function recordAttempts(ctx: PgContext, attempts: readonly { attemp
   // In one order on every replica: two batches that share rows (a late attempt beside the new
   // holder's) lock them in the same order and wait for each other rather than deadlock.
   const sorted = [...attempts].sort((x, y) => (x.attempt.notificationId < y.attempt.notificationId ? -1 : x.attempt.notificationId > y.attempt.notificationId ? 1 : 0));
-  await named('recordAttempts', () => inTransaction(ctx.pool, async (client) => {
+  await described('recordAttempts', () => inTransaction(ctx.pool, async (client) => {
     for (const { attempt: a, outcome } of sorted) {
       await client.query(`INSERT INTO attempts (notification_id, attempt, started_at, duration_ms, status_code, error, response_excerpt)
         VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -196,7 +185,7 @@ export async function recordAttempts(ctx: PgContext, attempts: readonly { attemp
 export async function dueHeads(ctx: PgContext, now: number, instances: readonly string[]): Promise<OutboxEntry[]> {
   if (instances.length === 0) return [];
   const claimDeadline = Date.now() + ctx.claimMs;
-  return named('dueHeads', async () => {
+  return described('dueHeads', async () => {
     // The head is each instance's oldest pending row, whoever holds it: one held by another
     // replica (or locked by its claim or its attempt right now) leaves the instance with nothing,
     // never with the row behind it. Locked rows are rechecked as they are now (status, due, claim).
@@ -216,7 +205,7 @@ export async function dueHeads(ctx: PgContext, now: number, instances: readonly 
 
 /** A clean stop (ClusterStore.leave): every notification and receipt this replica holds is free for the others at once. */
 export async function releaseClaims(ctx: PgContext): Promise<void> {
-  await named('releaseClaims', () => inTransaction(ctx.pool, async (client) => {
+  await described('releaseClaims', () => inTransaction(ctx.pool, async (client) => {
     // The conditions the partial indexes are built on: only rows that can be claimed are read.
     await client.query(`UPDATE notifications SET claimed_by = NULL, claim_until = NULL WHERE status = 'pending' AND claimed_by IS NOT NULL
       AND claimed_by = $1`, [ctx.replica.id]);
@@ -225,12 +214,12 @@ export async function releaseClaims(ctx: PgContext): Promise<void> {
 }
 
 export async function instancesWithPending(ctx: PgContext): Promise<string[]> {
-  return named('instancesWithPending', async () =>
+  return described('instancesWithPending', async () =>
     (await ctx.pool.query<{ instance: string }>(`SELECT DISTINCT instance FROM notifications WHERE status = 'pending'`)).rows.map((r) => r.instance));
 }
 
 export async function expediteRetries(ctx: PgContext, instance: string, now: number): Promise<number> {
-  return named('expediteRetries', async () => {
+  return described('expediteRetries', async () => {
     // A 429 is about the rate, not an outage: another notification's success does not lift it.
     const result = await ctx.pool.query(`UPDATE notifications SET next_attempt_at = $1
       WHERE status = 'pending' AND instance = $2 AND next_attempt_at > $1 AND attempts > 0 AND last_status IS DISTINCT FROM 429`, [now, instance]);
@@ -240,7 +229,7 @@ export async function expediteRetries(ctx: PgContext, instance: string, now: num
 
 export async function recordCallouts(ctx: PgContext, receipts: readonly CalloutReceipt[]): Promise<{ id: number; duplicate: boolean }[]> {
   if (receipts.length === 0) return [];
-  return named('recordCallouts', () => inTransaction(ctx.pool, async (client) => {
+  return described('recordCallouts', () => inTransaction(ctx.pool, async (client) => {
     const results: { id: number; duplicate: boolean }[] = [];
     for (const r of receipts) {
       // Another replica committing the same failed-queue item first: the insert waits for it,
@@ -263,7 +252,7 @@ export async function recordCallouts(ctx: PgContext, receipts: readonly CalloutR
 
 export async function calloutsToIngest(ctx: PgContext, instances: readonly string[], limit: number, exclude: ReadonlySet<number>): Promise<CalloutRow[]> {
   if (limit <= 0 || instances.length === 0) return [];
-  return named('calloutsToIngest', async () => {
+  return described('calloutsToIngest', async () => {
     // Claimed: two replicas never fetch the same receipt's object at once.
     const { rows } = await ctx.pool.query<CalloutDbRow>(
       `UPDATE callouts SET claimed_by = $1, claim_until = ${CLAIM_UNTIL('$2')}
@@ -277,7 +266,7 @@ export async function calloutsToIngest(ctx: PgContext, instances: readonly strin
 }
 
 export async function completeCallout(ctx: PgContext, receiptId: number, streamId: number, eventKey: string, draft: NotificationDraft): Promise<{ queued: boolean }> {
-  return named('completeCallout', () => inTransaction(ctx.pool, async (client) => {
+  return described('completeCallout', () => inTransaction(ctx.pool, async (client) => {
     const now = Date.now();
     // A second completion running at once waits on the row, then finds it done: nothing queued.
     const done = await client.query(`UPDATE callouts SET done_at = $1, claimed_by = NULL, claim_until = NULL WHERE id = $2 AND done_at IS NULL`,
@@ -286,14 +275,13 @@ export async function completeCallout(ctx: PgContext, receiptId: number, streamI
     const event = await client.query(`INSERT INTO callout_events (stream_id, event_key, notification_id, created_at) VALUES ($1, $2, $3, $4)
       ON CONFLICT DO NOTHING`, [streamId, eventKey, draft.id, now]);
     if (event.rowCount === 0) return { queued: false };
-    await client.query(`INSERT INTO notifications (id, stream_id, instance, body, event_count, next_attempt_at, created_at)
-      VALUES ($1, $2, (SELECT instance FROM streams WHERE id = $2), $3, $4, $5, $5)`, [draft.id, streamId, draft.body, draft.eventCount, now]);
+    await queueNotifications(client, streamId, [draft], now);
     return { queued: true };
   }));
 }
 
 export async function pruneCallouts(ctx: PgContext, instance: string, streamId: number, now: number, retentionMs: number): Promise<number> {
-  return named('pruneCallouts', () => inTransaction(ctx.pool, async (client) => {
+  return described('pruneCallouts', () => inTransaction(ctx.pool, async (client) => {
     // A receipt still waiting (its instance left the config for a while) may be a re-send of
     // any event made within the retention before it arrived: those keys stay until it is done.
     const { rows: [oldest] } = await client.query<{ at: number | null }>('SELECT min(received_at) AS at FROM callouts WHERE instance = $1 AND done_at IS NULL', [instance]);
@@ -306,22 +294,22 @@ export async function pruneCallouts(ctx: PgContext, instance: string, streamId: 
 }
 
 export async function instancesWithWaitingCallouts(ctx: PgContext): Promise<string[]> {
-  return named('instancesWithWaitingCallouts', async () =>
+  return described('instancesWithWaitingCallouts', async () =>
     (await ctx.pool.query<{ instance: string }>('SELECT DISTINCT instance FROM callouts WHERE done_at IS NULL')).rows.map((r) => r.instance));
 }
 
 export async function calloutsToDelete(ctx: PgContext, instance: string): Promise<{ id: number; notificationUri: string }[]> {
-  return named('calloutsToDelete', async () => (await ctx.pool.query<{ id: number; notificationUri: string }>(
+  return described('calloutsToDelete', async () => (await ctx.pool.query<{ id: number; notificationUri: string }>(
     `SELECT id, notification_uri AS "notificationUri" FROM callouts WHERE instance = $1 AND notification_uri IS NOT NULL AND deleted_at IS NULL ORDER BY id`,
     [instance])).rows);
 }
 
 export async function markCalloutDeleted(ctx: PgContext, receiptId: number, at: number): Promise<void> {
-  await named('markCalloutDeleted', () => ctx.pool.query('UPDATE callouts SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL', [at, receiptId]));
+  await described('markCalloutDeleted', () => ctx.pool.query('UPDATE callouts SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL', [at, receiptId]));
 }
 
 export async function calloutCounts(ctx: PgContext): Promise<CalloutCounts[]> {
-  return named('calloutCounts', async () => {
+  return described('calloutCounts', async () => {
     const { rows } = await ctx.pool.query<Omit<CalloutCounts, 'lastReceivedAt'> & { lastReceivedAt: number | null }>(
       `SELECT instance, count(*) AS received, count(*) FILTER (WHERE done_at IS NULL) AS "awaitingEvent",
           count(*) FILTER (WHERE notification_uri IS NOT NULL AND deleted_at IS NULL) AS "awaitingDelete", max(received_at) AS "lastReceivedAt"
