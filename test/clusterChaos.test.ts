@@ -98,8 +98,12 @@ describePg('a cluster of three replicas under kill -9 and pauses (issue 16)', ()
       return sim;
     }));
     const key = 'whsec_' + randomBytes(24).toString('base64');
+    // A short delivery timeout: a claim need outlast no longer a request. Many slots per callback
+    // URL: a killed replica's claims hold theirs until they run out.
     const template = simConfig(sims[0]!.baseUrl, receiver.url, key, {
       'pollbridge.delivery.retrySchedule': Array.from({ length: 60 }, () => 0.2),
+      'pollbridge.delivery.timeoutMs': 2000,
+      'pollbridge.delivery.concurrency': 16,
     });
     const dir = tempDir();
     const config = writeJson(dir, 'poller.config.json', {
@@ -111,6 +115,8 @@ describePg('a cluster of three replicas under kill -9 and pauses (issue 16)', ()
         return {
           ...base,
           name: `Co${i}`,
+          // A callback URL each: one instance's claims never hold another's slots.
+          configuration: { ...base.configuration, 'event.notification.callback.url': `${receiver.url}/${i}` },
           provider: { ...base.provider, baseUrl: sim.baseUrl, auth: { ...base.provider.auth, tokenUrl: `${sim.baseUrl}/oauth2/v0/token` } },
         };
       }),
@@ -165,40 +171,48 @@ describePg('a cluster of three replicas under kill -9 and pauses (issue 16)', ()
       [steps[i], steps[j]] = [steps[j]!, steps[i]!];
     }
     const done = { kill: 0, pause: 0, revoke: 0 } as Record<string, number>;
-    for (const step of steps) {
-      // Some delivery between steps: the cluster is working when it is hit again.
-      const acceptedBefore = receiver.accepted.length;
-      await waitFor('a delivery since the last step', () => receiver.accepted.length > acceptedBefore, 60_000);
-      if (step === 'revoke') {
-        const before = await tokens();
-        for (const sim of sims) sim.revokeAccessTokens();
-        await waitFor('new tokens for every instance after the revocation', async () => {
-          const after = await tokens();
-          return [...before].every(([instance, token]) => after.has(instance) && after.get(instance) !== token);
-        }, 60_000);
-      } else {
-        const r = Math.floor(random() * REPLICAS);
-        const victim = current(r);
-        // The moment: the victim's next line of output, whatever it is doing then.
-        const lines = victim.stdout.length;
-        await waitFor(`a line from r${r}`, () => victim.stdout.length > lines, 30_000);
-        if (step === 'kill') {
-          victim.child.kill('SIGKILL');
-          await victim.exited;
-          await start(r);
+    /** What a failure says besides its own message: the seed, the steps done, each replica's last lines. */
+    const state = (): string => `seed ${seed}, steps done ${JSON.stringify(done)}, receiver: ${receiver.requests()} requests, ${receiver.accepted.length} accepted\n`
+      + Array.from({ length: REPLICAS }, (_, r) => `r${r}:\n  ${[...current(r).stdout.slice(-8), ...current(r).stderr.slice(-3)].join('\n  ')}`).join('\n');
+    try {
+      for (const step of steps) {
+        // Some delivery between steps: the cluster is working when it is hit again.
+        const acceptedBefore = receiver.accepted.length;
+        await waitFor('a delivery since the last step', () => receiver.accepted.length > acceptedBefore, 60_000);
+        if (step === 'revoke') {
+          const before = await tokens();
+          for (const sim of sims) sim.revokeAccessTokens();
+          await waitFor('new tokens for every instance after the revocation', async () => {
+            const after = await tokens();
+            return [...before].every(([instance, token]) => after.has(instance) && after.get(instance) !== token);
+          }, 60_000);
         } else {
-          victim.child.kill('SIGSTOP');
-          // Paused past its lease: the database shows none of its leases alive any more.
-          const stoppedAt = Date.now();
-          await waitFor(`r${r}'s leases expired while it is stopped`, async () => Date.now() - stoppedAt > (LEASE_SECONDS + 1) * 1000
-            && Number((await db.query<{ n: string }>('SELECT count(*) AS n FROM stream_leases WHERE replica_name = $1 AND expires_at > now()', [`r${r}`])).rows[0]!.n) === 0, 30_000);
-          victim.child.kill('SIGCONT');
+          const r = Math.floor(random() * REPLICAS);
+          const victim = current(r);
+          // The moment: the victim's next line of output, whatever it is doing then.
+          const lines = victim.stdout.length;
+          await waitFor(`a line from r${r}`, () => victim.stdout.length > lines, 30_000);
+          if (step === 'kill') {
+            victim.child.kill('SIGKILL');
+            await victim.exited;
+            await start(r);
+          } else {
+            victim.child.kill('SIGSTOP');
+            // Paused past its lease: the database shows none of its leases alive any more.
+            const stoppedAt = Date.now();
+            await waitFor(`r${r}'s leases expired while it is stopped`, async () => Date.now() - stoppedAt > (LEASE_SECONDS + 1) * 1000
+              && Number((await db.query<{ n: string }>('SELECT count(*) AS n FROM stream_leases WHERE replica_name = $1 AND expires_at > now()', [`r${r}`])).rows[0]!.n) === 0, 30_000);
+            victim.child.kill('SIGCONT');
+          }
         }
+        done[step]!++;
       }
-      done[step]!++;
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\n${state()}`, { cause: err });
+    } finally {
+      changing = false;
+      await changer;
     }
-    changing = false;
-    await changer;
     expect(done).toEqual({ kill: KILLS, pause: PAUSES, revoke: REVOCATIONS });
 
     const expected = sims.flatMap((sim) => finalKeys(sim.allReports()));
@@ -209,7 +223,7 @@ describePg('a cluster of three replicas under kill -9 and pauses (issue 16)', ()
     } catch (err) {
       const got = delivered();
       const missing = expected.filter((k) => !got.has(k));
-      throw new Error(`seed ${seed}: ${(err as Error).message}; missing ${missing.length}, e.g. ${missing.slice(0, 3).join(', ')}`);
+      throw new Error(`${(err as Error).message}; missing ${missing.length}, e.g. ${missing.slice(0, 3).join(', ')}\n${state()}`);
     }
 
     expect(receiver.twice, `seed ${seed}: notifications in flight twice at once`).toEqual([]);
