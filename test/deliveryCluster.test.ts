@@ -65,19 +65,20 @@ async function startReceiver(fate: (id: string, nth: number) => { status: number
   return { base, twice, arrivals, accepted, maxByPath };
 }
 
-type Replica = { store: Store; deliverer: Deliverer; attempts: OutboxEntry[] };
+type Replica = { store: Store; deliverer: Deliverer; attempts: OutboxEntry[]; logs: ReturnType<typeof captureLogger> };
 
 async function replica(url: string, name: string, targets: ReadonlyMap<string, DeliveryTarget>, options: { claimMs?: number; wrap?: (s: PgStore) => Store } = {}): Promise<Replica> {
   const opened = await PgStore.open(url, { replicaName: name, claimMs: options.claimMs });
   const store = options.wrap ? options.wrap(opened) : opened;
   const attempts: OutboxEntry[] = [];
+  const logs = captureLogger();
   const deliverer = new Deliverer({
-    store, http: createHttpClient({ timeoutMs: 5000 }), log: captureLogger().log, targets: () => targets, idleCheckMs: 50,
+    store, http: createHttpClient({ timeoutMs: 5000 }), log: logs.log, targets: () => targets, idleCheckMs: 50,
     onAttempt: (entry) => attempts.push(entry),
   });
   cleanup.push(() => opened.close());
   cleanup.push(() => deliverer.stop(1000));
-  return { store, deliverer, attempts };
+  return { store, deliverer, attempts, logs };
 }
 
 function target(url: string, concurrency: number, ordered: boolean, timeoutMs = 2000): DeliveryTarget {
@@ -181,5 +182,61 @@ describePg('two deliverers on one PostgreSQL outbox', () => {
     expect(a.attempts.filter((e) => e.claimDeadline === pausedDeadline), 'sent under the claim the pause outlasted').toEqual([]);
     expect(receiver.twice).toEqual([]);
     expect(new Set(receiver.accepted)).toEqual(new Set(ids));
+  });
+
+  it('a delivery timeout longer than a claim lasts is said once, and no request is started under such a claim', { timeout: 30_000 }, async () => {
+    const url = await freshPgDatabase('deliver');
+    const receiver = await startReceiver(() => ({ status: 200, delayMs: 5 }));
+    const targets = new Map([['Docs', target(`${receiver.base}/hook`, 4, false, 2000)]]);
+    let reads = 0;
+    const a = await replica(url, 'r0', targets, {
+      claimMs: 1500,
+      wrap: (store) => Object.assign(Object.create(store) as Store, {
+        dueNotifications: (...args: Parameters<Store['dueNotifications']>) => {
+          reads++;
+          return store.dueNotifications(...args);
+        },
+      }),
+    });
+    await enqueue(a.store, 'Docs', 3);
+    void a.deliverer.start();
+    await waitFor('several looks at the outbox', () => reads >= 6);
+    expect(receiver.arrivals).toEqual([]);
+    const said = a.logs.lines.filter((l) => String(l.message).startsWith('a claim on the shared database is shorter than a delivery may take'));
+    expect(said).toHaveLength(1);
+    expect(said[0]).toMatchObject({ instance: 'Docs', timeoutMs: 2000 });
+  });
+
+  it('a replica whose callback URL is full with another replica\'s requests waits, rather than asking the database again at once', { timeout: 30_000 }, async () => {
+    const url = await freshPgDatabase('deliver');
+    let release!: () => void;
+    const held = new Promise<void>((r) => { release = r; });
+    const receiver = await startReceiver(() => ({ status: 200, delayMs: 0 }));
+    const targets = new Map([['Docs', target(`${receiver.base}/hook`, 1, false)]]);
+    const a = await replica(url, 'r0', targets);
+    let bReads = 0;
+    const b = await replica(url, 'r1', targets, {
+      wrap: (store) => Object.assign(Object.create(store) as Store, {
+        dueNotifications: (...args: Parameters<Store['dueNotifications']>) => {
+          bReads++;
+          return store.dueNotifications(...args);
+        },
+      }),
+    });
+    const ids = await enqueue(a.store, 'Docs', 3);
+    // a claims the first and holds the URL's one slot until its attempt is recorded, which waits on \`held\`.
+    const recordAttempts = a.store.recordAttempts;
+    Object.assign(a.store, { recordAttempts: async (...args: Parameters<Store['recordAttempts']>) => { await held; return recordAttempts(...args); } });
+    void a.deliverer.start();
+    await waitFor('a request of a', () => receiver.arrivals.length === 1);
+    void b.deliverer.start();
+    const from = bReads;
+    const startedAt = Date.now();
+    await waitFor('a second of b waiting', () => Date.now() - startedAt > 1000);
+    // Every due notification waits behind a's slot: b has nothing to do but look now and then.
+    expect(bReads - from).toBeLessThanOrEqual(15);
+    expect(receiver.arrivals).toHaveLength(1);
+    release();
+    await waitFor('every notification delivered', async () => (await a.store.notificationCounts()).delivered === ids.length, 20_000);
   });
 });

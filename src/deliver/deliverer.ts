@@ -41,6 +41,13 @@ const READ_AHEAD = 8;
  */
 const CLAIM_MARGIN_MS = 1000;
 
+/**
+ * On a shared store, the shortest sleep after a look that started nothing: notifications may be
+ * due and yet not this replica's (another's claims fill their URL's slots, or hold them), and
+ * no event here says when that ends. Without it the loop would ask the database again at once.
+ */
+const SHARED_IDLE_MS = 200;
+
 /** How long delivery pauses after the store failed to record an attempt. */
 const STORE_RETRY_MS = 1000;
 
@@ -84,6 +91,8 @@ export class Deliverer {
    * notification it has; they wait, pending, for the next run or the daemon.
    */
   private readonly givenUp = new Set<string>();
+  /** Callback URLs already reported as having a delivery timeout longer than a claim. */
+  private readonly shortClaimUrls = new Set<string>();
 
   constructor(private readonly deps: DelivererDeps) {
     // One listener per request in flight, as many as the configured concurrencies allow (64 per
@@ -170,6 +179,7 @@ export class Deliverer {
       } finally {
         this.openReads.delete(ended);
       }
+      if (shared) this.warnShortClaims([...heads, ...due], now, targets);
       // A row whose request ended during the read is left for the next look, read afresh.
       for (const entry of heads) if (!ended.has(entry.id) && this.tryStart(entry, targets.get(entry.instance))) started++;
       for (const entry of due) {
@@ -179,8 +189,25 @@ export class Deliverer {
       }
     }
     if (untilIdle && started === 0 && this.inFlight.size === 0 && this.readAhead.length === 0) return true;
-    await this.sleep(await this.idleDelay(targets));
+    const delay = await this.idleDelay(targets);
+    await this.sleep(this.deps.store.cluster !== undefined && started === 0 ? Math.max(delay, SHARED_IDLE_MS) : delay);
     return false;
+  }
+
+  /**
+   * A claim shorter than a request may take, from the moment it was read: none of the URL's
+   * notifications can ever start here. Said once per URL, as it is the setup's fault, not a moment's.
+   */
+  private warnShortClaims(entries: readonly OutboxEntry[], readAt: number, targets: ReadonlyMap<string, DeliveryTarget>): void {
+    for (const entry of entries) {
+      const target = targets.get(entry.instance);
+      if (!target || entry.claimDeadline === undefined || this.shortClaimUrls.has(target.url)) continue;
+      if (entry.claimDeadline - readAt >= target.timeoutMs + CLAIM_MARGIN_MS) continue;
+      this.shortClaimUrls.add(target.url);
+      this.deps.log.error('a claim on the shared database is shorter than a delivery may take: this instance\'s notifications are not sent by this replica', {
+        instance: entry.instance, timeoutMs: target.timeoutMs, claimMs: entry.claimDeadline - readAt,
+      });
+    }
   }
 
   /** Starts what it can of the notifications read ahead; drops those whose instance is gone. */
