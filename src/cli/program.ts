@@ -4,6 +4,7 @@ import { ConfigError } from '../config/issues.js';
 import { StartError } from '../daemon/daemon.js';
 import { StoreOpenError } from '../store/files.js';
 import { MigrationError } from '../store/migrate.js';
+import { PgStoreError } from '../store/pg/pgErrors.js';
 import { StoreError } from '../store/threadedStore.js';
 import { pollbridgeVersion } from '../version.js';
 import { demoCommand } from './demoCommand.js';
@@ -42,7 +43,7 @@ export function buildProgram(): Command {
       if (command.name() !== 'run') releaseSignals();
     });
   const configOption = (): Option => new Option('-c, --config <file>', 'config file (default: $POLLBRIDGE_CONFIG or ./poller.config.json)');
-  const dbOption = (): Option => new Option('--db <file>', 'SQLite database (default: the one the config names)');
+  const dbOption = (): Option => new Option('--db <file|url>', 'SQLite database file or postgres:// URL (default: the one the config names)');
 
   program.command('run')
     .description('run the daemon')
@@ -191,6 +192,10 @@ export async function runCli(argv: string[]): Promise<void> {
     } else if (err instanceof UserError || err instanceof StoreOpenError || err instanceof StartError || err instanceof MigrationError) {
       writeError(`pollbridge: ${err.message}`);
       process.exitCode = err instanceof UserError ? err.exitCode : 1;
+    } else if (err instanceof PgStoreError) {
+      // PostgreSQL failed a call (the connection lost, a statement timed out): the operator's to fix.
+      writeError(`pollbridge: ${err.message}`);
+      process.exitCode = 1;
     } else if (err instanceof StoreError) {
       // The database refused a call (locked past the busy timeout, disk full): the operator's to fix.
       writeError(`pollbridge: the database refused a call: ${err.message}${err.code ? ` (${err.code})` : ''}`);
