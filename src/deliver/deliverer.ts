@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import type { Got } from 'got';
 import type { Logger } from '../log.js';
-import type { AttemptOutcome, AttemptRecord, OutboxEntry, Store } from '../store/types.js';
+import type { AttemptOutcome, AttemptRecord, DeliveryGroup, OutboxEntry, Store } from '../store/types.js';
 import { type Decision, decide, type RetryPolicy } from './retryPolicy.js';
 import { sendNotification } from './sendNotification.js';
 import type { SigningKeys } from './sign.js';
@@ -27,8 +27,26 @@ export type DelivererDeps = {
   onAttempt?: (entry: OutboxEntry, decision: Decision, statusCode: number | undefined, durationMs: number) => void;
 };
 
-/** Due notifications read beyond the free slots, so that a slot that frees is refilled at once. */
+/**
+ * Due notifications read beyond the free slots, so that a slot that frees is refilled at once.
+ * None on a shared store: there a read claims, and a claimed notification waiting here would be
+ * counted against its receiver's concurrency by every replica, and kept from them until its claim
+ * lapsed.
+ */
 const READ_AHEAD = 8;
+
+/**
+ * A claimed notification's request is started only if it can end this long before the claim
+ * does (ms): the clocks of this process's timers and of the claim's reckoning differ that little.
+ */
+const CLAIM_MARGIN_MS = 1000;
+
+/**
+ * On a shared store, the shortest sleep after a look that started nothing: notifications may be
+ * due and yet not this replica's (another's claims fill their URL's slots, or hold them), and
+ * no event here says when that ends. Without it the loop would ask the database again at once.
+ */
+const SHARED_IDLE_MS = 200;
 
 /** How long delivery pauses after the store failed to record an attempt. */
 const STORE_RETRY_MS = 1000;
@@ -73,6 +91,8 @@ export class Deliverer {
    * notification it has; they wait, pending, for the next run or the daemon.
    */
   private readonly givenUp = new Set<string>();
+  /** Callback URLs already reported as having a delivery timeout longer than a claim. */
+  private readonly shortClaimUrls = new Set<string>();
 
   constructor(private readonly deps: DelivererDeps) {
     // One listener per request in flight, as many as the configured concurrencies allow (64 per
@@ -144,6 +164,7 @@ export class Deliverer {
       const ordered = free.instances.filter((name) => targets.get(name)!.ordered);
       const unordered = free.instances.filter((name) => !targets.get(name)!.ordered);
       const now = Date.now();
+      const shared = this.deps.store.cluster !== undefined;
       const exclude = new Set([...this.inFlight.keys(), ...this.readAhead.map((e) => e.id)]);
       const ended = new Set<string>();
       this.openReads.add(ended);
@@ -153,22 +174,40 @@ export class Deliverer {
         [heads, due] = await Promise.all([
           // Ordered instances offer only their oldest pending notification, and only once it is due.
           ordered.length > 0 ? this.deps.store.dueHeads(now, ordered) : [],
-          unordered.length > 0 ? this.deps.store.dueNotifications(now, free.slots + READ_AHEAD, exclude, unordered) : [],
+          unordered.length > 0 ? this.deps.store.dueNotifications(now, free.slots + (shared ? 0 : READ_AHEAD), exclude, unordered, shared ? deliveryGroups(targets) : undefined) : [],
         ]);
       } finally {
         this.openReads.delete(ended);
       }
+      if (shared) this.warnShortClaims([...heads, ...due], now, targets);
       // A row whose request ended during the read is left for the next look, read afresh.
       for (const entry of heads) if (!ended.has(entry.id) && this.tryStart(entry, targets.get(entry.instance))) started++;
       for (const entry of due) {
         if (ended.has(entry.id)) continue;
         if (this.tryStart(entry, targets.get(entry.instance))) started++;
-        else if (!this.inFlight.has(entry.id)) this.readAhead.push(entry);
+        else if (!shared && !this.inFlight.has(entry.id)) this.readAhead.push(entry);
       }
     }
     if (untilIdle && started === 0 && this.inFlight.size === 0 && this.readAhead.length === 0) return true;
-    await this.sleep(await this.idleDelay(targets));
+    const delay = await this.idleDelay(targets);
+    await this.sleep(this.deps.store.cluster !== undefined && started === 0 ? Math.max(delay, SHARED_IDLE_MS) : delay);
     return false;
+  }
+
+  /**
+   * A claim shorter than a request may take, from the moment it was read: none of the URL's
+   * notifications can ever start here. Said once per URL, as it is the setup's fault, not a moment's.
+   */
+  private warnShortClaims(entries: readonly OutboxEntry[], readAt: number, targets: ReadonlyMap<string, DeliveryTarget>): void {
+    for (const entry of entries) {
+      const target = targets.get(entry.instance);
+      if (!target || entry.claimDeadline === undefined || this.shortClaimUrls.has(target.url)) continue;
+      if (entry.claimDeadline - readAt >= target.timeoutMs + CLAIM_MARGIN_MS) continue;
+      this.shortClaimUrls.add(target.url);
+      this.deps.log.error('a claim on the shared database is shorter than a delivery may take: this instance\'s notifications are not sent by this replica', {
+        instance: entry.instance, timeoutMs: target.timeoutMs, claimMs: entry.claimDeadline - readAt,
+      });
+    }
   }
 
   /** Starts what it can of the notifications read ahead; drops those whose instance is gone. */
@@ -231,6 +270,9 @@ export class Deliverer {
 
   private tryStart(entry: OutboxEntry, target: DeliveryTarget | undefined): boolean {
     if (!target || this.inFlight.has(entry.id) || this.givenUp.has(target.url)) return false;
+    // Past its claim, another replica may send it while this request runs: left to lapse, and
+    // claimed afresh later (by any replica).
+    if (entry.claimDeadline !== undefined && Date.now() + target.timeoutMs + CLAIM_MARGIN_MS > entry.claimDeadline) return false;
     // One at a time is the ordered instance's own rule, not its receiver's: a receiver it shares
     // with a busy unordered instance would otherwise never have a slot free for it.
     if (target.ordered && this.perInstance.has(entry.instance)) return false;
@@ -342,4 +384,23 @@ export class Deliverer {
     else if (decision.status === 'retry') this.deps.log.warn('delivery failed, will retry', { ...fields, error: result.error, retryInMs: decision.delayMs });
     else this.deps.log.error('notification dead-lettered', { ...fields, error, reason: decision.reason });
   }
+}
+
+/**
+ * Each callback URL with the instances that send to it and its concurrency: a shared store counts
+ * its requests in flight on every replica against that. Instances sharing a URL with different
+ * concurrencies get the largest, as a replica's own slots do (`freeSlots`).
+ */
+export function deliveryGroups(targets: ReadonlyMap<string, DeliveryTarget>): DeliveryGroup[] {
+  const groups = new Map<string, { key: string; instances: string[]; max: number }>();
+  for (const [name, target] of targets) {
+    const group = groups.get(target.url);
+    if (group) {
+      group.instances.push(name);
+      group.max = Math.max(group.max, target.concurrency);
+    } else {
+      groups.set(target.url, { key: target.url, instances: [name], max: target.concurrency });
+    }
+  }
+  return [...groups.values()];
 }
