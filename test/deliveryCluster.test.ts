@@ -100,10 +100,11 @@ describePg('two deliverers on one PostgreSQL outbox', () => {
       });
       const shared = `${receiver.base}/shared`;
       const alone = `${receiver.base}/alone`;
-      // The ordered instance has a URL of its own: dueHeads claims a head without counting the
-      // group's claims, so beside Bulk1 and Bulk2 it could make a fourth request to /shared.
+      // Ledger has a URL of its own, where one request at a time shows its order; Journal, ordered
+      // too, shares /shared with Bulk1 and Bulk2: its heads count against that URL's 3 as theirs do.
       const targets = new Map([
         ['Bulk1', target(shared, 3, false)], ['Bulk2', target(shared, 3, false)], ['Ledger', target(`${receiver.base}/ordered`, 3, true)], ['Bulk3', target(alone, 2, false)],
+        ['Journal', target(shared, 3, true)],
       ]);
       const [a, b] = [await replica(url, 'r0', targets), await replica(url, 'r1', targets)];
       const queued = new Map<string, string[]>();
@@ -113,11 +114,12 @@ describePg('two deliverers on one PostgreSQL outbox', () => {
       };
       await add('Bulk1', 20);
       await add('Ledger', 5);
+      await add('Journal', 5);
       void a.deliverer.start();
       void b.deliverer.start();
       // More arrives while both deliver, in seeded batches.
       for (let i = 0; i < 12; i++) {
-        const instance = ['Bulk1', 'Bulk2', 'Bulk3', 'Ledger'][Math.floor(random() * 4)]!;
+        const instance = ['Bulk1', 'Bulk2', 'Bulk3', 'Ledger', 'Journal'][Math.floor(random() * 5)]!;
         await add(instance, 1 + Math.floor(random() * 8));
         a.deliverer.wake();
         b.deliverer.wake();

@@ -168,13 +168,14 @@ export class Deliverer {
       const exclude = new Set([...this.inFlight.keys(), ...this.readAhead.map((e) => e.id)]);
       const ended = new Set<string>();
       this.openReads.add(ended);
+      const groups = shared ? deliveryGroups(targets) : undefined;
       let heads: OutboxEntry[];
       let due: OutboxEntry[];
       try {
         [heads, due] = await Promise.all([
           // Ordered instances offer only their oldest pending notification, and only once it is due.
-          ordered.length > 0 ? this.deps.store.dueHeads(now, ordered) : [],
-          unordered.length > 0 ? this.deps.store.dueNotifications(now, free.slots + (shared ? 0 : READ_AHEAD), exclude, unordered, shared ? deliveryGroups(targets) : undefined) : [],
+          ordered.length > 0 ? this.deps.store.dueHeads(now, ordered, groups) : [],
+          unordered.length > 0 ? this.deps.store.dueNotifications(now, free.slots + (shared ? 0 : READ_AHEAD), exclude, unordered, groups) : [],
         ]);
       } finally {
         this.openReads.delete(ended);

@@ -42,9 +42,10 @@ export interface Store {
   recordAttempts(attempts: readonly { attempt: AttemptRecord; outcome: AttemptOutcome }[]): Promise<void>;
   /**
    * For strictly ordered delivery: the oldest pending notification of each of `instances`, if it
-   * is due (and, on a shared store, not claimed by another replica: it is claimed for this one).
+   * is due (and, on a shared store, not claimed by another replica: it is claimed for this one,
+   * within its group's `max` as dueNotifications counts it).
    */
-  dueHeads(now: number, instances: readonly string[]): Promise<OutboxEntry[]>;
+  dueHeads(now: number, instances: readonly string[], groups?: readonly DeliveryGroup[]): Promise<OutboxEntry[]>;
   /** Instances that have pending notifications. */
   instancesWithPending(): Promise<string[]>;
   /** Throws when the database cannot take a write (read-only disk, lost lock): for health checks. */

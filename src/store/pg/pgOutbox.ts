@@ -75,49 +75,63 @@ async function claimRows(client: pg.PoolClient, ctx: PgContext, seqs: readonly n
     [ctx.replica.id, ctx.claimMs, seqs]);
 }
 
+/** The groups the asked instances fall in, each instance in its first group; the rest ungrouped. */
+function batchesOf(instances: readonly string[], groups: readonly DeliveryGroup[] | undefined): { instances: string[]; group?: DeliveryGroup }[] {
+  const asked = new Set(instances);
+  const grouped = new Set<string>();
+  const batches: { instances: string[]; group?: DeliveryGroup }[] = [];
+  for (const group of groups ?? []) {
+    const mine = group.instances.filter((name) => asked.has(name) && !grouped.has(name));
+    for (const name of mine) grouped.add(name);
+    if (mine.length > 0) batches.push({ instances: mine, group });
+  }
+  const loose = instances.filter((name) => !grouped.has(name));
+  if (loose.length > 0) batches.push({ instances: loose });
+  return batches;
+}
+
+/**
+ * Takes the locks of the batches' groups, and returns what each may still claim: its `max` less
+ * every replica's live claims on its instances (this one's included: those it is offered again
+ * are among them and cost nothing). One group's claims are counted and taken by one replica at a
+ * time; the locks are taken in the order of their numbers (pg_advisory_xact_lock is volatile:
+ * evaluated after the sort), so that two replicas taking several never wait on each other in a
+ * circle.
+ */
+async function groupBudgets(client: pg.PoolClient, batches: readonly { group?: DeliveryGroup }[]): Promise<Map<DeliveryGroup, number>> {
+  const groups = batches.flatMap((b) => (b.group ? [b.group] : []));
+  const budgets = new Map<DeliveryGroup, number>();
+  if (groups.length === 0) return budgets;
+  await client.query(`SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest($1::text[]) AS k) AS keys ORDER BY h`,
+    [[...new Set(groups.map((g) => `deliver:${g.key}`))]]);
+  for (const group of groups) {
+    const { rows: [live] } = await client.query<{ n: number }>(LIVE_CLAIMS_SQL, [group.instances]);
+    budgets.set(group, group.max - live!.n);
+  }
+  return budgets;
+}
+
+/** Whether `row` may be claimed within its group's budget, which it then uses (a row already this replica's costs nothing). */
+function withinBudget(budgets: Map<DeliveryGroup, number>, group: DeliveryGroup | undefined, row: { mine: boolean }): boolean {
+  if (!group || row.mine) return true;
+  const left = budgets.get(group)!;
+  if (left <= 0) return false;
+  budgets.set(group, left - 1);
+  return true;
+}
+
 export async function dueNotifications(ctx: PgContext, now: number, limit: number, exclude: ReadonlySet<string>, instances: readonly string[], groups?: readonly DeliveryGroup[]): Promise<OutboxEntry[]> {
   if (limit <= 0 || instances.length === 0) return [];
   // Taken before the claim: the claim's end by the database's clock comes later in real time.
   const claimDeadline = Date.now() + ctx.claimMs;
   const excluded = [...exclude];
   return described('dueNotifications', () => inTransaction(ctx.pool, async (client) => {
-    const asked = new Set(instances);
-    const grouped = new Set<string>();
-    const batches: { instances: string[]; group?: DeliveryGroup }[] = [];
-    for (const group of groups ?? []) {
-      const mine = group.instances.filter((name) => asked.has(name) && !grouped.has(name));
-      for (const name of mine) grouped.add(name);
-      if (mine.length > 0) batches.push({ instances: mine, group });
-    }
-    const loose = instances.filter((name) => !grouped.has(name));
-    if (loose.length > 0) batches.push({ instances: loose });
-
-    const lockKeys = [...new Set(batches.flatMap((b) => (b.group ? [`deliver:${b.group.key}`] : [])))];
-    if (lockKeys.length > 0) {
-      // One group's claims are counted and taken by one replica at a time. Taken in the order of
-      // the lock numbers (pg_advisory_xact_lock is volatile: evaluated after the sort), so that two
-      // replicas taking several never wait on each other in a circle.
-      await client.query(`SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest($1::text[]) AS k) AS keys ORDER BY h`, [lockKeys]);
-    }
-
+    const batches = batchesOf(instances, groups);
+    const budgets = await groupBudgets(client, batches);
     const chosen: OutboxRow[] = [];
     for (const batch of batches) {
       const rows = await lockDue(client, ctx, now, batch.instances, excluded, limit);
-      if (!batch.group) {
-        chosen.push(...rows);
-        continue;
-      }
-      // Every replica's live claims on the group's instances, this one's included: those of its
-      // own that are offered again are among them already and cost nothing.
-      const { rows: [live] } = await client.query<{ n: number }>(LIVE_CLAIMS_SQL, [batch.group.instances]);
-      let budget = batch.group.max - live!.n;
-      for (const row of rows) {
-        if (row.mine) chosen.push(row);
-        else if (budget > 0) {
-          budget--;
-          chosen.push(row);
-        }
-      }
+      chosen.push(...rows.filter((row) => withinBudget(budgets, batch.group, row)));
     }
     const taken = chosen.sort(byDue).slice(0, limit);
     await claimRows(client, ctx, taken.map((r) => r.seq));
@@ -182,25 +196,30 @@ export async function recordAttempts(ctx: PgContext, attempts: readonly { attemp
   }));
 }
 
-export async function dueHeads(ctx: PgContext, now: number, instances: readonly string[]): Promise<OutboxEntry[]> {
+export async function dueHeads(ctx: PgContext, now: number, instances: readonly string[], groups?: readonly DeliveryGroup[]): Promise<OutboxEntry[]> {
   if (instances.length === 0) return [];
   const claimDeadline = Date.now() + ctx.claimMs;
-  return described('dueHeads', async () => {
-    // The head is each instance's oldest pending row, whoever holds it: one held by another
-    // replica (or locked by its claim or its attempt right now) leaves the instance with nothing,
-    // never with the row behind it. Locked rows are rechecked as they are now (status, due, claim).
-    const { rows } = await ctx.pool.query<OutboxRow>(
-      `UPDATE notifications SET claimed_by = $1, claim_until = ${CLAIM_UNTIL('$2')}
-        WHERE seq IN (
-          SELECT seq FROM notifications
-          WHERE seq IN (SELECT h.seq FROM unnest($3::text[]) AS i(name) CROSS JOIN LATERAL (
+  return described('dueHeads', () => inTransaction(ctx.pool, async (client) => {
+    const batches = batchesOf(instances, groups);
+    const budgets = await groupBudgets(client, batches);
+    const chosen: OutboxRow[] = [];
+    for (const batch of batches) {
+      // The head is each instance's oldest pending row, whoever holds it: one held by another
+      // replica (or locked by its claim or its attempt right now) leaves the instance with
+      // nothing, never with the row behind it. Locked rows are rechecked as they are now.
+      const { rows } = await client.query<OutboxRow & { mine: boolean }>(
+        `SELECT ${OUTBOX_COLUMNS}, (claimed_by = $1 AND claim_until >= now()) IS TRUE AS mine FROM notifications
+          WHERE seq IN (SELECT h.seq FROM unnest($2::text[]) AS i(name) CROSS JOIN LATERAL (
               SELECT seq FROM notifications WHERE status = 'pending' AND instance = i.name ORDER BY seq LIMIT 1) AS h)
-            AND status = 'pending' AND next_attempt_at <= $4 AND ${CLAIM_FREE('$1')}
-          FOR UPDATE SKIP LOCKED)
-        RETURNING ${OUTBOX_COLUMNS}`,
-      [ctx.replica.id, ctx.claimMs, instances, now]);
-    return rows.sort((a, b) => a.seq - b.seq).map((r) => entry(r, claimDeadline));
-  });
+            AND status = 'pending' AND next_attempt_at <= $3 AND ${CLAIM_FREE('$1')}
+          ORDER BY seq FOR UPDATE SKIP LOCKED`,
+        [ctx.replica.id, batch.instances, now]);
+      chosen.push(...rows.filter((row) => withinBudget(budgets, batch.group, row)));
+    }
+    const taken = chosen.sort((a, b) => a.seq - b.seq);
+    await claimRows(client, ctx, taken.map((r) => r.seq));
+    return taken.map((r) => entry(r, claimDeadline));
+  }));
 }
 
 /** A clean stop (ClusterStore.leave): every notification and receipt this replica holds is free for the others at once. */
