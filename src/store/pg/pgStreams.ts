@@ -196,7 +196,8 @@ export async function saveAuthState(ctx: PgContext, instance: string, s: AuthSta
     ON CONFLICT (instance) DO UPDATE SET seed_hash = excluded.seed_hash, refresh_token = excluded.refresh_token,
       geolocation = excluded.geolocation, access_token = excluded.access_token, access_expires_at = excluded.access_expires_at,
       updated_at = excluded.updated_at`,
-  [instance, s.seedHash, s.refreshToken, s.geolocation ?? null, s.accessToken ?? null, s.accessExpiresAt ?? null, Date.now()]));
+  // BIGINT takes whole ms only; an expiry is a moment to stop using a token, so down, never later.
+  [instance, s.seedHash, s.refreshToken, s.geolocation ?? null, s.accessToken ?? null, s.accessExpiresAt === undefined ? null : Math.floor(s.accessExpiresAt), Date.now()]));
 }
 
 type StreamStatusRow = {
