@@ -25,6 +25,8 @@ export type DelivererDeps = {
   /** Longest idle sleep: notifications replayed by another process are noticed this fast. */
   idleCheckMs?: number;
   onAttempt?: (entry: OutboxEntry, decision: Decision, statusCode: number | undefined, durationMs: number) => void;
+  /** On a shared store, how long a claim outlasts its URL's timeout (CLAIM_MARGIN_MS). */
+  claimMarginMs?: number;
 };
 
 /**
@@ -39,7 +41,7 @@ const READ_AHEAD = 8;
  * A claimed notification's request is started only if it can end this long before the claim
  * does (ms): the clocks of this process's timers and of the claim's reckoning differ that little.
  */
-const CLAIM_MARGIN_MS = 1000;
+const START_MARGIN_MS = 1000;
 
 /**
  * On a shared store, the shortest sleep after a look that started nothing: notifications may be
@@ -91,8 +93,6 @@ export class Deliverer {
    * notification it has; they wait, pending, for the next run or the daemon.
    */
   private readonly givenUp = new Set<string>();
-  /** Callback URLs already reported as having a delivery timeout longer than a claim. */
-  private readonly shortClaimUrls = new Set<string>();
 
   constructor(private readonly deps: DelivererDeps) {
     // One listener per request in flight, as many as the configured concurrencies allow (64 per
@@ -168,7 +168,7 @@ export class Deliverer {
       const exclude = new Set([...this.inFlight.keys(), ...this.readAhead.map((e) => e.id)]);
       const ended = new Set<string>();
       this.openReads.add(ended);
-      const groups = shared ? deliveryGroups(targets) : undefined;
+      const groups = shared ? deliveryGroups(targets, this.deps.claimMarginMs) : undefined;
       let heads: OutboxEntry[];
       let due: OutboxEntry[];
       try {
@@ -180,7 +180,6 @@ export class Deliverer {
       } finally {
         this.openReads.delete(ended);
       }
-      if (shared) this.warnShortClaims([...heads, ...due], now, targets);
       // A row whose request ended during the read is left for the next look, read afresh.
       for (const entry of heads) if (!ended.has(entry.id) && this.tryStart(entry, targets.get(entry.instance))) started++;
       for (const entry of due) {
@@ -193,22 +192,6 @@ export class Deliverer {
     const delay = await this.idleDelay(targets);
     await this.sleep(this.deps.store.cluster !== undefined && started === 0 ? Math.max(delay, SHARED_IDLE_MS) : delay);
     return false;
-  }
-
-  /**
-   * A claim shorter than a request may take, from the moment it was read: none of the URL's
-   * notifications can ever start here. Said once per URL, as it is the setup's fault, not a moment's.
-   */
-  private warnShortClaims(entries: readonly OutboxEntry[], readAt: number, targets: ReadonlyMap<string, DeliveryTarget>): void {
-    for (const entry of entries) {
-      const target = targets.get(entry.instance);
-      if (!target || entry.claimDeadline === undefined || this.shortClaimUrls.has(target.url)) continue;
-      if (entry.claimDeadline - readAt >= target.timeoutMs + CLAIM_MARGIN_MS) continue;
-      this.shortClaimUrls.add(target.url);
-      this.deps.log.error('a claim on the shared database is shorter than a delivery may take: this instance\'s notifications are not sent by this replica', {
-        instance: entry.instance, timeoutMs: target.timeoutMs, claimMs: entry.claimDeadline - readAt,
-      });
-    }
   }
 
   /** Starts what it can of the notifications read ahead; drops those whose instance is gone. */
@@ -273,7 +256,7 @@ export class Deliverer {
     if (!target || this.inFlight.has(entry.id) || this.givenUp.has(target.url)) return false;
     // Past its claim, another replica may send it while this request runs: left to lapse, and
     // claimed afresh later (by any replica).
-    if (entry.claimDeadline !== undefined && Date.now() + target.timeoutMs + CLAIM_MARGIN_MS > entry.claimDeadline) return false;
+    if (entry.claimDeadline !== undefined && Date.now() + target.timeoutMs + START_MARGIN_MS > entry.claimDeadline) return false;
     // One at a time is the ordered instance's own rule, not its receiver's: a receiver it shares
     // with a busy unordered instance would otherwise never have a slot free for it.
     if (target.ordered && this.perInstance.has(entry.instance)) return false;
@@ -388,19 +371,29 @@ export class Deliverer {
 }
 
 /**
+ * How long a claim outlasts the longest request it covers: room for the wait between the claim
+ * and the request's start (a request starts only with its whole timeout and START_MARGIN_MS
+ * left). A replica that dies holding claims keeps them from the others their whole length.
+ */
+export const CLAIM_MARGIN_MS = 30_000;
+
+/**
  * Each callback URL with the instances that send to it and its concurrency: a shared store counts
  * its requests in flight on every replica against that. Instances sharing a URL with different
- * concurrencies get the largest, as a replica's own slots do (`freeSlots`).
+ * concurrencies get the largest, as a replica's own slots do (`freeSlots`); its claims last its
+ * longest timeout and CLAIM_MARGIN_MS.
  */
-export function deliveryGroups(targets: ReadonlyMap<string, DeliveryTarget>): DeliveryGroup[] {
-  const groups = new Map<string, { key: string; instances: string[]; max: number }>();
+export function deliveryGroups(targets: ReadonlyMap<string, DeliveryTarget>, marginMs = CLAIM_MARGIN_MS): DeliveryGroup[] {
+  const groups = new Map<string, { key: string; instances: string[]; max: number; claimMs: number }>();
   for (const [name, target] of targets) {
     const group = groups.get(target.url);
+    const claimMs = target.timeoutMs + marginMs;
     if (group) {
       group.instances.push(name);
       group.max = Math.max(group.max, target.concurrency);
+      group.claimMs = Math.max(group.claimMs, claimMs);
     } else {
-      groups.set(target.url, { key: target.url, instances: [name], max: target.concurrency });
+      groups.set(target.url, { key: target.url, instances: [name], max: target.concurrency, claimMs });
     }
   }
   return [...groups.values()];

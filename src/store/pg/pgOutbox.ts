@@ -69,10 +69,20 @@ async function lockDue(client: pg.PoolClient, ctx: PgContext, now: number, insta
   return rows;
 }
 
-async function claimRows(client: pg.PoolClient, ctx: PgContext, seqs: readonly number[]): Promise<void> {
-  if (seqs.length === 0) return;
-  await client.query(`UPDATE notifications SET claimed_by = $1, claim_until = ${CLAIM_UNTIL('$2')} WHERE seq = ANY($3::bigint[])`,
-    [ctx.replica.id, ctx.claimMs, seqs]);
+/**
+ * Claims the chosen rows for this replica, each for its group's `claimMs` (the store's default for
+ * the ungrouped), and returns them as entries with their local deadlines. `startedAt` is this
+ * process's clock before the transaction: the claim's end by the database's clock comes later in
+ * real time, so the deadline errs early.
+ */
+async function claimChosen(client: pg.PoolClient, ctx: PgContext, chosen: readonly { row: OutboxRow; group?: DeliveryGroup }[], startedAt: number): Promise<OutboxEntry[]> {
+  const claimMsOf = (group?: DeliveryGroup): number => group?.claimMs ?? ctx.claimMs;
+  const byMs = new Map<number, number[]>();
+  for (const { row, group } of chosen) byMs.set(claimMsOf(group), [...(byMs.get(claimMsOf(group)) ?? []), row.seq]);
+  for (const [ms, seqs] of byMs) {
+    await client.query(`UPDATE notifications SET claimed_by = $1, claim_until = ${CLAIM_UNTIL('$2')} WHERE seq = ANY($3::bigint[])`, [ctx.replica.id, ms, seqs]);
+  }
+  return chosen.map(({ row, group }) => entry(row, startedAt + claimMsOf(group)));
 }
 
 /** The groups the asked instances fall in, each instance in its first group; the rest ungrouped. */
@@ -123,19 +133,17 @@ function withinBudget(budgets: Map<DeliveryGroup, number>, group: DeliveryGroup 
 export async function dueNotifications(ctx: PgContext, now: number, limit: number, exclude: ReadonlySet<string>, instances: readonly string[], groups?: readonly DeliveryGroup[]): Promise<OutboxEntry[]> {
   if (limit <= 0 || instances.length === 0) return [];
   // Taken before the claim: the claim's end by the database's clock comes later in real time.
-  const claimDeadline = Date.now() + ctx.claimMs;
+  const startedAt = Date.now();
   const excluded = [...exclude];
   return described('dueNotifications', () => inTransaction(ctx.pool, async (client) => {
     const batches = batchesOf(instances, groups);
     const budgets = await groupBudgets(client, batches);
-    const chosen: OutboxRow[] = [];
+    const chosen: { row: OutboxRow; group?: DeliveryGroup }[] = [];
     for (const batch of batches) {
       const rows = await lockDue(client, ctx, now, batch.instances, excluded, limit);
-      chosen.push(...rows.filter((row) => withinBudget(budgets, batch.group, row)));
+      for (const row of rows) if (withinBudget(budgets, batch.group, row)) chosen.push({ row, group: batch.group });
     }
-    const taken = chosen.sort(byDue).slice(0, limit);
-    await claimRows(client, ctx, taken.map((r) => r.seq));
-    return taken.map((r) => entry(r, claimDeadline));
+    return claimChosen(client, ctx, chosen.sort((a, b) => byDue(a.row, b.row)).slice(0, limit), startedAt);
   }));
 }
 
@@ -198,11 +206,11 @@ export async function recordAttempts(ctx: PgContext, attempts: readonly { attemp
 
 export async function dueHeads(ctx: PgContext, now: number, instances: readonly string[], groups?: readonly DeliveryGroup[]): Promise<OutboxEntry[]> {
   if (instances.length === 0) return [];
-  const claimDeadline = Date.now() + ctx.claimMs;
+  const startedAt = Date.now();
   return described('dueHeads', () => inTransaction(ctx.pool, async (client) => {
     const batches = batchesOf(instances, groups);
     const budgets = await groupBudgets(client, batches);
-    const chosen: OutboxRow[] = [];
+    const chosen: { row: OutboxRow; group?: DeliveryGroup }[] = [];
     for (const batch of batches) {
       // The head is each instance's oldest pending row, whoever holds it: one held by another
       // replica (or locked by its claim or its attempt right now) leaves the instance with
@@ -214,11 +222,9 @@ export async function dueHeads(ctx: PgContext, now: number, instances: readonly 
             AND status = 'pending' AND next_attempt_at <= $3 AND ${CLAIM_FREE('$1')}
           ORDER BY seq FOR UPDATE SKIP LOCKED`,
         [ctx.replica.id, batch.instances, now]);
-      chosen.push(...rows.filter((row) => withinBudget(budgets, batch.group, row)));
+      for (const row of rows) if (withinBudget(budgets, batch.group, row)) chosen.push({ row, group: batch.group });
     }
-    const taken = chosen.sort((a, b) => a.seq - b.seq);
-    await claimRows(client, ctx, taken.map((r) => r.seq));
-    return taken.map((r) => entry(r, claimDeadline));
+    return claimChosen(client, ctx, chosen.sort((a, b) => a.row.seq - b.row.seq), startedAt);
   }));
 }
 
