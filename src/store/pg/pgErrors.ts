@@ -30,6 +30,10 @@ export async function described<T>(what: string, fn: () => Promise<T>, passThrou
     return await fn();
   } catch (err) {
     if (passThrough.some((kind) => err instanceof kind)) throw err;
-    throw new PgStoreError(`${what} failed: ${pgErrorText(err)}`, err);
+    // The server's SQLSTATE, when it is one (not a socket's code): what an operator searches for.
+    // Its detail is left out: it may quote row values.
+    const code = (err as { code?: unknown }).code;
+    const state = typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? ` (SQLSTATE ${code})` : '';
+    throw new PgStoreError(`${what} failed: ${pgErrorText(err)}${state}`, err);
   }
 }

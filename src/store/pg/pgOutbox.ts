@@ -13,6 +13,8 @@ import type {
   AttemptOutcome, AttemptRecord, CalloutCounts, CalloutReceipt, CalloutRow, DeliveryGroup, NotificationDraft, OutboxEntry,
 } from '../types.js';
 import type { PgContext } from './context.js';
+import { described } from './pgErrors.js';
+import { queueNotifications } from './pgQueue.js';
 import { inTransaction } from './pool.js';
 
 /** What the deliverer needs of an outbox row, and its due time for ordering. */
@@ -47,19 +49,6 @@ function calloutRow(r: CalloutDbRow): CalloutRow {
   };
 }
 
-/**
- * Runs `fn`, a store call named `what`: a database error becomes an Error that names the call. Only
- * the server's message is kept (its detail, which may quote row values, is not).
- */
-async function named<T>(what: string, fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    const e = err as Error & { code?: string };
-    throw new Error(`${what} failed: ${e.message}${e.code ? ` (SQLSTATE ${e.code})` : ''}`, { cause: err });
-  }
-}
-
 /** Only what OutboxEntry names: the entry may cross to another thread, or be compared whole. */
 function entry(r: OutboxRow, claimDeadline: number): OutboxEntry {
   return {
@@ -80,66 +69,88 @@ async function lockDue(client: pg.PoolClient, ctx: PgContext, now: number, insta
   return rows;
 }
 
-async function claimRows(client: pg.PoolClient, ctx: PgContext, seqs: readonly number[]): Promise<void> {
-  if (seqs.length === 0) return;
-  await client.query(`UPDATE notifications SET claimed_by = $1, claim_until = ${CLAIM_UNTIL('$2')} WHERE seq = ANY($3::bigint[])`,
-    [ctx.replica.id, ctx.claimMs, seqs]);
+/**
+ * Claims the chosen rows for this replica, each for its group's `claimMs` (the store's default for
+ * the ungrouped), and returns them as entries with their local deadlines. `startedAt` is this
+ * process's clock before the transaction: the claim's end by the database's clock comes later in
+ * real time, so the deadline errs early.
+ */
+async function claimChosen(client: pg.PoolClient, ctx: PgContext, chosen: readonly { row: OutboxRow; group?: DeliveryGroup }[], startedAt: number): Promise<OutboxEntry[]> {
+  const claimMsOf = (group?: DeliveryGroup): number => group?.claimMs ?? ctx.claimMs;
+  const byMs = new Map<number, number[]>();
+  for (const { row, group } of chosen) byMs.set(claimMsOf(group), [...(byMs.get(claimMsOf(group)) ?? []), row.seq]);
+  for (const [ms, seqs] of byMs) {
+    await client.query(`UPDATE notifications SET claimed_by = $1, claim_until = ${CLAIM_UNTIL('$2')} WHERE seq = ANY($3::bigint[])`, [ctx.replica.id, ms, seqs]);
+  }
+  return chosen.map(({ row, group }) => entry(row, startedAt + claimMsOf(group)));
+}
+
+/** The groups the asked instances fall in, each instance in its first group; the rest ungrouped. */
+function batchesOf(instances: readonly string[], groups: readonly DeliveryGroup[] | undefined): { instances: string[]; group?: DeliveryGroup }[] {
+  const asked = new Set(instances);
+  const grouped = new Set<string>();
+  const batches: { instances: string[]; group?: DeliveryGroup }[] = [];
+  for (const group of groups ?? []) {
+    const mine = group.instances.filter((name) => asked.has(name) && !grouped.has(name));
+    for (const name of mine) grouped.add(name);
+    if (mine.length > 0) batches.push({ instances: mine, group });
+  }
+  const loose = instances.filter((name) => !grouped.has(name));
+  if (loose.length > 0) batches.push({ instances: loose });
+  return batches;
+}
+
+/**
+ * Takes the locks of the batches' groups, and returns what each may still claim: its `max` less
+ * every replica's live claims on its instances (this one's included: those it is offered again
+ * are among them and cost nothing). One group's claims are counted and taken by one replica at a
+ * time; the locks are taken in the order of their numbers (pg_advisory_xact_lock is volatile:
+ * evaluated after the sort), so that two replicas taking several never wait on each other in a
+ * circle.
+ */
+async function groupBudgets(client: pg.PoolClient, batches: readonly { group?: DeliveryGroup }[]): Promise<Map<DeliveryGroup, number>> {
+  const groups = batches.flatMap((b) => (b.group ? [b.group] : []));
+  const budgets = new Map<DeliveryGroup, number>();
+  if (groups.length === 0) return budgets;
+  await client.query(`SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest($1::text[]) AS k) AS keys ORDER BY h`,
+    [[...new Set(groups.map((g) => `deliver:${g.key}`))]]);
+  for (const group of groups) {
+    const { rows: [live] } = await client.query<{ n: number }>(LIVE_CLAIMS_SQL, [group.instances]);
+    budgets.set(group, group.max - live!.n);
+  }
+  return budgets;
+}
+
+/** Whether `row` may be claimed within its group's budget, which it then uses (a row already this replica's costs nothing). */
+function withinBudget(budgets: Map<DeliveryGroup, number>, group: DeliveryGroup | undefined, row: { mine: boolean }): boolean {
+  if (!group || row.mine) return true;
+  const left = budgets.get(group)!;
+  if (left <= 0) return false;
+  budgets.set(group, left - 1);
+  return true;
 }
 
 export async function dueNotifications(ctx: PgContext, now: number, limit: number, exclude: ReadonlySet<string>, instances: readonly string[], groups?: readonly DeliveryGroup[]): Promise<OutboxEntry[]> {
   if (limit <= 0 || instances.length === 0) return [];
   // Taken before the claim: the claim's end by the database's clock comes later in real time.
-  const claimDeadline = Date.now() + ctx.claimMs;
+  const startedAt = Date.now();
   const excluded = [...exclude];
-  return named('dueNotifications', () => inTransaction(ctx.pool, async (client) => {
-    const asked = new Set(instances);
-    const grouped = new Set<string>();
-    const batches: { instances: string[]; group?: DeliveryGroup }[] = [];
-    for (const group of groups ?? []) {
-      const mine = group.instances.filter((name) => asked.has(name) && !grouped.has(name));
-      for (const name of mine) grouped.add(name);
-      if (mine.length > 0) batches.push({ instances: mine, group });
-    }
-    const loose = instances.filter((name) => !grouped.has(name));
-    if (loose.length > 0) batches.push({ instances: loose });
-
-    const lockKeys = [...new Set(batches.flatMap((b) => (b.group ? [`deliver:${b.group.key}`] : [])))];
-    if (lockKeys.length > 0) {
-      // One group's claims are counted and taken by one replica at a time. Taken in the order of
-      // the lock numbers (pg_advisory_xact_lock is volatile: evaluated after the sort), so that two
-      // replicas taking several never wait on each other in a circle.
-      await client.query(`SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest($1::text[]) AS k) AS keys ORDER BY h`, [lockKeys]);
-    }
-
-    const chosen: OutboxRow[] = [];
+  return described('dueNotifications', () => inTransaction(ctx.pool, async (client) => {
+    const batches = batchesOf(instances, groups);
+    const budgets = await groupBudgets(client, batches);
+    const chosen: { row: OutboxRow; group?: DeliveryGroup }[] = [];
     for (const batch of batches) {
       const rows = await lockDue(client, ctx, now, batch.instances, excluded, limit);
-      if (!batch.group) {
-        chosen.push(...rows);
-        continue;
-      }
-      // Every replica's live claims on the group's instances, this one's included: those of its
-      // own that are offered again are among them already and cost nothing.
-      const { rows: [live] } = await client.query<{ n: number }>(LIVE_CLAIMS_SQL, [batch.group.instances]);
-      let budget = batch.group.max - live!.n;
-      for (const row of rows) {
-        if (row.mine) chosen.push(row);
-        else if (budget > 0) {
-          budget--;
-          chosen.push(row);
-        }
-      }
+      for (const row of rows) if (withinBudget(budgets, batch.group, row)) chosen.push({ row, group: batch.group });
     }
-    const taken = chosen.sort(byDue).slice(0, limit);
-    await claimRows(client, ctx, taken.map((r) => r.seq));
-    return taken.map((r) => entry(r, claimDeadline));
+    return claimChosen(client, ctx, chosen.sort((a, b) => byDue(a.row, b.row)).slice(0, limit), startedAt);
   }));
 }
 
 export async function nextDueAt(ctx: PgContext, unordered: readonly string[], ordered: readonly string[]): Promise<number | undefined> {
   if (unordered.length === 0 && ordered.length === 0) return undefined;
   const localNow = Date.now();
-  return named('nextDueAt', async () => {
+  return described('nextDueAt', async () => {
     // A row another replica holds counts from when its claim runs out (by this replica's clock,
     // from the time left on the database's): counted as due now, an idle replica would spin.
     const { rows: [row] } = await ctx.pool.query<{ at: number | null; wait: number | null }>(
@@ -168,7 +179,7 @@ export async function recordAttempts(ctx: PgContext, attempts: readonly { attemp
   // In one order on every replica: two batches that share rows (a late attempt beside the new
   // holder's) lock them in the same order and wait for each other rather than deadlock.
   const sorted = [...attempts].sort((x, y) => (x.attempt.notificationId < y.attempt.notificationId ? -1 : x.attempt.notificationId > y.attempt.notificationId ? 1 : 0));
-  await named('recordAttempts', () => inTransaction(ctx.pool, async (client) => {
+  await described('recordAttempts', () => inTransaction(ctx.pool, async (client) => {
     for (const { attempt: a, outcome } of sorted) {
       await client.query(`INSERT INTO attempts (notification_id, attempt, started_at, duration_ms, status_code, error, response_excerpt)
         VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -193,30 +204,33 @@ export async function recordAttempts(ctx: PgContext, attempts: readonly { attemp
   }));
 }
 
-export async function dueHeads(ctx: PgContext, now: number, instances: readonly string[]): Promise<OutboxEntry[]> {
+export async function dueHeads(ctx: PgContext, now: number, instances: readonly string[], groups?: readonly DeliveryGroup[]): Promise<OutboxEntry[]> {
   if (instances.length === 0) return [];
-  const claimDeadline = Date.now() + ctx.claimMs;
-  return named('dueHeads', async () => {
-    // The head is each instance's oldest pending row, whoever holds it: one held by another
-    // replica (or locked by its claim or its attempt right now) leaves the instance with nothing,
-    // never with the row behind it. Locked rows are rechecked as they are now (status, due, claim).
-    const { rows } = await ctx.pool.query<OutboxRow>(
-      `UPDATE notifications SET claimed_by = $1, claim_until = ${CLAIM_UNTIL('$2')}
-        WHERE seq IN (
-          SELECT seq FROM notifications
-          WHERE seq IN (SELECT h.seq FROM unnest($3::text[]) AS i(name) CROSS JOIN LATERAL (
+  const startedAt = Date.now();
+  return described('dueHeads', () => inTransaction(ctx.pool, async (client) => {
+    const batches = batchesOf(instances, groups);
+    const budgets = await groupBudgets(client, batches);
+    const chosen: { row: OutboxRow; group?: DeliveryGroup }[] = [];
+    for (const batch of batches) {
+      // The head is each instance's oldest pending row, whoever holds it: one held by another
+      // replica (or locked by its claim or its attempt right now) leaves the instance with
+      // nothing, never with the row behind it. Locked rows are rechecked as they are now.
+      const { rows } = await client.query<OutboxRow & { mine: boolean }>(
+        `SELECT ${OUTBOX_COLUMNS}, (claimed_by = $1 AND claim_until >= now()) IS TRUE AS mine FROM notifications
+          WHERE seq IN (SELECT h.seq FROM unnest($2::text[]) AS i(name) CROSS JOIN LATERAL (
               SELECT seq FROM notifications WHERE status = 'pending' AND instance = i.name ORDER BY seq LIMIT 1) AS h)
-            AND status = 'pending' AND next_attempt_at <= $4 AND ${CLAIM_FREE('$1')}
-          FOR UPDATE SKIP LOCKED)
-        RETURNING ${OUTBOX_COLUMNS}`,
-      [ctx.replica.id, ctx.claimMs, instances, now]);
-    return rows.sort((a, b) => a.seq - b.seq).map((r) => entry(r, claimDeadline));
-  });
+            AND status = 'pending' AND next_attempt_at <= $3 AND ${CLAIM_FREE('$1')}
+          ORDER BY seq FOR UPDATE SKIP LOCKED`,
+        [ctx.replica.id, batch.instances, now]);
+      for (const row of rows) if (withinBudget(budgets, batch.group, row)) chosen.push({ row, group: batch.group });
+    }
+    return claimChosen(client, ctx, chosen.sort((a, b) => a.row.seq - b.row.seq), startedAt);
+  }));
 }
 
 /** A clean stop (ClusterStore.leave): every notification and receipt this replica holds is free for the others at once. */
 export async function releaseClaims(ctx: PgContext): Promise<void> {
-  await named('releaseClaims', () => inTransaction(ctx.pool, async (client) => {
+  await described('releaseClaims', () => inTransaction(ctx.pool, async (client) => {
     // The conditions the partial indexes are built on: only rows that can be claimed are read.
     await client.query(`UPDATE notifications SET claimed_by = NULL, claim_until = NULL WHERE status = 'pending' AND claimed_by IS NOT NULL
       AND claimed_by = $1`, [ctx.replica.id]);
@@ -225,12 +239,12 @@ export async function releaseClaims(ctx: PgContext): Promise<void> {
 }
 
 export async function instancesWithPending(ctx: PgContext): Promise<string[]> {
-  return named('instancesWithPending', async () =>
+  return described('instancesWithPending', async () =>
     (await ctx.pool.query<{ instance: string }>(`SELECT DISTINCT instance FROM notifications WHERE status = 'pending'`)).rows.map((r) => r.instance));
 }
 
 export async function expediteRetries(ctx: PgContext, instance: string, now: number): Promise<number> {
-  return named('expediteRetries', async () => {
+  return described('expediteRetries', async () => {
     // A 429 is about the rate, not an outage: another notification's success does not lift it.
     const result = await ctx.pool.query(`UPDATE notifications SET next_attempt_at = $1
       WHERE status = 'pending' AND instance = $2 AND next_attempt_at > $1 AND attempts > 0 AND last_status IS DISTINCT FROM 429`, [now, instance]);
@@ -240,7 +254,7 @@ export async function expediteRetries(ctx: PgContext, instance: string, now: num
 
 export async function recordCallouts(ctx: PgContext, receipts: readonly CalloutReceipt[]): Promise<{ id: number; duplicate: boolean }[]> {
   if (receipts.length === 0) return [];
-  return named('recordCallouts', () => inTransaction(ctx.pool, async (client) => {
+  return described('recordCallouts', () => inTransaction(ctx.pool, async (client) => {
     const results: { id: number; duplicate: boolean }[] = [];
     for (const r of receipts) {
       // Another replica committing the same failed-queue item first: the insert waits for it,
@@ -263,7 +277,7 @@ export async function recordCallouts(ctx: PgContext, receipts: readonly CalloutR
 
 export async function calloutsToIngest(ctx: PgContext, instances: readonly string[], limit: number, exclude: ReadonlySet<number>): Promise<CalloutRow[]> {
   if (limit <= 0 || instances.length === 0) return [];
-  return named('calloutsToIngest', async () => {
+  return described('calloutsToIngest', async () => {
     // Claimed: two replicas never fetch the same receipt's object at once.
     const { rows } = await ctx.pool.query<CalloutDbRow>(
       `UPDATE callouts SET claimed_by = $1, claim_until = ${CLAIM_UNTIL('$2')}
@@ -277,7 +291,7 @@ export async function calloutsToIngest(ctx: PgContext, instances: readonly strin
 }
 
 export async function completeCallout(ctx: PgContext, receiptId: number, streamId: number, eventKey: string, draft: NotificationDraft): Promise<{ queued: boolean }> {
-  return named('completeCallout', () => inTransaction(ctx.pool, async (client) => {
+  return described('completeCallout', () => inTransaction(ctx.pool, async (client) => {
     const now = Date.now();
     // A second completion running at once waits on the row, then finds it done: nothing queued.
     const done = await client.query(`UPDATE callouts SET done_at = $1, claimed_by = NULL, claim_until = NULL WHERE id = $2 AND done_at IS NULL`,
@@ -286,14 +300,13 @@ export async function completeCallout(ctx: PgContext, receiptId: number, streamI
     const event = await client.query(`INSERT INTO callout_events (stream_id, event_key, notification_id, created_at) VALUES ($1, $2, $3, $4)
       ON CONFLICT DO NOTHING`, [streamId, eventKey, draft.id, now]);
     if (event.rowCount === 0) return { queued: false };
-    await client.query(`INSERT INTO notifications (id, stream_id, instance, body, event_count, next_attempt_at, created_at)
-      VALUES ($1, $2, (SELECT instance FROM streams WHERE id = $2), $3, $4, $5, $5)`, [draft.id, streamId, draft.body, draft.eventCount, now]);
+    await queueNotifications(client, streamId, [draft], now);
     return { queued: true };
   }));
 }
 
 export async function pruneCallouts(ctx: PgContext, instance: string, streamId: number, now: number, retentionMs: number): Promise<number> {
-  return named('pruneCallouts', () => inTransaction(ctx.pool, async (client) => {
+  return described('pruneCallouts', () => inTransaction(ctx.pool, async (client) => {
     // A receipt still waiting (its instance left the config for a while) may be a re-send of
     // any event made within the retention before it arrived: those keys stay until it is done.
     const { rows: [oldest] } = await client.query<{ at: number | null }>('SELECT min(received_at) AS at FROM callouts WHERE instance = $1 AND done_at IS NULL', [instance]);
@@ -306,22 +319,22 @@ export async function pruneCallouts(ctx: PgContext, instance: string, streamId: 
 }
 
 export async function instancesWithWaitingCallouts(ctx: PgContext): Promise<string[]> {
-  return named('instancesWithWaitingCallouts', async () =>
+  return described('instancesWithWaitingCallouts', async () =>
     (await ctx.pool.query<{ instance: string }>('SELECT DISTINCT instance FROM callouts WHERE done_at IS NULL')).rows.map((r) => r.instance));
 }
 
 export async function calloutsToDelete(ctx: PgContext, instance: string): Promise<{ id: number; notificationUri: string }[]> {
-  return named('calloutsToDelete', async () => (await ctx.pool.query<{ id: number; notificationUri: string }>(
+  return described('calloutsToDelete', async () => (await ctx.pool.query<{ id: number; notificationUri: string }>(
     `SELECT id, notification_uri AS "notificationUri" FROM callouts WHERE instance = $1 AND notification_uri IS NOT NULL AND deleted_at IS NULL ORDER BY id`,
     [instance])).rows);
 }
 
 export async function markCalloutDeleted(ctx: PgContext, receiptId: number, at: number): Promise<void> {
-  await named('markCalloutDeleted', () => ctx.pool.query('UPDATE callouts SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL', [at, receiptId]));
+  await described('markCalloutDeleted', () => ctx.pool.query('UPDATE callouts SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL', [at, receiptId]));
 }
 
 export async function calloutCounts(ctx: PgContext): Promise<CalloutCounts[]> {
-  return named('calloutCounts', async () => {
+  return described('calloutCounts', async () => {
     const { rows } = await ctx.pool.query<Omit<CalloutCounts, 'lastReceivedAt'> & { lastReceivedAt: number | null }>(
       `SELECT instance, count(*) AS received, count(*) FILTER (WHERE done_at IS NULL) AS "awaitingEvent",
           count(*) FILTER (WHERE notification_uri IS NOT NULL AND deleted_at IS NULL) AS "awaitingDelete", max(received_at) AS "lastReceivedAt"

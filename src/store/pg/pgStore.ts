@@ -72,7 +72,7 @@ export class PgStore implements Store {
   dueNotifications: Store['dueNotifications'] = (now, limit, exclude, instances, groups) => outbox.dueNotifications(this.ctx, now, limit, exclude, instances, groups);
   nextDueAt: Store['nextDueAt'] = (unordered, ordered) => outbox.nextDueAt(this.ctx, unordered, ordered);
   recordAttempts: Store['recordAttempts'] = (attempts) => outbox.recordAttempts(this.ctx, attempts);
-  dueHeads: Store['dueHeads'] = (now, instances) => outbox.dueHeads(this.ctx, now, instances);
+  dueHeads: Store['dueHeads'] = (now, instances, groups) => outbox.dueHeads(this.ctx, now, instances, groups);
   instancesWithPending: Store['instancesWithPending'] = () => outbox.instancesWithPending(this.ctx);
   expediteRetries: Store['expediteRetries'] = (instance, now) => outbox.expediteRetries(this.ctx, instance, now);
   recordCallouts: Store['recordCallouts'] = (receipts) => outbox.recordCallouts(this.ctx, receipts);

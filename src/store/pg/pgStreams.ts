@@ -6,6 +6,7 @@ import {
   type StreamProgress, type StreamStatus,
 } from '../types.js';
 import type { PgContext } from './context.js';
+import { queueNotifications } from './pgQueue.js';
 import { described } from './pgErrors.js';
 import { inTransaction } from './pool.js';
 
@@ -108,12 +109,7 @@ export async function commitPage(ctx: PgContext, streamId: number, page: PageCom
       await insertRejected(client, streamId, page.rejected, now);
       const fresh = await insertSeen(client, streamId, page.changes);
       const drafts = assembleNotifications(page, fresh);
-      if (drafts.length > 0) {
-        await client.query(`INSERT INTO notifications (id, stream_id, instance, body, event_count, next_attempt_at, created_at)
-          SELECT d.id, $1, (SELECT instance FROM streams WHERE id = $1), d.body, d.event_count, $2, $2
-          FROM unnest($3::text[], $4::text[], $5::int[]) WITH ORDINALITY AS d(id, body, event_count, n) ORDER BY d.n`,
-        [streamId, now, drafts.map((d) => d.id), drafts.map((d) => d.body), drafts.map((d) => d.eventCount)]);
-      }
+      await queueNotifications(client, streamId, drafts, now);
       if (page.progress) await saveProgress(client, streamId, page.progress);
       return { fresh: fresh.length, duplicates: page.changes.length - fresh.length, notificationIds: drafts.map((d) => d.id) };
     });
@@ -200,7 +196,8 @@ export async function saveAuthState(ctx: PgContext, instance: string, s: AuthSta
     ON CONFLICT (instance) DO UPDATE SET seed_hash = excluded.seed_hash, refresh_token = excluded.refresh_token,
       geolocation = excluded.geolocation, access_token = excluded.access_token, access_expires_at = excluded.access_expires_at,
       updated_at = excluded.updated_at`,
-  [instance, s.seedHash, s.refreshToken, s.geolocation ?? null, s.accessToken ?? null, s.accessExpiresAt ?? null, Date.now()]));
+  // BIGINT takes whole ms only; an expiry is a moment to stop using a token, so down, never later.
+  [instance, s.seedHash, s.refreshToken, s.geolocation ?? null, s.accessToken ?? null, s.accessExpiresAt === undefined ? null : Math.floor(s.accessExpiresAt), Date.now()]));
 }
 
 type StreamStatusRow = {

@@ -43,28 +43,43 @@ export function createPool(url: string, options: PgPoolOptions = {}, onIdleError
 
 /** Runs `fn` in one transaction on one connection of `pool`: committed when it returns, rolled back when it throws. */
 export async function inTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  return withClient(pool, async (client, lost) => {
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      const result = await fn(client);
+      await client.query('COMMIT');
+      return result;
+    } catch (err) {
+      try {
+        await client.query('ROLLBACK');
+      } catch (rollbackErr) {
+        broken = rollbackErr as Error;
+      }
+      throw err;
+    } finally {
+      // A connection that could not even roll back is not given back to the pool.
+      if (broken) lost(broken);
+    }
+  });
+}
+
+/**
+ * Runs `fn` on a connection of `pool`, given back after. A pool hears a connection's 'error' only
+ * while it is idle: one lost while checked out (the server restarted between two statements)
+ * would be an unhandled 'error' event, which ends the process. Here it is heard, and the
+ * connection is not given back; the statement that meets it fails on its own. `lost` marks the
+ * connection unusable from `fn`.
+ */
+export async function withClient<T>(pool: pg.Pool, fn: (client: pg.PoolClient, lost: (err: Error) => void) => Promise<T>): Promise<T> {
   const client = await pool.connect();
   let broken: Error | undefined;
-  // The pool listens for a lost connection only while it is idle. Lost while ours (the server
-  // ended a session it found idle in a transaction, the network dropped), it is an 'error' event
-  // here: handled, the call fails; unhandled, node would end the process.
-  const lost = (err: Error): void => { broken ??= err; };
-  client.on('error', lost);
+  const onError = (err: Error): void => { broken ??= err; };
+  client.on('error', onError);
   try {
-    await client.query('BEGIN');
-    const result = await fn(client);
-    await client.query('COMMIT');
-    return result;
-  } catch (err) {
-    try {
-      await client.query('ROLLBACK');
-    } catch (rollbackErr) {
-      broken = rollbackErr as Error;
-    }
-    throw err;
+    return await fn(client, onError);
   } finally {
-    client.off('error', lost);
-    // A connection lost, or that could not even roll back, is not given back to the pool.
+    client.off('error', onError);
     client.release(broken);
   }
 }
