@@ -1,7 +1,7 @@
 import { afterEach, beforeAll, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
 import { calloutsToIngest, dueHeads, dueNotifications, LIVE_CLAIMS_SQL, releaseClaims } from '../src/store/pg/pgOutbox.js';
-import { createPool } from '../src/store/pg/pool.js';
+import { createPool, inTransaction } from '../src/store/pg/pool.js';
 import { PgStore } from '../src/store/pg/pgStore.js';
 import type { AttemptOutcome, CalloutReceipt, DeliveryGroup, OutboxEntry } from '../src/store/types.js';
 import { describePg, freshPgDatabase } from './helpers/pg.js';
@@ -264,7 +264,7 @@ describePg('claims on a shared outbox', () => {
     expect(n).toBe(12 * 30);
   }, 60_000);
 
-  it('releaseClaims (a clean stop) frees every notification, head and receipt the replica held, and no other replica\'s', async () => {
+  it('releaseClaims (leave, a clean stop) frees every notification, head and receipt the replica held, and no other replica\'s', async () => {
     const [b, c] = await replicas(url, 2);
     const db = await rowsOf(url);
     await db.query('TRUNCATE notifications, attempts, callouts');
@@ -278,7 +278,7 @@ describePg('claims on a shared outbox', () => {
     expect(await calloutsToIngest(leaving, ['X'], 10, new Set())).toHaveLength(1);
     expect(ids(await c!.dueNotifications(Date.now(), 10, new Set(), ['Z']))).toEqual(['C1']);
     expect(await b!.dueNotifications(Date.now(), 10, new Set(), ['X', 'Z'])).toEqual([]);
-    await releaseClaims(leaving);
+    await inTransaction(leaving.pool, (client) => releaseClaims(client, leaving.replica.id));
     expect(ids(await b!.dueNotifications(Date.now(), 10, new Set(), ['X', 'Z']))).toEqual(['E1', 'E2']);
     expect(ids(await b!.dueHeads(Date.now(), ['Y']))).toEqual(['H1']);
     expect(await b!.calloutsToIngest(['X'], 10, new Set())).toHaveLength(1);

@@ -5,6 +5,7 @@ import type { AuthState, ClusterStore, Lease, LeaseHolder, ReplicaInfo } from '.
 import type { PgContext } from './context.js';
 import { withTokenLock } from './pgTokenLock.js';
 import { inTransaction } from './pool.js';
+import { releaseClaims } from './pgOutbox.js';
 
 /** A timestamptz as ms since the epoch, by the database's clock. */
 const MS = (column: string): string => `floor(extract(epoch from ${column}) * 1000)::bigint`;
@@ -111,8 +112,7 @@ export class PgCluster implements ClusterStore {
     const { id } = this.replica;
     await inTransaction(this.pool, async (client) => {
       await client.query('UPDATE stream_leases SET replica_id = NULL, replica_name = NULL, expires_at = NULL WHERE replica_id = $1', [id]);
-      await client.query('UPDATE notifications SET claimed_by = NULL, claim_until = NULL WHERE claimed_by = $1', [id]);
-      await client.query('UPDATE callouts SET claimed_by = NULL, claim_until = NULL WHERE claimed_by = $1', [id]);
+      await releaseClaims(client, id);
       await client.query('DELETE FROM replicas WHERE id = $1', [id]);
     });
   }

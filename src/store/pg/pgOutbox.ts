@@ -228,14 +228,12 @@ export async function dueHeads(ctx: PgContext, now: number, instances: readonly 
   }));
 }
 
-/** A clean stop (ClusterStore.leave): every notification and receipt this replica holds is free for the others at once. */
-export async function releaseClaims(ctx: PgContext): Promise<void> {
-  await described('releaseClaims', () => inTransaction(ctx.pool, async (client) => {
-    // The conditions the partial indexes are built on: only rows that can be claimed are read.
-    await client.query(`UPDATE notifications SET claimed_by = NULL, claim_until = NULL WHERE status = 'pending' AND claimed_by IS NOT NULL
-      AND claimed_by = $1`, [ctx.replica.id]);
-    await client.query('UPDATE callouts SET claimed_by = NULL, claim_until = NULL WHERE done_at IS NULL AND claimed_by = $1', [ctx.replica.id]);
-  }));
+/** A clean stop (ClusterStore.leave), in the caller's transaction: every notification and receipt `replicaId` holds is free for the others at once. */
+export async function releaseClaims(client: pg.PoolClient, replicaId: string): Promise<void> {
+  // The conditions the partial indexes are built on: only rows that can be claimed are read.
+  await client.query(`UPDATE notifications SET claimed_by = NULL, claim_until = NULL WHERE status = 'pending' AND claimed_by IS NOT NULL
+    AND claimed_by = $1`, [replicaId]);
+  await client.query('UPDATE callouts SET claimed_by = NULL, claim_until = NULL WHERE done_at IS NULL AND claimed_by = $1', [replicaId]);
 }
 
 export async function instancesWithPending(ctx: PgContext): Promise<string[]> {
