@@ -1,6 +1,7 @@
 /** One token refresh at a time per instance across the replicas of a database. */
 import type { AuthState } from '../types.js';
 import type { PgContext } from './context.js';
+import { inTransaction } from './pool.js';
 
 /**
  * The first half of the token locks' two-part advisory key (the second is the instance's hash):
@@ -24,17 +25,7 @@ const LOCK_WAIT_MS = 45_000;
  * server let the lock go with it); the process goes on.
  */
 export async function withTokenLock<T>(ctx: PgContext, instance: string, refresh: (stored: AuthState | undefined) => Promise<T>): Promise<T> {
-  const client = await ctx.pool.connect();
-  // A checked-out connection has no listener of the pool's: one that dies while `refresh` runs
-  // (no query of ours on it) would emit an unhandled 'error' and end the process.
-  let lost: Error | undefined;
-  const onError = (err: Error): void => {
-    lost ??= err;
-  };
-  client.on('error', onError);
-  let broken: Error | undefined;
-  try {
-    await client.query('BEGIN');
+  return inTransaction(ctx.pool, async (client, connection) => {
     await client.query(`SET LOCAL lock_timeout = ${LOCK_WAIT_MS}`);
     await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [TOKEN_LOCK_CLASS, instance]);
     const { rows } = await client.query<{ seed_hash: string; refresh_token: string; geolocation: string | null; access_token: string | null; access_expires_at: number | null }>(
@@ -47,19 +38,8 @@ export async function withTokenLock<T>(ctx: PgContext, instance: string, refresh
     };
     const result = await refresh(stored);
     // The server let the lock go with the connection, perhaps while `refresh` ran: said, not hidden.
+    const lost = connection.lost;
     if (lost) throw new Error(`the token lock of ${instance} was lost with its connection: ${lost.message}`, { cause: lost });
-    await client.query('COMMIT');
     return result;
-  } catch (err) {
-    try {
-      await client.query('ROLLBACK');
-    } catch (rollbackErr) {
-      broken = rollbackErr as Error;
-    }
-    throw err;
-  } finally {
-    client.removeListener('error', onError);
-    // A connection that died or could not roll back is not given back to the pool.
-    client.release(broken ?? lost);
-  }
+  });
 }

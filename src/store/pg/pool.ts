@@ -41,25 +41,21 @@ export function createPool(url: string, options: PgPoolOptions = {}, onIdleError
   return pool;
 }
 
+/** A checked-out connection's state: `lost`, the error it died of, if it did; `fail` marks it unusable. */
+export type ConnectionState = { readonly lost: Error | undefined; fail(err: Error): void };
+
 /** Runs `fn` in one transaction on one connection of `pool`: committed when it returns, rolled back when it throws. */
-export async function inTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-  return withClient(pool, async (client, lost) => {
-    let broken: Error | undefined;
+export async function inTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient, state: ConnectionState) => Promise<T>): Promise<T> {
+  return withClient(pool, async (client, state) => {
     try {
       await client.query('BEGIN');
-      const result = await fn(client);
+      const result = await fn(client, state);
       await client.query('COMMIT');
       return result;
     } catch (err) {
-      try {
-        await client.query('ROLLBACK');
-      } catch (rollbackErr) {
-        broken = rollbackErr as Error;
-      }
-      throw err;
-    } finally {
       // A connection that could not even roll back is not given back to the pool.
-      if (broken) lost(broken);
+      await client.query('ROLLBACK').catch((rollbackErr: unknown) => state.fail(rollbackErr as Error));
+      throw err;
     }
   });
 }
@@ -68,18 +64,17 @@ export async function inTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient
  * Runs `fn` on a connection of `pool`, given back after. A pool hears a connection's 'error' only
  * while it is idle: one lost while checked out (the server restarted between two statements)
  * would be an unhandled 'error' event, which ends the process. Here it is heard, and the
- * connection is not given back; the statement that meets it fails on its own. `lost` marks the
- * connection unusable from `fn`.
+ * connection is not given back; the statement that meets it fails on its own.
  */
-export async function withClient<T>(pool: pg.Pool, fn: (client: pg.PoolClient, lost: (err: Error) => void) => Promise<T>): Promise<T> {
+export async function withClient<T>(pool: pg.Pool, fn: (client: pg.PoolClient, state: ConnectionState) => Promise<T>): Promise<T> {
   const client = await pool.connect();
-  let broken: Error | undefined;
-  const onError = (err: Error): void => { broken ??= err; };
-  client.on('error', onError);
+  let lost: Error | undefined;
+  const state: ConnectionState = { get lost() { return lost; }, fail: (err) => { lost ??= err; } };
+  client.on('error', state.fail);
   try {
-    return await fn(client, onError);
+    return await fn(client, state);
   } finally {
-    client.off('error', onError);
-    client.release(broken);
+    client.off('error', state.fail);
+    client.release(lost);
   }
 }
