@@ -15,6 +15,7 @@ import type {
 import type { PgContext } from './context.js';
 import { described } from './pgErrors.js';
 import { queueNotifications } from './pgQueue.js';
+import { pgText, pgTextOrNull } from './pgText.js';
 import { inTransaction } from './pool.js';
 
 /** What the deliverer needs of an outbox row, and its due time for ordering. */
@@ -185,7 +186,7 @@ export async function recordAttempts(ctx: PgContext, attempts: readonly { attemp
         VALUES ($1, $2, $3, $4, $5, $6, $7)
         ON CONFLICT (notification_id, attempt) DO UPDATE SET started_at = excluded.started_at, duration_ms = excluded.duration_ms,
           status_code = excluded.status_code, error = excluded.error, response_excerpt = excluded.response_excerpt`,
-      [a.notificationId, a.attempt, a.startedAt, a.durationMs, a.statusCode ?? null, a.error ?? null, a.responseExcerpt ?? null]);
+      [a.notificationId, a.attempt, a.startedAt, a.durationMs, a.statusCode ?? null, pgTextOrNull(a.error), pgTextOrNull(a.responseExcerpt)]);
       // The claim ends with the attempt: this replica's only. A claim another replica took after
       // this one's ran out stays its own (its request may be under way).
       const release = `claimed_by = CASE WHEN claimed_by = $1 THEN NULL ELSE claimed_by END,
@@ -195,10 +196,10 @@ export async function recordAttempts(ctx: PgContext, attempts: readonly { attemp
           WHERE id = $5`, [ctx.replica.id, a.attempt, outcome.at, a.statusCode ?? null, a.notificationId]);
       } else if (outcome.status === 'pending') {
         await client.query(`UPDATE notifications SET attempts = $2, next_attempt_at = $3, last_status = $4, last_error = $5, ${release}
-          WHERE id = $6`, [ctx.replica.id, a.attempt, outcome.nextAttemptAt, a.statusCode ?? null, a.error ?? null, a.notificationId]);
+          WHERE id = $6`, [ctx.replica.id, a.attempt, outcome.nextAttemptAt, a.statusCode ?? null, pgTextOrNull(a.error), a.notificationId]);
       } else {
         await client.query(`UPDATE notifications SET status = 'dead', attempts = $2, last_status = $3, last_error = $4, ${release}
-          WHERE id = $5`, [ctx.replica.id, a.attempt, a.statusCode ?? null, a.error ?? null, a.notificationId]);
+          WHERE id = $5`, [ctx.replica.id, a.attempt, a.statusCode ?? null, pgTextOrNull(a.error), a.notificationId]);
       }
     }
   }));
@@ -262,13 +263,13 @@ export async function recordCallouts(ctx: PgContext, receipts: readonly CalloutR
       const { rows } = await client.query<{ id: number }>(`INSERT INTO callouts (instance, source, body, event_type, object_type, object_uri,
           event_date_time, context, notification_uri, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
         ON CONFLICT (instance, notification_uri) WHERE notification_uri IS NOT NULL DO NOTHING RETURNING id`,
-      [r.instance, r.source, r.body, r.notification.eventType, r.notification.objectType, r.notification.objectUri,
-        r.notification.eventDateTime, r.notification.context, r.notificationUri ?? null, r.receivedAt]);
+      [r.instance, r.source, pgText(r.body), pgText(r.notification.eventType), pgText(r.notification.objectType), pgText(r.notification.objectUri),
+        pgText(r.notification.eventDateTime), pgText(r.notification.context), pgTextOrNull(r.notificationUri), r.receivedAt]);
       if (rows.length > 0) {
         results.push({ id: rows[0]!.id, duplicate: false });
         continue;
       }
-      const existing = await client.query<{ id: number }>('SELECT id FROM callouts WHERE instance = $1 AND notification_uri = $2', [r.instance, r.notificationUri]);
+      const existing = await client.query<{ id: number }>('SELECT id FROM callouts WHERE instance = $1 AND notification_uri = $2', [r.instance, pgTextOrNull(r.notificationUri)]);
       results.push({ id: existing.rows[0]!.id, duplicate: true });
     }
     return results;
