@@ -14,7 +14,13 @@ const TOKEN_LOCK_CLASS = 0x746f6b6e; // "tokn"
  * hold the only working refresh token. Under the pool's query timeout, so that the server ends
  * the wait, not the client (which would leave the statement running there).
  */
-const LOCK_WAIT_MS = 45_000;
+export const LOCK_WAIT_MS = 45_000;
+
+/**
+ * Token locks held or awaited at once by one replica (its lockPool's connections): more wait
+ * their turn for a connection, as long as for a lock.
+ */
+export const TOKEN_LOCK_CONNECTIONS = 8;
 
 /**
  * Runs `refresh` holding `instance`'s token lock: a transaction-scoped advisory lock on a
@@ -24,7 +30,7 @@ const LOCK_WAIT_MS = 45_000;
  * server let the lock go with it); the process goes on.
  */
 export async function withTokenLock<T>(ctx: PgContext, instance: string, refresh: (stored: AuthState | undefined) => Promise<T>): Promise<T> {
-  const client = await ctx.pool.connect();
+  const client = await ctx.lockPool.connect();
   // A checked-out connection has no listener of the pool's: one that dies while `refresh` runs
   // (no query of ours on it) would emit an unhandled 'error' and end the process.
   let lost: Error | undefined;
