@@ -85,7 +85,7 @@ describePg('token refreshes beyond the pool\'s connections', () => {
     }));
     await waitFor('every lock held', () => holding === 4);
     // A refresh's own save, and the other calls of the replica, while the locks are held.
-    await store.saveAuthState('co0', { seedHash: 'h', refreshToken: 'r' });
+    await store.saveAuthState('co0', { seedHash: 'h', refreshToken: 'r', geolocation: undefined, accessToken: 'a', accessExpiresAt: Date.now() + 60_000 });
     expect(await store.notificationCounts()).toEqual({ pending: 0, delivered: 0, dead: 0 });
     release();
     await Promise.all(refreshes);
