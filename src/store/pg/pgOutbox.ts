@@ -215,12 +215,16 @@ export async function dueHeads(ctx: PgContext, now: number, instances: readonly 
     for (const batch of batches) {
       // The head is each instance's oldest pending row, whoever holds it: one held by another
       // replica (or locked by its claim or its attempt right now) leaves the instance with
-      // nothing, never with the row behind it. Locked rows are rechecked as they are now.
+      // nothing, never with the row behind it. Locked rows are rechecked as they are now. Nor
+      // while another replica holds any of its rows: a replay makes an older one the head while
+      // the newer one it held is in flight, and the older goes next, not beside it.
       const { rows } = await client.query<OutboxRow & { mine: boolean }>(
         `SELECT ${OUTBOX_COLUMNS}, (claimed_by = $1 AND claim_until >= now()) IS TRUE AS mine FROM notifications
           WHERE seq IN (SELECT h.seq FROM unnest($2::text[]) AS i(name) CROSS JOIN LATERAL (
               SELECT seq FROM notifications WHERE status = 'pending' AND instance = i.name ORDER BY seq LIMIT 1) AS h)
             AND status = 'pending' AND next_attempt_at <= $3 AND ${CLAIM_FREE('$1')}
+            AND NOT EXISTS (SELECT 1 FROM notifications o WHERE o.instance = notifications.instance AND o.status = 'pending'
+              AND o.claimed_by IS NOT NULL AND o.claimed_by <> $1 AND o.claim_until >= now())
           ORDER BY seq FOR UPDATE SKIP LOCKED`,
         [ctx.replica.id, batch.instances, now]);
       for (const row of rows) if (withinBudget(budgets, batch.group, row)) chosen.push({ row, group: batch.group });
