@@ -188,7 +188,11 @@ export async function recordAttempts(ctx: PgContext, attempts: readonly { attemp
           status_code = excluded.status_code, error = excluded.error, response_excerpt = excluded.response_excerpt`,
       [a.notificationId, a.attempt, a.startedAt, a.durationMs, a.statusCode ?? null, pgTextOrNull(a.error), pgTextOrNull(a.responseExcerpt)]);
       // The claim ends with the attempt: this replica's only. A claim another replica took after
-      // this one's ran out stays its own (its request may be under way).
+      // this one's ran out stays its own (its request may be under way). A failure landing after
+      // that replica delivered it under the same or a later attempt number (this one paused in
+      // its request past its claim) changes nothing: the receiver has it, and it is neither sent
+      // again nor dead-lettered. ($2 is the attempt's number.)
+      const NOT_STALE = `NOT (status = 'delivered' AND attempts >= $2)`;
       const release = `claimed_by = CASE WHEN claimed_by = $1 THEN NULL ELSE claimed_by END,
         claim_until = CASE WHEN claimed_by = $1 THEN NULL ELSE claim_until END`;
       if (outcome.status === 'delivered') {
@@ -196,10 +200,10 @@ export async function recordAttempts(ctx: PgContext, attempts: readonly { attemp
           WHERE id = $5`, [ctx.replica.id, a.attempt, outcome.at, a.statusCode ?? null, a.notificationId]);
       } else if (outcome.status === 'pending') {
         await client.query(`UPDATE notifications SET attempts = $2, next_attempt_at = $3, last_status = $4, last_error = $5, ${release}
-          WHERE id = $6`, [ctx.replica.id, a.attempt, outcome.nextAttemptAt, a.statusCode ?? null, pgTextOrNull(a.error), a.notificationId]);
+          WHERE id = $6 AND ${NOT_STALE}`, [ctx.replica.id, a.attempt, outcome.nextAttemptAt, a.statusCode ?? null, pgTextOrNull(a.error), a.notificationId]);
       } else {
         await client.query(`UPDATE notifications SET status = 'dead', attempts = $2, last_status = $3, last_error = $4, ${release}
-          WHERE id = $5`, [ctx.replica.id, a.attempt, a.statusCode ?? null, pgTextOrNull(a.error), a.notificationId]);
+          WHERE id = $5 AND ${NOT_STALE}`, [ctx.replica.id, a.attempt, a.statusCode ?? null, pgTextOrNull(a.error), a.notificationId]);
       }
     }
   }));
