@@ -37,6 +37,8 @@ describePg('an attempt recorded after its claim ran out', () => {
     await a.recordAttempts([attempt('N1', 1, 503, { status: 'dead' })]);
     expect((await a.getNotification('N1'))!.status).toBe('delivered');
     expect(await b.listNotifications({ status: 'dead', limit: 10 })).toEqual([]);
+    // The attempt log keeps the answer the receiver accepted under that number.
+    expect((await a.getNotification('N1'))!.attemptLog.map((x) => x.statusCode)).toEqual([200]);
   });
 
   it('a failed attempt landing late leaves what the new holder delivered delivered, not due again', async () => {

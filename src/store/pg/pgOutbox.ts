@@ -182,10 +182,12 @@ export async function recordAttempts(ctx: PgContext, attempts: readonly { attemp
   const sorted = [...attempts].sort((x, y) => (x.attempt.notificationId < y.attempt.notificationId ? -1 : x.attempt.notificationId > y.attempt.notificationId ? 1 : 0));
   await described('recordAttempts', () => inTransaction(ctx.pool, async (client) => {
     for (const { attempt: a, outcome } of sorted) {
+      // Two replicas' attempts of one number (a claim that ran out): an accepted one is what stays logged.
       await client.query(`INSERT INTO attempts (notification_id, attempt, started_at, duration_ms, status_code, error, response_excerpt)
         VALUES ($1, $2, $3, $4, $5, $6, $7)
         ON CONFLICT (notification_id, attempt) DO UPDATE SET started_at = excluded.started_at, duration_ms = excluded.duration_ms,
-          status_code = excluded.status_code, error = excluded.error, response_excerpt = excluded.response_excerpt`,
+          status_code = excluded.status_code, error = excluded.error, response_excerpt = excluded.response_excerpt
+        WHERE attempts.status_code IS NULL OR attempts.status_code NOT BETWEEN 200 AND 299`,
       [a.notificationId, a.attempt, a.startedAt, a.durationMs, a.statusCode ?? null, pgTextOrNull(a.error), pgTextOrNull(a.responseExcerpt)]);
       // The claim ends with the attempt: this replica's only. A claim another replica took after
       // this one's ran out stays its own (its request may be under way). A failure landing after
