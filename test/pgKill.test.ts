@@ -56,6 +56,9 @@ async function run(seed: number): Promise<void> {
   const held = new Map<string, { replica: number; deadline: number }>();
   const receipts: { id: number; instance: string; n: number }[] = [];
   let calloutN = 0;
+  const lockHolders = new Map<string, string>();
+  const overlaps: [string, string][] = [];
+  const lockedOk = new Set<string>();
 
   let failed = 0;
   let done = 0;
@@ -112,8 +115,24 @@ async function run(seed: number): Promise<void> {
           await call('completeCallout', store.completeCallout(row.id, streams.get(row.instance)!, `event-${row.instance}-${n}`,
             { id: ulid(), body: JSON.stringify({ callout: n, instance: row.instance }), eventCount: 1 }));
         }
-      } else {
+      } else if (pick < 0.97) {
         await call('expediteRetries', store.expediteRetries(instance, Date.now()));
+      } else {
+        // A refresh: one holder per instance at a time, unless the holder's call fails (its lock went with its connection).
+        const id = `${replica}:${step}`;
+        const outcome = await call('withTokenLock', store.cluster.withTokenLock(instance, async (stored) => {
+          const other = lockHolders.get(instance);
+          if (other !== undefined) overlaps.push([other, id]);
+          lockHolders.set(instance, id);
+          try {
+            await store.saveAuthState(instance, { seedHash: 'h', refreshToken: `${Number(stored?.refreshToken ?? 0) + 1}`, geolocation: undefined, accessToken: undefined, accessExpiresAt: undefined });
+            await new Promise((resolve) => setTimeout(resolve, r() * 30));
+          } finally {
+            if (lockHolders.get(instance) === id) lockHolders.delete(instance);
+          }
+          return true;
+        }));
+        if (outcome) lockedOk.add(id);
       }
     }
   };
@@ -136,6 +155,7 @@ async function run(seed: number): Promise<void> {
 
   expect(strange, 'errors that are not the store\'s').toEqual([]);
   expect(twice, 'notifications held by both replicas at once').toEqual([]);
+  expect(overlaps.filter(([x, y]) => lockedOk.has(x) && lockedOk.has(y)), 'token locks held twice at once, both calls done').toEqual([]);
   // The kills cut calls, and the rest went through.
   expect(failed).toBeGreaterThan(0);
   expect(done).toBeGreaterThan(failed);

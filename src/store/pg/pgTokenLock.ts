@@ -1,6 +1,7 @@
 /** One token refresh at a time per instance across the replicas of a database. */
 import type { AuthState } from '../types.js';
 import type { PgContext } from './context.js';
+import { described, pgErrorText, PgStoreError } from './pgErrors.js';
 
 /**
  * The first half of the token locks' two-part advisory key (the second is the instance's hash):
@@ -30,7 +31,9 @@ export const TOKEN_LOCK_CONNECTIONS = 8;
  * server let the lock go with it); the process goes on.
  */
 export async function withTokenLock<T>(ctx: PgContext, instance: string, refresh: (stored: AuthState | undefined) => Promise<T>): Promise<T> {
-  const client = await ctx.lockPool.connect();
+  // The lock's own steps fail as the store's calls do, saying what failed; what `refresh` throws reaches the caller as it is.
+  const taking = `taking the token lock of ${instance}`;
+  const client = await described(taking, () => ctx.lockPool.connect());
   // A checked-out connection has no listener of the pool's: one that dies while `refresh` runs
   // (no query of ours on it) would emit an unhandled 'error' and end the process.
   let lost: Error | undefined;
@@ -40,12 +43,14 @@ export async function withTokenLock<T>(ctx: PgContext, instance: string, refresh
   client.on('error', onError);
   let broken: Error | undefined;
   try {
-    await client.query('BEGIN');
-    await client.query(`SET LOCAL lock_timeout = ${LOCK_WAIT_MS}`);
-    await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [TOKEN_LOCK_CLASS, instance]);
-    const { rows } = await client.query<{ seed_hash: string; refresh_token: string; geolocation: string | null; access_token: string | null; access_expires_at: number | null }>(
-      'SELECT seed_hash, refresh_token, geolocation, access_token, access_expires_at FROM auth_state WHERE instance = $1', [instance],
-    );
+    const { rows } = await described(taking, async () => {
+      await client.query('BEGIN');
+      await client.query(`SET LOCAL lock_timeout = ${LOCK_WAIT_MS}`);
+      await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [TOKEN_LOCK_CLASS, instance]);
+      return client.query<{ seed_hash: string; refresh_token: string; geolocation: string | null; access_token: string | null; access_expires_at: number | null }>(
+        'SELECT seed_hash, refresh_token, geolocation, access_token, access_expires_at FROM auth_state WHERE instance = $1', [instance],
+      );
+    });
     const row = rows[0];
     const stored: AuthState | undefined = row && {
       seedHash: row.seed_hash, refreshToken: row.refresh_token, geolocation: row.geolocation ?? undefined,
@@ -53,8 +58,8 @@ export async function withTokenLock<T>(ctx: PgContext, instance: string, refresh
     };
     const result = await refresh(stored);
     // The server let the lock go with the connection, perhaps while `refresh` ran: said, not hidden.
-    if (lost) throw new Error(`the token lock of ${instance} was lost with its connection: ${lost.message}`, { cause: lost });
-    await client.query('COMMIT');
+    if (lost) throw new PgStoreError(`the token lock of ${instance} was lost with its connection: ${pgErrorText(lost)}`, lost);
+    await described(`letting go of the token lock of ${instance}`, () => client.query('COMMIT'));
     return result;
   } catch (err) {
     try {
