@@ -271,7 +271,7 @@ describePg('claims on a shared outbox', () => {
     await db.notifications([{ id: 'E1', instance: 'X' }, { id: 'E2', instance: 'X' }, { id: 'H1', instance: 'Y' }, { id: 'C1', instance: 'Z' }]);
     const pool = createPool(url);
     opened.push({ close: () => pool.end() });
-    const leaving = { pool, replica: { id: randomUUID(), name: 'leaving' }, claimMs: 60_000, chains: new Map() };
+    const leaving = { pool, lockPool: pool, replica: { id: randomUUID(), name: 'leaving' }, claimMs: 60_000, chains: new Map() };
     expect(ids(await dueNotifications(leaving, Date.now(), 10, new Set(), ['X']))).toEqual(['E1', 'E2']);
     expect(ids(await dueHeads(leaving, Date.now(), ['Y']))).toEqual(['H1']);
     await c!.recordCallouts([push('X', 1)]);

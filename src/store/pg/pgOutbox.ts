@@ -15,6 +15,7 @@ import type {
 import type { PgContext } from './context.js';
 import { described } from './pgErrors.js';
 import { queueNotifications } from './pgQueue.js';
+import { pgText, pgTextOrNull } from './pgText.js';
 import { inTransaction } from './pool.js';
 
 /** What the deliverer needs of an outbox row, and its due time for ordering. */
@@ -181,13 +182,19 @@ export async function recordAttempts(ctx: PgContext, attempts: readonly { attemp
   const sorted = [...attempts].sort((x, y) => (x.attempt.notificationId < y.attempt.notificationId ? -1 : x.attempt.notificationId > y.attempt.notificationId ? 1 : 0));
   await described('recordAttempts', () => inTransaction(ctx.pool, async (client) => {
     for (const { attempt: a, outcome } of sorted) {
+      // Two replicas' attempts of one number (a claim that ran out): an accepted one is what stays logged.
       await client.query(`INSERT INTO attempts (notification_id, attempt, started_at, duration_ms, status_code, error, response_excerpt)
         VALUES ($1, $2, $3, $4, $5, $6, $7)
         ON CONFLICT (notification_id, attempt) DO UPDATE SET started_at = excluded.started_at, duration_ms = excluded.duration_ms,
-          status_code = excluded.status_code, error = excluded.error, response_excerpt = excluded.response_excerpt`,
-      [a.notificationId, a.attempt, a.startedAt, a.durationMs, a.statusCode ?? null, a.error ?? null, a.responseExcerpt ?? null]);
+          status_code = excluded.status_code, error = excluded.error, response_excerpt = excluded.response_excerpt
+        WHERE attempts.status_code IS NULL OR attempts.status_code NOT BETWEEN 200 AND 299`,
+      [a.notificationId, a.attempt, a.startedAt, a.durationMs, a.statusCode ?? null, pgTextOrNull(a.error), pgTextOrNull(a.responseExcerpt)]);
       // The claim ends with the attempt: this replica's only. A claim another replica took after
-      // this one's ran out stays its own (its request may be under way).
+      // this one's ran out stays its own (its request may be under way). A failure landing after
+      // that replica delivered it under the same or a later attempt number (this one paused in
+      // its request past its claim) changes nothing: the receiver has it, and it is neither sent
+      // again nor dead-lettered. ($2 is the attempt's number.)
+      const NOT_STALE = `NOT (status = 'delivered' AND attempts >= $2)`;
       const release = `claimed_by = CASE WHEN claimed_by = $1 THEN NULL ELSE claimed_by END,
         claim_until = CASE WHEN claimed_by = $1 THEN NULL ELSE claim_until END`;
       if (outcome.status === 'delivered') {
@@ -195,10 +202,10 @@ export async function recordAttempts(ctx: PgContext, attempts: readonly { attemp
           WHERE id = $5`, [ctx.replica.id, a.attempt, outcome.at, a.statusCode ?? null, a.notificationId]);
       } else if (outcome.status === 'pending') {
         await client.query(`UPDATE notifications SET attempts = $2, next_attempt_at = $3, last_status = $4, last_error = $5, ${release}
-          WHERE id = $6`, [ctx.replica.id, a.attempt, outcome.nextAttemptAt, a.statusCode ?? null, a.error ?? null, a.notificationId]);
+          WHERE id = $6 AND ${NOT_STALE}`, [ctx.replica.id, a.attempt, outcome.nextAttemptAt, a.statusCode ?? null, pgTextOrNull(a.error), a.notificationId]);
       } else {
         await client.query(`UPDATE notifications SET status = 'dead', attempts = $2, last_status = $3, last_error = $4, ${release}
-          WHERE id = $5`, [ctx.replica.id, a.attempt, a.statusCode ?? null, a.error ?? null, a.notificationId]);
+          WHERE id = $5 AND ${NOT_STALE}`, [ctx.replica.id, a.attempt, a.statusCode ?? null, pgTextOrNull(a.error), a.notificationId]);
       }
     }
   }));
@@ -214,12 +221,16 @@ export async function dueHeads(ctx: PgContext, now: number, instances: readonly 
     for (const batch of batches) {
       // The head is each instance's oldest pending row, whoever holds it: one held by another
       // replica (or locked by its claim or its attempt right now) leaves the instance with
-      // nothing, never with the row behind it. Locked rows are rechecked as they are now.
+      // nothing, never with the row behind it. Locked rows are rechecked as they are now. Nor
+      // while another replica holds any of its rows: a replay makes an older one the head while
+      // the newer one it held is in flight, and the older goes next, not beside it.
       const { rows } = await client.query<OutboxRow & { mine: boolean }>(
         `SELECT ${OUTBOX_COLUMNS}, (claimed_by = $1 AND claim_until >= now()) IS TRUE AS mine FROM notifications
           WHERE seq IN (SELECT h.seq FROM unnest($2::text[]) AS i(name) CROSS JOIN LATERAL (
               SELECT seq FROM notifications WHERE status = 'pending' AND instance = i.name ORDER BY seq LIMIT 1) AS h)
             AND status = 'pending' AND next_attempt_at <= $3 AND ${CLAIM_FREE('$1')}
+            AND NOT EXISTS (SELECT 1 FROM notifications o WHERE o.instance = notifications.instance AND o.status = 'pending'
+              AND o.claimed_by IS NOT NULL AND o.claimed_by <> $1 AND o.claim_until >= now())
           ORDER BY seq FOR UPDATE SKIP LOCKED`,
         [ctx.replica.id, batch.instances, now]);
       for (const row of rows) if (withinBudget(budgets, batch.group, row)) chosen.push({ row, group: batch.group });
@@ -260,13 +271,13 @@ export async function recordCallouts(ctx: PgContext, receipts: readonly CalloutR
       const { rows } = await client.query<{ id: number }>(`INSERT INTO callouts (instance, source, body, event_type, object_type, object_uri,
           event_date_time, context, notification_uri, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
         ON CONFLICT (instance, notification_uri) WHERE notification_uri IS NOT NULL DO NOTHING RETURNING id`,
-      [r.instance, r.source, r.body, r.notification.eventType, r.notification.objectType, r.notification.objectUri,
-        r.notification.eventDateTime, r.notification.context, r.notificationUri ?? null, r.receivedAt]);
+      [r.instance, r.source, pgText(r.body), pgText(r.notification.eventType), pgText(r.notification.objectType), pgText(r.notification.objectUri),
+        pgText(r.notification.eventDateTime), pgText(r.notification.context), pgTextOrNull(r.notificationUri), r.receivedAt]);
       if (rows.length > 0) {
         results.push({ id: rows[0]!.id, duplicate: false });
         continue;
       }
-      const existing = await client.query<{ id: number }>('SELECT id FROM callouts WHERE instance = $1 AND notification_uri = $2', [r.instance, r.notificationUri]);
+      const existing = await client.query<{ id: number }>('SELECT id FROM callouts WHERE instance = $1 AND notification_uri = $2', [r.instance, pgTextOrNull(r.notificationUri)]);
       results.push({ id: existing.rows[0]!.id, duplicate: true });
     }
     return results;

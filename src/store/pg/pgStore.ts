@@ -7,6 +7,7 @@ import { PgCluster } from './pgCluster.js';
 import { migratePg, requireMigratedPg } from './pgMigrate.js';
 import * as outbox from './pgOutbox.js';
 import * as polling from './pgStreams.js';
+import { LOCK_WAIT_MS, TOKEN_LOCK_CONNECTIONS } from './pgTokenLock.js';
 import { createPool, type PgPoolOptions } from './pool.js';
 
 export type PgStoreOptions = PgPoolOptions & {
@@ -44,8 +45,9 @@ export class PgStore implements Store {
       await pool.end().catch(() => {});
       throw err;
     }
+    const lockPool = createPool(url, { max: TOKEN_LOCK_CONNECTIONS, connectTimeoutMs: LOCK_WAIT_MS }, options.onIdleError);
     const ctx: PgContext = {
-      pool, replica: { id: randomUUID(), name: options.replicaName ?? hostname() }, claimMs: options.claimMs ?? DEFAULT_CLAIM_MS, chains: new Map(),
+      pool, lockPool, replica: { id: randomUUID(), name: options.replicaName ?? hostname() }, claimMs: options.claimMs ?? DEFAULT_CLAIM_MS, chains: new Map(),
     };
     // Lease rounds on connections of their own: behind a burst of page commits holding every
     // connection of the main pool, a renewal would wait, fail, and stop this replica's polling.
@@ -85,6 +87,6 @@ export class PgStore implements Store {
   calloutCounts: Store['calloutCounts'] = () => outbox.calloutCounts(this.ctx);
 
   async close(): Promise<void> {
-    await Promise.all([this.ctx.pool.end(), this.leasePool.end()]);
+    await Promise.all([this.ctx.pool.end(), this.ctx.lockPool.end(), this.leasePool.end()]);
   }
 }

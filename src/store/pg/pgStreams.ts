@@ -8,6 +8,7 @@ import {
 import type { PgContext } from './context.js';
 import { queueNotifications } from './pgQueue.js';
 import { described } from './pgErrors.js';
+import { pgText } from './pgText.js';
 import { inTransaction } from './pool.js';
 
 type Client = pg.PoolClient | pg.Pool;
@@ -137,11 +138,11 @@ async function insertSeen(client: pg.PoolClient, streamId: number, changes: Page
   const { rows } = await client.query<{ object_id: string; updated_us: number }>(`INSERT INTO seen (stream_id, object_id, updated_us)
     SELECT $1, c.object_id, c.updated_us FROM unnest($2::text[], $3::bigint[]) AS c(object_id, updated_us)
     ORDER BY c.updated_us, c.object_id COLLATE "C" ON CONFLICT DO NOTHING RETURNING object_id, updated_us`,
-  [streamId, changes.map((c) => c.objectId), changes.map((c) => c.updated)]);
+  [streamId, changes.map((c) => pgText(c.objectId)), changes.map((c) => c.updated)]);
   const inserted = new Set(rows.map((r) => `${r.updated_us}\n${r.object_id}`));
   const fresh: number[] = [];
   changes.forEach((c, i) => {
-    const key = `${c.updated}\n${c.objectId}`;
+    const key = `${c.updated}\n${pgText(c.objectId)}`;
     if (inserted.delete(key)) fresh.push(i);
   });
   return fresh;
@@ -165,7 +166,7 @@ export async function completePoll(ctx: PgContext, streamId: number, progress: S
 export async function failPoll(ctx: PgContext, streamId: number, error: string, at: number, fence?: number): Promise<void> {
   await inStreamOrder(ctx, streamId, () => described(`recording a failed poll of stream ${streamId}`, () => inTransaction(ctx.pool, async (client) => {
     await holdLease(client, ctx, streamId, fence);
-    await client.query('UPDATE streams SET last_poll_at = $2, last_poll_ok = false, last_poll_error = $3 WHERE id = $1', [streamId, at, error]);
+    await client.query('UPDATE streams SET last_poll_at = $2, last_poll_ok = false, last_poll_error = $3 WHERE id = $1', [streamId, at, pgText(error)]);
   }), REFUSALS));
 }
 

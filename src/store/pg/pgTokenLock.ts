@@ -1,6 +1,7 @@
 /** One token refresh at a time per instance across the replicas of a database. */
 import type { AuthState } from '../types.js';
 import type { PgContext } from './context.js';
+import { pgErrorText, PgStoreError } from './pgErrors.js';
 import { inTransaction } from './pool.js';
 
 /**
@@ -15,7 +16,13 @@ const TOKEN_LOCK_CLASS = 0x746f6b6e; // "tokn"
  * hold the only working refresh token. Under the pool's query timeout, so that the server ends
  * the wait, not the client (which would leave the statement running there).
  */
-const LOCK_WAIT_MS = 45_000;
+export const LOCK_WAIT_MS = 45_000;
+
+/**
+ * Token locks held or awaited at once by one replica (its lockPool's connections): more wait
+ * their turn for a connection, as long as for a lock.
+ */
+export const TOKEN_LOCK_CONNECTIONS = 8;
 
 /**
  * Runs `refresh` holding `instance`'s token lock: a transaction-scoped advisory lock on a
@@ -25,21 +32,31 @@ const LOCK_WAIT_MS = 45_000;
  * server let the lock go with it); the process goes on.
  */
 export async function withTokenLock<T>(ctx: PgContext, instance: string, refresh: (stored: AuthState | undefined) => Promise<T>): Promise<T> {
-  return inTransaction(ctx.pool, async (client, connection) => {
-    await client.query(`SET LOCAL lock_timeout = ${LOCK_WAIT_MS}`);
-    await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [TOKEN_LOCK_CLASS, instance]);
-    const { rows } = await client.query<{ seed_hash: string; refresh_token: string; geolocation: string | null; access_token: string | null; access_expires_at: number | null }>(
-      'SELECT seed_hash, refresh_token, geolocation, access_token, access_expires_at FROM auth_state WHERE instance = $1', [instance],
-    );
-    const row = rows[0];
-    const stored: AuthState | undefined = row && {
-      seedHash: row.seed_hash, refreshToken: row.refresh_token, geolocation: row.geolocation ?? undefined,
-      accessToken: row.access_token ?? undefined, accessExpiresAt: row.access_expires_at ?? undefined,
-    };
-    const result = await refresh(stored);
-    // The server let the lock go with the connection, perhaps while `refresh` ran: said, not hidden.
-    const lost = connection.lost;
-    if (lost) throw new Error(`the token lock of ${instance} was lost with its connection: ${lost.message}`, { cause: lost });
-    return result;
-  });
+  // The lock's own steps fail as the store's calls do, saying what failed; what `refresh` throws
+  // reaches the caller as it is.
+  let step: string | undefined = `taking the token lock of ${instance}`;
+  try {
+    return await inTransaction(ctx.lockPool, async (client, connection) => {
+      await client.query(`SET LOCAL lock_timeout = ${LOCK_WAIT_MS}`);
+      await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [TOKEN_LOCK_CLASS, instance]);
+      const { rows } = await client.query<{ seed_hash: string; refresh_token: string; geolocation: string | null; access_token: string | null; access_expires_at: number | null }>(
+        'SELECT seed_hash, refresh_token, geolocation, access_token, access_expires_at FROM auth_state WHERE instance = $1', [instance],
+      );
+      const row = rows[0];
+      const stored: AuthState | undefined = row && {
+        seedHash: row.seed_hash, refreshToken: row.refresh_token, geolocation: row.geolocation ?? undefined,
+        accessToken: row.access_token ?? undefined, accessExpiresAt: row.access_expires_at ?? undefined,
+      };
+      step = undefined;
+      const result = await refresh(stored);
+      // The server let the lock go with the connection, perhaps while `refresh` ran: said, not hidden.
+      const lost = connection.lost;
+      if (lost) throw new PgStoreError(`the token lock of ${instance} was lost with its connection: ${pgErrorText(lost)}`, lost);
+      step = `letting go of the token lock of ${instance}`;
+      return result;
+    });
+  } catch (err) {
+    if (step === undefined || err instanceof PgStoreError) throw err;
+    throw new PgStoreError(`${step} failed: ${pgErrorText(err)}`, err);
+  }
 }

@@ -4,7 +4,7 @@ import pg from 'pg';
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
 
 export type PgPoolOptions = {
-  /** Connections at most; the daemon's polls, deliveries and leases share them. */
+  /** Connections at most; the daemon's polls, deliveries and leases share them (token locks have TOKEN_LOCK_CONNECTIONS more of their own). */
   max?: number;
   /** How long a call waits for a connection before it fails (ms). */
   connectTimeoutMs?: number;
