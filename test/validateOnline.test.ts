@@ -1,12 +1,15 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_SIM_CREDENTIALS } from '../src/sim/concurSim.js';
 import { acquireDaemonLock } from '../src/store/lock.js';
+import { PgStore } from '../src/store/pg/pgStore.js';
 import { SqliteStore } from '../src/store/sqliteStore.js';
 import { runCli } from './helpers/cli.js';
 import { harness } from './helpers/harness.js';
+import { describePg, freshPgDatabase } from './helpers/pg.js';
 import { asGenericApi, SIM_ENV } from './helpers/simConfig.js';
 import { waitFor } from './helpers/tmp.js';
 
@@ -167,5 +170,35 @@ describe('pollbridge validate --online', () => {
     } finally {
       lock.release();
     }
+  });
+});
+
+describePg('pollbridge validate --online on PostgreSQL', () => {
+  it('refreshes under the token lock and saves the rotated refresh token in the database, as a replica would; no file is made of the URL', async () => {
+    const url = await freshPgDatabase('online');
+    const h = await harness({}, {}, (c) => ({ ...c, database: url }));
+    const r = await runCli(['validate', '--online', '-c', h.configFile], SIM_ENV);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(steps(r.stdout)[0]).toMatch(/^ConcurTest token: ok: a new access token from the token endpoint; a rotated refresh token is saved in postgres:\/\/postgres@127\.0\.0\.1:\d+\/online_\w+, as the daemon saves it$/);
+    const store = await PgStore.open(url, { readonly: true });
+    try {
+      const saved = await store.loadAuthState('ConcurTest');
+      expect(saved?.refreshToken).toEqual(expect.any(String));
+      expect(saved?.refreshToken).not.toBe(DEFAULT_SIM_CREDENTIALS.refreshToken);
+    } finally {
+      await store.close();
+    }
+    // The stored one is the one Concur now takes: a second check (its stored access token cleared) refreshes with it.
+    const db = new pg.Client({ connectionString: url });
+    await db.connect();
+    await db.query('UPDATE auth_state SET access_token = NULL, access_expires_at = NULL');
+    await db.end();
+    const again = await runCli(['validate', '--online', '-c', h.configFile], SIM_ENV);
+    expect(again.code).toBe(0);
+    expect(steps(again.stdout)[0]).toMatch(/^ConcurTest token: ok: a new access token/);
+    // The URL was never taken for a SQLite path (a folder "postgres:" beside the config or here).
+    expect([...readdirSync(h.dir), ...readdirSync(process.cwd())].filter((f) => f.startsWith('postgres'))).toEqual([]);
+    neverShowsASecret(h, r.stdout + r.stderr);
   });
 });

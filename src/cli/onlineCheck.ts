@@ -9,6 +9,7 @@ import { readPages } from '../poll/pages.js';
 import { firstPageUrl } from '../poll/requestUrl.js';
 import type { FetchPolicy } from '../poll/retry.js';
 import { acquireDaemonLock, DatabaseInUseError } from '../store/lock.js';
+import { PgStore } from '../store/pg/pgStore.js';
 import { SqliteStore } from '../store/sqliteStore.js';
 import { instantFromMs } from '../time/instant.js';
 import { newNotificationId } from '../util/ids.js';
@@ -31,11 +32,18 @@ type Say = (line: string) => void;
  * and uses the database as the daemon would: a refresh rotates Concur's refresh token, and the
  * new one is saved there for the daemon. With the daemon running, the database is only read:
  * a refresh here would rotate the refresh token the daemon holds in memory and break its next
- * refresh, so only an access token the daemon stored, still valid, is used.
+ * refresh, so only an access token the daemon stored, still valid, is used. On PostgreSQL the
+ * check is one more replica for the tokens: it refreshes under the instance's token lock, and
+ * the replicas read what it stored.
  */
-type TokenHome = { store: SqliteStore; daemonRunning: boolean; close(): Promise<void> };
+type TokenHome = { store: AuthStateStore; daemonRunning: boolean; close(): Promise<void> };
 
-function openTokenHome(database: string): TokenHome {
+async function openTokenHome(config: PollbridgeConfig): Promise<TokenHome> {
+  if (config.databaseUrl) {
+    const store = await PgStore.open(config.databaseUrl, { replicaName: 'validate --online' });
+    return { store, daemonRunning: false, close: () => store.close() };
+  }
+  const database = config.database;
   let lock: { release(): void };
   try {
     lock = acquireDaemonLock(database);
@@ -68,7 +76,7 @@ const NOTHING_STORED: AuthStateStore = {
   },
 };
 
-type Context = { say: Say; redact: (text: string) => string; http: Got; getText: GetText; log: Logger; learn: (secret: string) => void; tokens: () => TokenHome; database: string };
+type Context = { say: Say; redact: (text: string) => string; http: Got; getText: GetText; log: Logger; learn: (secret: string) => void; tokens: () => Promise<TokenHome>; database: string };
 
 /**
  * For each enabled instance: a token, the first page of each resource, and a signed test
@@ -79,7 +87,7 @@ export async function checkOnline(config: PollbridgeConfig, say: Say): Promise<b
   const secrets = [...config.secrets];
   let redact = redactor(secrets);
   const log = createLogger({ level: 'warn', secrets, stream: process.stderr });
-  let home: TokenHome | undefined;
+  let home: Promise<TokenHome> | undefined;
   const ctx: Context = {
     say: (line) => say(redact(line)),
     redact: (text) => redact(text),
@@ -91,7 +99,7 @@ export async function checkOnline(config: PollbridgeConfig, say: Say): Promise<b
       redact = redactor(secrets);
       log.addSecrets([secret]);
     },
-    tokens: () => (home ??= openTokenHome(config.database)),
+    tokens: () => (home ??= openTokenHome(config)),
     database: config.database,
   };
   let passed = true;
@@ -104,7 +112,7 @@ export async function checkOnline(config: PollbridgeConfig, say: Say): Promise<b
       passed = (await checkInstance(instance, ctx)) && passed;
     }
   } finally {
-    await home?.close();
+    await (await home?.catch(() => undefined))?.close();
   }
   return passed;
 }
@@ -152,7 +160,7 @@ async function authenticate(instance: InstanceConfig, ctx: Context): Promise<{ a
   if (config.type !== 'oauth2_refresh_token') {
     return { auth: createAuthenticator(config, { ...deps, store: NOTHING_STORED }), detail: `no token to get (auth ${config.type}): the first page proves the credentials` };
   }
-  const home = ctx.tokens();
+  const home = await ctx.tokens();
   const saved = await home.store.loadAuthState(instance.name);
   const ours = saved?.seedHash === seedHashOf(config.refreshToken) ? saved : undefined;
   const validUntil = ours?.accessToken !== undefined && ours.accessExpiresAt !== undefined && Date.now() < ours.accessExpiresAt ? ours.accessExpiresAt : undefined;
