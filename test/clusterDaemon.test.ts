@@ -1,15 +1,14 @@
-import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterEach, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
 import { assign } from '../src/daemon/assignment.js';
 import { Daemon } from '../src/daemon/daemon.js';
-import { ConcurSim, parseConcurDate } from '../src/sim/concurSim.js';
+import { parseConcurDate } from '../src/sim/concurSim.js';
 import { withCallout } from './helpers/callout.js';
 import { runCli } from './helpers/cli.js';
 import { captureLogger, FAST_FETCH } from './helpers/harness.js';
 import { describePg, freshPgDatabase } from './helpers/pg.js';
-import { startReceiver } from './helpers/receiver.js';
+import { startSimAndReceiver } from './helpers/receiver.js';
 import { SIM_ENV, simConfig } from './helpers/simConfig.js';
 import { tenantInstance } from './helpers/tenants.js';
 import { startTcpProxy } from './helpers/tcpProxy.js';
@@ -55,12 +54,7 @@ const same = (a: Map<string, string>, b: Map<string, string>): boolean => a.size
  * version it makes is one a poll can see.
  */
 async function cluster(url: string) {
-  const key = 'whsec_' + randomBytes(24).toString('base64');
-  const sim = new ConcurSim();
-  const simUrl = await sim.start();
-  cleanups.push(() => sim.stop());
-  const receiver = await startReceiver(key);
-  cleanups.push(() => receiver.close());
+  const { key, sim, simUrl, receiver } = await startSimAndReceiver(cleanups);
   const dir = tempDir();
   const configOn = (database: string): unknown => ({
     database,
@@ -220,12 +214,7 @@ describePg('daemons on one PostgreSQL database', () => {
 
   it('reads Concur\'s failed-notification queue of an instance on one replica only, the holder of its callout stream; another once it stops', async () => {
     const url = await freshPgDatabase();
-    const key = 'whsec_' + randomBytes(24).toString('base64');
-    const sim = new ConcurSim();
-    const simUrl = await sim.start();
-    cleanups.push(() => sim.stop());
-    const receiver = await startReceiver(key);
-    cleanups.push(() => receiver.close());
+    const { key, sim, simUrl, receiver } = await startSimAndReceiver(cleanups);
     const config = withCallout(simConfig(simUrl, receiver.url, key), '127.0.0.1:0', { 'pollbridge.callout.failedQueueMinutes': '0.005' });
     const file = writeJson(tempDir(), 'poller.config.json', { ...config, database: url, 'pollbridge.cluster.leaseSeconds': 2 });
     const rounds = async (d: Daemon): Promise<number> => {

@@ -1,8 +1,6 @@
-import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ConcurSim } from '../src/sim/concurSim.js';
 import { runCli, startCli } from './helpers/cli.js';
-import { type Received, startReceiver } from './helpers/receiver.js';
+import { type Received, startSimAndReceiver } from './helpers/receiver.js';
 import { SIM_ENV, simConfig } from './helpers/simConfig.js';
 import { tempDir, waitFor, writeJson } from './helpers/tmp.js';
 
@@ -12,12 +10,7 @@ afterEach(async () => {
 });
 
 async function setup(configuration: Record<string, unknown> = {}) {
-  const key = 'whsec_' + randomBytes(24).toString('base64');
-  const sim = new ConcurSim();
-  const simUrl = await sim.start();
-  cleanups.push(() => sim.stop());
-  const receiver = await startReceiver(key);
-  cleanups.push(() => receiver.close());
+  const { key, sim, simUrl, receiver } = await startSimAndReceiver(cleanups);
   const dir = tempDir();
   const config = writeJson(dir, 'poller.config.json', simConfig(simUrl, receiver.url, key, configuration));
   return { sim, receiver, dir, config, key };

@@ -28,15 +28,19 @@ function parseMetrics(text: string): { name: string; labels: string; value: numb
   });
 }
 
+/** systemd-analyze, or the test skipped outside CI; CI must check the unit: a missing tool there is a broken setup, not a reason to skip. */
+function requireAnalyze(ctx: { skip(note: string): void }): string | undefined {
+  const analyze = systemdAnalyze();
+  if (analyze) return analyze;
+  if (process.env.CI) throw new Error('systemd-analyze is not installed: CI runs .ci/setup-test-tools first (Debian\'s systemd package)');
+  ctx.skip('systemd-analyze is not installed: run .ci/setup-test-tools (as root, Debian) to check the unit');
+  return undefined;
+}
+
 describe('systemd', () => {
   it('the unit passes systemd-analyze verify with no warning', (ctx) => {
-    const analyze = systemdAnalyze();
-    if (!analyze) {
-      // CI must check the unit: a missing tool there is a broken setup, not a reason to skip.
-      if (process.env.CI) throw new Error('systemd-analyze is not installed: CI runs .ci/setup-test-tools first (Debian\'s systemd package)');
-      ctx.skip('systemd-analyze is not installed: run .ci/setup-test-tools (as root, Debian) to check the unit');
-      return;
-    }
+    const analyze = requireAnalyze(ctx);
+    if (!analyze) return;
     const dir = tempDir();
     // verify checks that ExecStart's program exists: point it at an executable of this checkout.
     const unit = join(dir, 'pollbridge.service');
@@ -67,12 +71,8 @@ describe('systemd', () => {
     writeFileSync(file, JSON.stringify({ ...config, database: '${credential:database-url}' }));
     const loaded = readConfig(file, { env: { CREDENTIALS_DIRECTORY: creds } }).config!;
     expect([loaded.database, loaded.databaseUrl]).toEqual(['postgres://pollbridge@db.internal:5432/pollbridge', 'postgres://pollbridge:db-pass-value@db.internal:5432/pollbridge']);
-    const analyze = systemdAnalyze();
-    if (!analyze) {
-      if (process.env.CI) throw new Error('systemd-analyze is not installed: CI runs .ci/setup-test-tools first (Debian\'s systemd package)');
-      ctx.skip('systemd-analyze is not installed: run .ci/setup-test-tools (as root, Debian) to check the unit');
-      return;
-    }
+    const analyze = requireAnalyze(ctx);
+    if (!analyze) return;
     const dir = tempDir();
     const bin = join(dir, 'pollbridge');
     writeFileSync(bin, `#!/bin/sh\nexec ${process.execPath} ${CLI} "$@"\n`, { mode: 0o755 });

@@ -1,7 +1,8 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Webhook } from 'standardwebhooks';
+import { ConcurSim } from '../../src/sim/concurSim.js';
 
 export type Received = {
   id: string;
@@ -84,4 +85,18 @@ export async function startReceiver(key: string, respond: Respond = () => 200) {
       return new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/**
+ * A simulator and a verifying receiver with a fresh signature key, both stopped by `cleanups`
+ * (the test file's afterEach list): what most end-to-end tests start with.
+ */
+export async function startSimAndReceiver(cleanups: (() => Promise<unknown> | unknown)[]) {
+  const key = 'whsec_' + randomBytes(24).toString('base64');
+  const sim = new ConcurSim();
+  const simUrl = await sim.start();
+  cleanups.push(() => sim.stop());
+  const receiver = await startReceiver(key);
+  cleanups.push(() => receiver.close());
+  return { key, sim, simUrl, receiver };
 }
