@@ -7,6 +7,7 @@ import { CALLOUT_RESOURCE } from '../src/store/types.js';
 import type { CalloutReceipt } from '../src/store/types.js';
 import { ThreadedStore } from '../dist/store/threadedStore.js';
 import { rng } from './helpers/rng.js';
+import { type OpenStore, pgStores } from './helpers/stores.js';
 import { tempDir } from './helpers/tmp.js';
 
 // Review of the shared commit of the database thread and of pruneCallouts: the answers keep the
@@ -152,9 +153,11 @@ describe('SqliteStore.inOneCommit', () => {
   });
 });
 
-describe('pruneCallouts', () => {
+const stores: [string, OpenStore][] = [['SqliteStore', async (path) => new SqliteStore(path)], ...pgStores];
+
+describe.each(stores)('pruneCallouts (%s)', (_name, open) => {
   it('keeps the keys a receipt still waiting for its event may repeat: a re-send received within the retention makes no second event', async () => {
-    const store = new SqliteStore(join(tempDir(), 'p.db'));
+    const store = await open(join(tempDir(), 'p.db'));
     const stream = await store.openStream('A', CALLOUT_RESOURCE, 0);
     const day = 86_400_000;
     const now = Date.now();
@@ -173,7 +176,7 @@ describe('pruneCallouts', () => {
   });
 
   it('never takes a receipt being ingested, nor an undeleted failed-queue one; a re-listed one stays one receipt', async () => {
-    const store = new SqliteStore(join(tempDir(), 'p.db'));
+    const store = await open(join(tempDir(), 'p.db'));
     const stream = await store.openStream('A', CALLOUT_RESOURCE, 0);
     const [ingesting, listed] = (await store.recordCallouts([receipt(1), receipt(2, 'https://concur.example/n/2')])).map((r) => r.id);
     const inHand = await store.calloutsToIngest(['A'], 10, new Set());
