@@ -67,7 +67,7 @@ async function fleet(url: string, tenants = TENANTS) {
     database: url,
     http: { listen: '127.0.0.1:0' },
     'pollbridge.cluster.leaseSeconds': 2,
-    instances: names.map((t) => tenantInstance(t, simUrl, server.url, key, { 'pollbridge.poller.cron': '* * * * * *' })),
+    instances: names.map((t) => tenantInstance(t, simUrl, server.url, key, { 'pollbridge.poller.cron': '* * * * * *', 'pollbridge.delivery.concurrency': 16 })),
     ...extra,
   });
   const start = async (name: string, file: string, graceMs = 1000): Promise<{ daemon: Daemon; logs: ReturnType<typeof captureLogger> }> => {

@@ -103,8 +103,10 @@ export class LeaseLoop {
   }
 
   /**
-   * Ends the loop (a round in progress finishes), then lets go of every lease and claim at once,
-   * so that the others take over without waiting for them to run out. Idempotent.
+   * Ends the loop (a round in progress finishes), then lets go of every lease and leaves the
+   * replica list at once, so that the others take the streams over without waiting for them to
+   * run out. Claims on notifications are the caller's to let go of (ClusterStore.leave), once its
+   * deliveries have ended. Idempotent.
    */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
@@ -116,7 +118,7 @@ export class LeaseLoop {
       this.told.clear();
       if (lost.length > 0) this.options.onLost(lost);
       try {
-        await this.options.cluster.leave();
+        await this.options.cluster.leaveStreams();
       } catch (err) {
         this.options.log.warn('could not let go of the leases on stopping; the other replicas take them over once they run out', { error: (err as Error).message, leaseSeconds: this.options.leaseMs / 1000 });
       }
