@@ -333,7 +333,11 @@ export class Daemon {
   async runOnce(): Promise<{ failedPolls: number; pending: number; interrupted: boolean }> {
     await this.open();
     // On a cluster: the streams no running replica holds, taken for this one run; the others are theirs.
-    if (this.leases) await this.leases.takeFree();
+    if (this.leases) {
+      await this.leases.takeFree();
+      // Renewed while the run lasts: a poll may outlast a lease.
+      this.leases.start();
+    }
     const mine = this.streams.filter((s) => this.holds(s));
     if (mine.length < this.streams.length) this.log.info('run --once: streams held by other replicas are left to them', { polled: mine.length, streams: this.streams.length });
     const results = await Promise.all(mine.map((s) => this.pollGuarded(s)));
