@@ -89,12 +89,20 @@ export class LeaseLoop {
     this.running = this.loop();
   }
 
+  /** `run --once`: never in the replica list; takes the free streams once, then only renews them. */
+  private once: { tookFree: boolean } | undefined;
+
   /**
-   * One round outside the loop (`run --once`) in which this replica asks for every stream, not
-   * only its share: it takes those no running replica holds, and leaves the others to them.
+   * Makes this replica a `run --once`: one round now asks for every stream, not only a share, and
+   * takes those no running replica holds; the rounds of start() renew them and take nothing more.
+   * It never joins the replica list: the running replicas keep their shares (they would let go
+   * of one for it, which it would never take), and take back at their next round any stream of
+   * theirs it took (its commits are then refused).
    */
   async takeFree(): Promise<void> {
-    await this.round(true);
+    this.once = { tookFree: false };
+    await this.round();
+    this.once.tookFree = true;
   }
 
   /** A round now (a reload changed the streams), not at the end of the current wait. */
@@ -103,8 +111,10 @@ export class LeaseLoop {
   }
 
   /**
-   * Ends the loop (a round in progress finishes), then lets go of every lease and claim at once,
-   * so that the others take over without waiting for them to run out. Idempotent.
+   * Ends the loop (a round in progress finishes), then lets go of every lease and leaves the
+   * replica list at once, so that the others take the streams over without waiting for them to
+   * run out. Claims on notifications are the caller's to let go of (ClusterStore.leave), once its
+   * deliveries have ended. Idempotent.
    */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
@@ -116,7 +126,7 @@ export class LeaseLoop {
       this.told.clear();
       if (lost.length > 0) this.options.onLost(lost);
       try {
-        await this.options.cluster.leave();
+        await this.options.cluster.leaveStreams();
       } catch (err) {
         this.options.log.warn('could not let go of the leases on stopping; the other replicas take them over once they run out', { error: (err as Error).message, leaseSeconds: this.options.leaseMs / 1000 });
       }
@@ -136,13 +146,14 @@ export class LeaseLoop {
   }
 
   /** One round; a failure (the database unreachable) is logged and the loop goes on. */
-  private async round(everyStream = false): Promise<void> {
+  private async round(): Promise<void> {
     const { cluster, leaseMs, log } = this.options;
     // Dated before the request: the database dates the lease and the heartbeat later than this.
     const sentAt = performance.now();
     try {
-      const live = await cluster.heartbeat(leaseMs);
-      const desired = everyStream ? new Set(this.options.streams().map((s) => s.id)) : desiredStreams(this.options.streams(), live, cluster.replica.id);
+      const live = this.once ? [] : await cluster.heartbeat(leaseMs);
+      const desired = !this.once ? desiredStreams(this.options.streams(), live, cluster.replica.id)
+        : this.once.tookFree ? new Set(this.held.keys()) : new Set(this.options.streams().map((s) => s.id));
       const held = [...this.held.keys()];
       const release = held.filter((id) => !desired.has(id));
       // A stream let go of stops here before the database hears of it.

@@ -333,7 +333,11 @@ export class Daemon {
   async runOnce(): Promise<{ failedPolls: number; pending: number; interrupted: boolean }> {
     await this.open();
     // On a cluster: the streams no running replica holds, taken for this one run; the others are theirs.
-    if (this.leases) await this.leases.takeFree();
+    if (this.leases) {
+      await this.leases.takeFree();
+      // Renewed while the run lasts: a poll may outlast a lease.
+      this.leases.start();
+    }
     const mine = this.streams.filter((s) => this.holds(s));
     if (mine.length < this.streams.length) this.log.info('run --once: streams held by other replicas are left to them', { polled: mine.length, streams: this.streams.length });
     const results = await Promise.all(mine.map((s) => this.pollGuarded(s)));
@@ -365,6 +369,9 @@ export class Daemon {
     // A stop while the database is still opening closes it once it is open.
     await this.opening?.catch(() => {});
     await this.stopLoops();
+    // Nothing is polled from here: the others take the streams now, not once the deliveries
+    // in flight (up to the grace period) and the token refreshes have ended.
+    await this.leases?.stop();
     // Callouts being answered are committed first (the listener waits for them), then no fetch
     // is started: what is left is done at the next start.
     await Promise.all([this.httpServer?.close(), this.calloutServer?.close()]);
@@ -372,9 +379,13 @@ export class Daemon {
     // A refresh in flight must be answered and saved before the database closes: Concur has
     // rotated the refresh token by then.
     await Promise.all([this.deliverer?.stop(this.options.graceMs ?? 10_000), this.closeAuths(this.runningAuths())]);
-    // Once no delivery runs: leaving lets go of this replica's claims on notifications as well as
-    // its streams, which the others take over at once rather than when the leases run out.
-    await this.leases?.stop();
+    // Once no delivery runs: its claims on notifications go too, for the others to send at once
+    // rather than when the claims run out.
+    if (this.leases) {
+      await this.store?.cluster?.leave().catch((err: unknown) => {
+        this.log.warn('could not let go of the claims on notifications on stopping; the other replicas send them once the claims run out', { error: (err as Error).message });
+      });
+    }
     await this.store?.close();
     this.lock?.release();
     this.log.info('pollbridge stopped');

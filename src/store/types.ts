@@ -148,6 +148,12 @@ export interface ClusterStore {
    * refreshed just before).
    */
   withTokenLock<T>(instance: string, refresh: (stored: AuthState | undefined) => Promise<T>): Promise<T>;
+  /**
+   * A clean stop's first step, once polling has ended: lets go of every lease and leaves the
+   * replica list, so the others take the streams over at once, while this replica's deliveries
+   * in flight end under their claims.
+   */
+  leaveStreams(): Promise<void>;
   /** A clean stop: lets go of every lease and claim and leaves the replica list, so the others take over at once. */
   leave(): Promise<void>;
 }

@@ -108,12 +108,21 @@ export class PgCluster implements ClusterStore {
     return withTokenLock(this.ctx, instance, refresh);
   }
 
+  async leaveStreams(): Promise<void> {
+    await inTransaction(this.pool, (client) => this.leaveStreamsIn(client));
+  }
+
   async leave(): Promise<void> {
-    const { id } = this.replica;
     await inTransaction(this.pool, async (client) => {
-      await client.query('UPDATE stream_leases SET replica_id = NULL, replica_name = NULL, expires_at = NULL WHERE replica_id = $1', [id]);
-      await releaseClaims(client, id);
-      await client.query('DELETE FROM replicas WHERE id = $1', [id]);
+      await this.leaveStreamsIn(client);
+      await releaseClaims(client, this.replica.id);
     });
+  }
+
+  /** Claims are not tied to the replica's row (each runs out on its own), so the row may go first. */
+  private async leaveStreamsIn(client: pg.PoolClient): Promise<void> {
+    const { id } = this.replica;
+    await client.query('UPDATE stream_leases SET replica_id = NULL, replica_name = NULL, expires_at = NULL WHERE replica_id = $1', [id]);
+    await client.query('DELETE FROM replicas WHERE id = $1', [id]);
   }
 }
