@@ -93,4 +93,20 @@ describe('rendezvous assignment of streams to replicas', () => {
       }
     }
   });
+
+  it('places a stream only among the replicas whose config has it: while configs differ, nothing goes to one that would never poll it', () => {
+    const streams = fleet(600);
+    const [a, b, c] = replicas('a', 'b', 'c');
+    // b has only the first half (its config not yet changed); c has none (not yet started on the new one).
+    const half = new Set(streams.slice(0, 300).map((s) => s.id));
+    const owners = assign(streams, [a!, { ...b!, streams: half }, { ...c!, streams: new Set() }]);
+    expect(owners.size).toBe(600);
+    for (const [id, owner] of owners) {
+      expect(owner === a!.id || (owner === b!.id && half.has(id))).toBe(true);
+    }
+    // Each of the two takes its share of what both have.
+    const firstHalf = [...owners].filter(([id]) => half.has(id));
+    expect(firstHalf.filter(([, o]) => o === b!.id).length).toBeGreaterThan(100);
+    expect(assign(streams, [{ ...c!, streams: new Set() }]).size).toBe(0);
+  });
 });

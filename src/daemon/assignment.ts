@@ -7,8 +7,11 @@
 /** A stream to place: its row id, and the key every replica names it by. */
 export type Placeable = { id: number; instance: string; resource: string };
 
-/** A live replica: scored by `name` (stable across restarts), ties broken by `id` (unique). */
-export type Candidate = { id: string; name: string };
+/**
+ * A live replica: scored by `name` (stable across restarts), ties broken by `id` (unique). With
+ * `streams`, it is a candidate for those only (the streams of its own config).
+ */
+export type Candidate = { id: string; name: string; streams?: ReadonlySet<number> | undefined };
 
 /**
  * The score of `replicaName` for a stream: cyrb53, a 53-bit string hash even enough to spread
@@ -29,7 +32,7 @@ export function weight(replicaName: string, instance: string, resource: string):
   return 4294967296 * (2097151 & h2) + (h1 >>> 0);
 }
 
-/** The replica (by id) that should hold each stream, by stream id; none when no replica is live. */
+/** The replica (by id) that should hold each stream, by stream id; none when no live replica has it. */
 export function assign(streams: readonly Placeable[], replicas: readonly Candidate[]): Map<number, string> {
   const owners = new Map<number, string>();
   if (replicas.length === 0) return owners;
@@ -37,13 +40,16 @@ export function assign(streams: readonly Placeable[], replicas: readonly Candida
     let best: Candidate | undefined;
     let bestWeight = -1;
     for (const r of replicas) {
+      // A replica whose config lacks the stream would never poll it: while configs differ (a
+      // rolling change), it goes to the best of those that have it.
+      if (r.streams && !r.streams.has(s.id)) continue;
       const w = weight(r.name, s.instance, s.resource);
       if (w > bestWeight || (w === bestWeight && best !== undefined && r.id < best.id)) {
         best = r;
         bestWeight = w;
       }
     }
-    owners.set(s.id, best!.id);
+    if (best) owners.set(s.id, best.id);
   }
   return owners;
 }

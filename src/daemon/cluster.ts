@@ -151,9 +151,10 @@ export class LeaseLoop {
     // Dated before the request: the database dates the lease and the heartbeat later than this.
     const sentAt = performance.now();
     try {
-      const live = this.once ? [] : await cluster.heartbeat(leaseMs);
-      const desired = !this.once ? desiredStreams(this.options.streams(), live, cluster.replica.id)
-        : this.once.tookFree ? new Set(this.held.keys()) : new Set(this.options.streams().map((s) => s.id));
+      const mine = this.options.streams();
+      const live = this.once ? [] : await cluster.heartbeat(leaseMs, mine.map((st) => st.id));
+      const desired = !this.once ? desiredStreams(mine, live, cluster.replica.id)
+        : this.once.tookFree ? new Set(this.held.keys()) : new Set(mine.map((s) => s.id));
       const held = [...this.held.keys()];
       const release = held.filter((id) => !desired.has(id));
       // A stream let go of stops here before the database hears of it.

@@ -121,7 +121,11 @@ export type Lease = { streamId: number; fence: number };
 export type LeaseHolder = { streamId: number; instance: string; resource: string; replica: string | undefined; fence: number; expiresAt: number | undefined };
 
 /** A replica as the database knows it: alive while `expiresAt` (the database's clock) is ahead. */
-export type ReplicaInfo = { id: string; name: string; host: string; pid: number; startedAt: number; expiresAt: number };
+export type ReplicaInfo = {
+  id: string; name: string; host: string; pid: number; startedAt: number; expiresAt: number;
+  /** The streams it can poll; undefined: any (it did not say). */
+  streams: ReadonlySet<number> | undefined;
+};
 
 /**
  * The coordination of replicas on one database. Every time here is the database's clock, never
@@ -130,8 +134,11 @@ export type ReplicaInfo = { id: string; name: string; host: string; pid: number;
 export interface ClusterStore {
   /** This replica: a new id every start (two processes never share one), and its name (host, or --replica). */
   readonly replica: { id: string; name: string };
-  /** Marks this replica alive for `ttlMs` more; returns every live replica, this one included, by id. */
-  heartbeat(ttlMs: number): Promise<ReplicaInfo[]>;
+  /**
+   * Marks this replica alive for `ttlMs` more, able to poll `streams` (its config's; left out: any); returns
+   * every live replica, this one included, by id.
+   */
+  heartbeat(ttlMs: number, streams?: readonly number[]): Promise<ReplicaInfo[]>;
   /**
    * One round of leases, in one transaction: renews the held leases in `keep` that have not
    * expired, takes those of `take` that are free or expired (a new fence each), and lets go of

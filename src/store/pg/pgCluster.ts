@@ -13,7 +13,7 @@ const MS = (column: string): string => `floor(extract(epoch from ${column}) * 10
 /** A replica's row is forgotten this long after it stopped renewing it: kill -9s would pile up otherwise. */
 const FORGET_REPLICA_AFTER = `interval '1 day'`;
 
-type ReplicaRow = { id: string; name: string; host: string; pid: number; started_at: number; expires_ms: number };
+type ReplicaRow = { id: string; name: string; host: string; pid: number; started_at: number; expires_ms: number; streams: (string | number)[] | null };
 
 export class PgCluster implements ClusterStore {
   readonly replica: { id: string; name: string };
@@ -23,24 +23,27 @@ export class PgCluster implements ClusterStore {
     this.replica = ctx.replica;
   }
 
-  async heartbeat(ttlMs: number): Promise<ReplicaInfo[]> {
+  async heartbeat(ttlMs: number, streams?: readonly number[]): Promise<ReplicaInfo[]> {
     const { id, name } = this.replica;
     // One statement: the upsert's row comes from RETURNING, the others from the snapshot, so the
     // list always holds this replica with the expiry just written.
     const { rows } = await this.pool.query<ReplicaRow>(`
       WITH me AS (
-        INSERT INTO replicas (id, name, host, pid, started_at, expires_at)
-        VALUES ($1, $2, $3, $4, ${MS('now()')}, now() + $5 * interval '1 millisecond')
-        ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at
-        RETURNING id, name, host, pid, started_at, ${MS('expires_at')} AS expires_ms
+        INSERT INTO replicas (id, name, host, pid, started_at, expires_at, streams)
+        VALUES ($1, $2, $3, $4, ${MS('now()')}, now() + $5 * interval '1 millisecond', $6::bigint[])
+        ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at, streams = EXCLUDED.streams
+        RETURNING id, name, host, pid, started_at, ${MS('expires_at')} AS expires_ms, streams
       ), forgotten AS (
         DELETE FROM replicas WHERE expires_at < now() - ${FORGET_REPLICA_AFTER} AND id <> $1
       )
       SELECT * FROM me
       UNION ALL
-      SELECT id, name, host, pid, started_at, ${MS('expires_at')} FROM replicas WHERE expires_at > now() AND id <> $1
-      ORDER BY id`, [id, name, hostname(), process.pid, ttlMs]);
-    return rows.map((r) => ({ id: r.id, name: r.name, host: r.host, pid: r.pid, startedAt: r.started_at, expiresAt: r.expires_ms }));
+      SELECT id, name, host, pid, started_at, ${MS('expires_at')}, streams FROM replicas WHERE expires_at > now() AND id <> $1
+      ORDER BY id`, [id, name, hostname(), process.pid, ttlMs, streams ?? null]);
+    return rows.map((r) => ({
+      id: r.id, name: r.name, host: r.host, pid: r.pid, startedAt: r.started_at, expiresAt: r.expires_ms, // An int8 array comes as text items whatever the scalar parser: made numbers here.
+      streams: r.streams === null ? undefined : new Set(r.streams.map(Number)),
+    }));
   }
 
   async syncLeases(round: { keep: readonly number[]; take: readonly number[]; release: readonly number[] }, ttlMs: number): Promise<{ held: Lease[]; dbNow: number }> {
