@@ -156,6 +156,11 @@ export class Deliverer {
     const targets = this.deps.targets();
     // Notifications read ahead start first: a slot that frees is refilled without a query.
     let started = this.startReadAhead(targets);
+    /**
+     * Whether this look may have missed work: it read due notifications (started or not), or a
+     * request ended while it read (a claim that request held may have hidden others).
+     */
+    let unsettled = false;
     // Only instances whose callback URL has a free slot, and only a few more than could start
     // now: a slow receiver's backlog never hides another's notifications, and bodies are read
     // only for requests about to be sent.
@@ -180,6 +185,7 @@ export class Deliverer {
       } finally {
         this.openReads.delete(ended);
       }
+      unsettled = heads.length + due.length > 0 || ended.size > 0;
       // A row whose request ended during the read is left for the next look, read afresh.
       for (const entry of heads) if (!ended.has(entry.id) && this.tryStart(entry, targets.get(entry.instance))) started++;
       for (const entry of due) {
@@ -188,7 +194,11 @@ export class Deliverer {
         else if (!shared && !this.inFlight.has(entry.id)) this.readAhead.push(entry);
       }
     }
-    if (untilIdle && started === 0 && this.inFlight.size === 0 && this.readAhead.length === 0) return true;
+    // Idle only after a look that found nothing due with nothing ending meanwhile: rows that
+    // could not start, or were hidden by the claim of a request ending during the read, need
+    // another look. On PostgreSQL, where a read takes a while, that was common, and `run --once`
+    // ended with most of its backlog pending.
+    if (untilIdle && started === 0 && !unsettled && this.inFlight.size === 0 && this.readAhead.length === 0) return true;
     const delay = await this.idleDelay(targets);
     await this.sleep(this.deps.store.cluster !== undefined && started === 0 ? Math.max(delay, SHARED_IDLE_MS) : delay);
     return false;
