@@ -11,6 +11,7 @@ import { SIM_ENV } from './helpers/simConfig.js';
 import { tempDir, waitFor } from './helpers/tmp.js';
 
 const UNIT = fileURLToPath(new URL('../deploy/pollbridge.service', import.meta.url));
+const REPLICA_DROP_IN = fileURLToPath(new URL('../deploy/replica.conf', import.meta.url));
 const DEPLOY_CONFIG = fileURLToPath(new URL('../deploy/poller.config.json', import.meta.url));
 
 /** systemd-analyze if installed (`.ci/setup-test-tools` installs it; tests never install anything). */
@@ -50,6 +51,38 @@ describe('systemd', () => {
     for (const line of ['Type=exec', 'StateDirectory=pollbridge', 'ConfigurationDirectory=pollbridge', 'Restart=on-failure', 'NoNewPrivileges=yes', 'ProtectSystem=strict', 'SystemCallFilter=@system-service @pkey', 'RestartPreventExitStatus=2', 'TimeoutStopSec=20s']) {
       expect(text).toContain(line);
     }
+  });
+
+  it('the replica drop-in runs the database of the config, its URL from a credential, and the unit still verifies', (ctx) => {
+    const dropIn = readFileSync(REPLICA_DROP_IN, 'utf8');
+    expect(dropIn).toMatch(/^ExecStart=\nExecStart=pollbridge run\n/m);
+    expect(dropIn).toMatch(/^LoadCredential=database-url:\/etc\/pollbridge\/credentials\/database-url$/m);
+    const creds = join(tempDir(), 'creds');
+    mkdirSync(creds);
+    for (const name of ['concur-client-secret', 'concur-refresh-token', 'signature-key']) writeFileSync(join(creds, name), `${name}-value\n`);
+    writeFileSync(join(creds, 'database-url'), 'postgres://pollbridge:db-pass-value@db.internal:5432/pollbridge\n');
+    const filled = readFileSync(DEPLOY_CONFIG, 'utf8').replace('YOUR-CONCUR-CLIENT-ID', 'client-id').replace('hooks.example.com', 'hooks.acme.internal');
+    const config = JSON.parse(filled) as Record<string, unknown>;
+    const file = join(tempDir(), 'poller.config.json');
+    writeFileSync(file, JSON.stringify({ ...config, database: '${credential:database-url}' }));
+    const loaded = readConfig(file, { env: { CREDENTIALS_DIRECTORY: creds } }).config!;
+    expect([loaded.database, loaded.databaseUrl]).toEqual(['postgres://pollbridge@db.internal:5432/pollbridge', 'postgres://pollbridge:db-pass-value@db.internal:5432/pollbridge']);
+    const analyze = systemdAnalyze();
+    if (!analyze) {
+      if (process.env.CI) throw new Error('systemd-analyze is not installed: CI runs .ci/setup-test-tools first (Debian\'s systemd package)');
+      ctx.skip('systemd-analyze is not installed: run .ci/setup-test-tools (as root, Debian) to check the unit');
+      return;
+    }
+    const dir = tempDir();
+    const bin = join(dir, 'pollbridge');
+    writeFileSync(bin, `#!/bin/sh\nexec ${process.execPath} ${CLI} "$@"\n`, { mode: 0o755 });
+    // The unit as systemd reads it with the drop-in: the drop-in's lines after the unit's own.
+    const unit = join(dir, 'pollbridge.service');
+    const merged = `${readFileSync(UNIT, 'utf8')}\n${dropIn}`.replaceAll('ExecStart=pollbridge ', `ExecStart=${bin} `);
+    writeFileSync(unit, merged);
+    const result = spawnSync(analyze, ['verify', unit], { encoding: 'utf8' });
+    expect(result.stderr.split('\n').filter((l) => l.includes('pollbridge.service'))).toEqual([]);
+    expect(result.status).toBe(0);
   });
 
   it('the service config reads its secrets from LoadCredential files', () => {

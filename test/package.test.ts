@@ -9,6 +9,9 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const NPM = process.platform === 'win32' ? 'npm.cmd' : 'npm';
 
 /** Packs a copy of this checkout as `npm pack` would for a release: prepack builds dist/ from scratch. */
+/** The migrations of one store, as the package must list them. */
+const sqlFiles = (dir: string): string[] => readdirSync(join(ROOT, dir)).filter((f) => f.endsWith('.sql')).map((f) => `${dir}/${f}`);
+
 function packCopy(work: string): { tarball: string; files: string[] } {
   // A copy of the sources, so that prepack's clean build does not touch the dist/ other tests run.
   const copy = join(work, 'src-copy');
@@ -30,7 +33,7 @@ describe('the npm package', () => {
   it('npm pack builds dist from scratch (prepack), and the unpacked package runs the demo end to end', { timeout: 180_000 }, () => {
     const work = tempDir();
     const { tarball, files } = packCopy(work);
-    for (const needed of ['dist/cli.js', 'dist/store/storeThread.js', 'deploy/pollbridge.service', 'docs/performance.md', 'poller.config.json', ...readdirSync(join(ROOT, 'migrations')).map((m) => `migrations/${m}`)]) {
+    for (const needed of ['dist/cli.js', 'dist/store/storeThread.js', 'deploy/pollbridge.service', 'deploy/replica.conf', 'docs/performance.md', 'poller.config.json', ...sqlFiles('migrations'), ...sqlFiles('migrations/postgres')]) {
       expect(files).toContain(needed);
     }
     expect(files.filter((f) => f.startsWith('test/') || f.startsWith('src/') || f === 'dist/stale.js')).toEqual([]);

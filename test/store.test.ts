@@ -6,8 +6,9 @@ import { acquireDaemonLock, DatabaseInUseError } from '../src/store/lock.js';
 import { MigrationError, readMigrations } from '../src/store/migrate.js';
 import { packPage, unpackPage } from '../src/store/pageWire.js';
 import { SqliteStore } from '../src/store/sqliteStore.js';
-import type { PageCommit, Store } from '../src/store/types.js';
+import type { PageCommit } from '../src/store/types.js';
 import { ThreadedStore } from '../dist/store/threadedStore.js';
+import { type OpenStore, pgStores } from './helpers/stores.js';
 import { tempDir, waitFor } from './helpers/tmp.js';
 
 /** A page of `keys` whose fresh changes fit one notification, which takes the first of `ids`. */
@@ -58,10 +59,11 @@ describe('migrations', () => {
 });
 
 // The same store inline and on its own thread (the daemon's way; the thread runs the built code).
-const stores: [string, (path: string) => Promise<Store>][] = [
+const sqliteStores: [string, OpenStore][] = [
   ['SqliteStore', async (path) => new SqliteStore(path)],
   ['ThreadedStore', (path) => ThreadedStore.open(path)],
 ];
+const stores = [...sqliteStores, ...pgStores];
 
 describe.each(stores)('%s', (_name, open) => {
   it('records a change once: a replayed page, and a key repeated within a page, queue nothing new', async () => {
@@ -74,7 +76,7 @@ describe.each(stores)('%s', (_name, open) => {
     expect(again).toEqual({ fresh: 0, duplicates: 3, notificationIds: [] });
     const newer = [{ objectId: 'A', updated: 6 }];
     expect((await store.commitPage(stream.id, page(newer, ['N3']))).notificationIds).toEqual(['N3']);
-    expect((await store.dueNotifications(Date.now(), 10, new Set(), ['Docs'])).map((n) => n.id)).toEqual(['N1', 'N3']);
+    expect((await store.listNotifications({ status: 'pending', limit: 10 })).map((n) => [n.id, n.eventCount])).toEqual([['N3', 1], ['N1', 2]]);
     await store.close();
   });
 
@@ -102,6 +104,56 @@ describe.each(stores)('%s', (_name, open) => {
     await reopened.close();
   });
 
+  it('keeps each rejected record once per stream and reason, and counts it in the stream\'s status', async () => {
+    const store = await open(join(tempDir(), 'p.db'));
+    const s = await store.openStream('Docs', 'reports', 0);
+    const bad = { position: 'page 1 item 0', reason: 'no usable id', record: JSON.stringify({ Name: 'x'.repeat(10_000) }) };
+    const withRejected = (position: string): PageCommit => ({ ...page([], []), rejected: [bad, { ...bad, position }] });
+    await store.commitPage(s.id, withRejected('page 1 item 1'));
+    await store.commitPage(s.id, withRejected('page 2 item 0'));
+    await store.commitPage(s.id, { ...withRejected('x'), rejected: [{ ...bad, reason: 'bad date' }] });
+    expect((await store.streams()).map((r) => [r.instance, r.resource, r.rejected])).toEqual([['Docs', 'reports', 2]]);
+    await store.close();
+  });
+
+  it('opens many streams at once in the order asked, new and known alike, and lists them by name', async () => {
+    const store = await open(join(tempDir(), 'p.db'));
+    const known = await store.openStream('B', 'reports', 7);
+    const keys = [{ instance: 'B', resource: 'trips', initialCursor: 1 }, { instance: 'B', resource: 'reports', initialCursor: 2 }, { instance: 'A', resource: 'reports', initialCursor: 3 }];
+    const opened = await store.openStreams(keys);
+    expect(opened.map((o) => [o.instance, o.resource, o.cursor])).toEqual([['B', 'trips', 1], ['B', 'reports', 7], ['A', 'reports', 3]]);
+    expect(opened[1]!.id).toBe(known.id);
+    expect(new Set(opened.map((o) => o.id)).size).toBe(3);
+    expect(await store.openStreams([])).toEqual([]);
+    await store.failPoll(opened[0]!.id, 'HTTP 503', 1234);
+    const status = await store.streams();
+    expect(status.map((r) => `${r.instance}/${r.resource}`)).toEqual(['A/reports', 'B/reports', 'B/trips']);
+    expect(status[2]).toMatchObject({ lastPollAt: 1234, lastPollOk: false, lastPollError: 'HTTP 503', lastSuccessAt: undefined, pending: 0, dead: 0 });
+    expect(status[0]).toMatchObject({ lastPollAt: undefined, lastPollOk: undefined });
+    await store.close();
+  });
+
+  it('replays only the ids that exist, in the order given, and keeps tokens as last saved', async () => {
+    const store = await open(join(tempDir(), 'p.db'));
+    const s = await store.openStream('Docs', 'reports', 0);
+    await store.commitPage(s.id, page([{ objectId: 'A', updated: 1 }], ['N1']));
+    await store.commitPage(s.id, page([{ objectId: 'B', updated: 1 }], ['N2']));
+    expect(await store.replay(['N2', 'NOPE', 'N1'], 5)).toEqual(['N2', 'N1']);
+    expect(await store.getNotification('N2')).toMatchObject({ id: 'N2', nextAttemptAt: 5, status: 'pending', attemptLog: [], eventCount: 1 });
+    expect(await store.getNotification('NOPE')).toBeUndefined();
+    expect(await store.notificationCounts()).toEqual({ pending: 2, delivered: 0, dead: 0 });
+    expect(await store.replayDead(undefined, 5)).toEqual([]);
+    expect(await store.loadAuthState('Docs')).toBeUndefined();
+    await store.saveAuthState('Docs', { seedHash: 'h', refreshToken: 'r1', geolocation: undefined, accessToken: 'a', accessExpiresAt: 99 });
+    await store.saveAuthState('Docs', { seedHash: 'h', refreshToken: 'r2', geolocation: 'https://us.example', accessToken: undefined, accessExpiresAt: undefined });
+    expect(await store.loadAuthState('Docs')).toEqual({ seedHash: 'h', refreshToken: 'r2', geolocation: 'https://us.example', accessToken: undefined, accessExpiresAt: undefined });
+    await store.checkWritable();
+    await store.close();
+  });
+});
+
+// The outbox (attempts, due notifications) on the SQLite stores; PostgreSQL's is pgOutbox.ts's.
+describe.each(sqliteStores)('%s outbox', (_name, open) => {
   it('schedules retries, dead-letters, and replays with a fresh retry budget', async () => {
     const store = await open(join(tempDir(), 'p.db'));
     const s = await store.openStream('Docs', 'reports', 0);

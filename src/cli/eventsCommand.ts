@@ -1,7 +1,6 @@
-import { isDaemonLockHeld } from '../store/lock.js';
 import type { NotificationStatus } from '../store/types.js';
 import { isoOrDash, table } from './format.js';
-import { withCliStore } from './openStore.js';
+import { senders, type Senders, withCliStore } from './openStore.js';
 import { parseIsoOption } from './options.js';
 import { UserError } from './userError.js';
 
@@ -50,21 +49,25 @@ export async function eventsShowCommand(id: string, opts: StoreOpts & { json?: b
   });
 }
 
-/** Replay only queues: the daemon on the database sends, and the operator must know if there is none. */
-export function whoSends(daemonRunning: boolean | undefined): string {
-  if (daemonRunning === true) return 'the daemon running on this database sends them within seconds';
-  if (daemonRunning === false) return 'no daemon is running on this database: they are sent when `pollbridge run` (or `run --once`) starts';
+/** Replay only queues: the daemon on the database (the replicas, on PostgreSQL) sends, and the operator must know if there is none. */
+export function whoSends(who: Senders): string {
+  if (who.kind === 'replicas') {
+    if (who.names.length === 0) return 'no replica is running on this database: they are sent when `pollbridge run` starts on it';
+    return `the replicas running on this database (${who.names.join(', ')}) send them within seconds`;
+  }
+  if (who.running === true) return 'the daemon running on this database sends them within seconds';
+  if (who.running === false) return 'no daemon is running on this database: they are sent when `pollbridge run` (or `run --once`) starts';
   return 'they are sent by the daemon on this database, when it runs (whether one runs now could not be told: its lock file is not readable)';
 }
 
 export async function replayCommand(ids: string[], opts: StoreOpts & { dead?: boolean; since?: string }): Promise<void> {
   if (!opts.dead && ids.length === 0) throw new UserError('name notification ids to replay, or --dead');
   const since = parseIsoOption('--since', opts.since);
-  await withCliStore(opts, { readonly: false }, async (store, path) => {
+  await withCliStore(opts, { readonly: false }, async (store, db) => {
     const now = Date.now();
     const replayed = opts.dead ? await store.replayDead(since, now) : await store.replay(ids.map(canonicalId), now);
     const missing = ids.filter((id) => !replayed.includes(canonicalId(id)));
-    process.stdout.write(`${replayed.length} notification(s) queued for delivery again; ${whoSends(isDaemonLockHeld(path))}\n`);
+    process.stdout.write(`${replayed.length} notification(s) queued for delivery again; ${whoSends(await senders(db))}\n`);
     if (!opts.dead && missing.length > 0) throw new UserError(`no notification ${missing.join(', ')}`);
   });
 }

@@ -4,6 +4,7 @@ import { ConfigError } from '../config/issues.js';
 import { StartError } from '../daemon/daemon.js';
 import { StoreOpenError } from '../store/files.js';
 import { MigrationError } from '../store/migrate.js';
+import { PgStoreError } from '../store/pg/pgErrors.js';
 import { StoreError } from '../store/threadedStore.js';
 import { pollbridgeVersion } from '../version.js';
 import { demoCommand } from './demoCommand.js';
@@ -42,7 +43,7 @@ export function buildProgram(): Command {
       if (command.name() !== 'run') releaseSignals();
     });
   const configOption = (): Option => new Option('-c, --config <file>', 'config file (default: $POLLBRIDGE_CONFIG or ./poller.config.json)');
-  const dbOption = (): Option => new Option('--db <file>', 'SQLite database (default: the one the config names)');
+  const dbOption = (): Option => new Option('--db <file|url>', 'SQLite database file or postgres:// URL (default: the one the config names)');
 
   program.command('run')
     .description('run the daemon')
@@ -54,8 +55,10 @@ export function buildProgram(): Command {
     .option('--log-format <format>', 'auto (text on a terminal, JSON otherwise), json or text (default: $POLLBRIDGE_LOG_FORMAT or auto)')
     // At most the longest a delivery attempt may take (pollbridge.delivery.timeoutMs): a longer grace waits for nothing.
     .option('--grace-ms <ms>', 'on stop, how long deliveries in flight may finish', numberOption('--grace-ms', { min: 0, max: 600_000, integer: true, unit: 'milliseconds' }))
+    .option('--replica <name>', 'on a PostgreSQL database: this replica\'s name in status and /metrics; streams go back to it by this name after a restart (default: the host name)')
     .addHelpText('after', examples(
       'pollbridge run -c /etc/pollbridge/poller.config.json',
+      'pollbridge run -c poller.config.json --replica vm-2               # one of several replicas on a postgres:// database',
       'pollbridge run -c poller.config.json --once                       # one poll of each resource, deliver, exit',
       'pollbridge run -c poller.config.json --since 2024-05-01T00:00:00Z  # first start: announce changes since then',
     ))
@@ -191,6 +194,10 @@ export async function runCli(argv: string[]): Promise<void> {
     } else if (err instanceof UserError || err instanceof StoreOpenError || err instanceof StartError || err instanceof MigrationError) {
       writeError(`pollbridge: ${err.message}`);
       process.exitCode = err instanceof UserError ? err.exitCode : 1;
+    } else if (err instanceof PgStoreError) {
+      // PostgreSQL failed a call (the connection lost, a statement timed out): the operator's to fix.
+      writeError(`pollbridge: ${err.message}`);
+      process.exitCode = 1;
     } else if (err instanceof StoreError) {
       // The database refused a call (locked past the busy timeout, disk full): the operator's to fix.
       writeError(`pollbridge: the database refused a call: ${err.message}${err.code ? ` (${err.code})` : ''}`);

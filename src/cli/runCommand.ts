@@ -7,8 +7,9 @@ import { instantFromMs } from '../time/instant.js';
 import { releaseSignals } from './heldSignals.js';
 import { stdoutLogOutput, writeError } from './logOutput.js';
 import { configPath, logLevel, parseIsoOption } from './options.js';
+import { UserError } from './userError.js';
 
-export type RunOptions = { config?: string; db?: string; once?: boolean; since?: string; logLevel?: string; logFormat?: string; graceMs?: number };
+export type RunOptions = { config?: string; db?: string; once?: boolean; since?: string; logLevel?: string; logFormat?: string; graceMs?: number; replica?: string };
 
 /**
  * The daemon. The first SIGTERM/SIGINT stops it gracefully (exit 0), even one that arrives while
@@ -41,16 +42,19 @@ export async function runCommand(opts: RunOptions): Promise<void> {
   const level = logLevel(opts.logLevel);
   const output = stdoutLogOutput(opts.logFormat);
   const since = parseIsoOption('--since', opts.since);
+  if (opts.replica !== undefined && opts.replica.trim() === '') throw new UserError('--replica: give this replica a name, or leave the option out for the host name');
   const file = configPath(opts.config);
   const config = loadConfig(file, { databaseOverride: opts.db });
   const log = createLogger({ level, secrets: config.secrets, ...output });
   for (const warning of config.warnings) log.warn('config warning', { problem: formatIssue(warning) });
+  if (opts.replica !== undefined && !config.databaseUrl) log.warn('--replica names a replica on a PostgreSQL database; on SQLite (one daemon, its lock file) it is ignored', { replica: opts.replica });
   logRefused(log, config);
   const daemon = new Daemon({
     config,
     log,
     since: since === undefined ? undefined : instantFromMs(since),
     graceMs: opts.graceMs,
+    replicaName: opts.replica,
   });
   const failed = daemon.failed.then((err) => {
     writeError(`pollbridge: ${err.message}; exiting`);

@@ -3,11 +3,10 @@ import type { HttpConfig, InstanceConfig, PollbridgeConfig, Schedule } from '../
 import type { PollInProgress } from '../daemon/httpServer.js';
 import { gridOffsetMs, nextGridPoint } from '../daemon/pollTimes.js';
 import { createScheduler } from '../daemon/schedule.js';
-import { isDaemonLockHeld } from '../store/lock.js';
 import { CALLOUT_RESOURCE, type StreamStatus } from '../store/types.js';
 import { isoFromInstant } from '../time/instant.js';
 import { instantOrDash, isoOrNull, relativeOrDash, relativeTime, table } from './format.js';
-import { withCliStore } from './openStore.js';
+import { anyoneSending, senders, type Senders, withCliStore } from './openStore.js';
 import { configPath } from './options.js';
 import {
   instanceMatcher, isFiltered, lagOf, periodOf, type StreamFilter, streamMatcher, streamPeriodMs, type StreamView, SUMMARY_ABOVE_STREAMS, SUMMARY_SECTION_LINES, summaryText,
@@ -126,10 +125,9 @@ export type StatusOptions = {
 };
 
 /** What the daemon says about itself; in a summary, its reasons cut short and its polls counted. */
-function daemonText(daemonRunning: boolean | undefined, health: DaemonHealth | undefined, config: PollbridgeConfig | undefined, polls: readonly PollInProgress[] | undefined, nowMs: number): string {
-  const lines = [daemonRunning === true ? 'daemon: running on this database'
-    : daemonRunning === false ? 'daemon: not running on this database (nothing is polled or sent until `pollbridge run`)'
-      : 'daemon: cannot tell whether one is running (the database\'s lock file is not readable)'];
+function daemonText(who: Senders, health: DaemonHealth | undefined, config: PollbridgeConfig | undefined, polls: readonly PollInProgress[] | undefined, nowMs: number): string {
+  const lines = [sendersLine(who)];
+  const daemonRunning = anyoneSending(who);
   if (health) {
     lines.push(`daemon (${health.url}): ${health.status}`);
     const reasons = polls ? health.reasons : health.reasons.slice(0, SUMMARY_SECTION_LINES);
@@ -145,6 +143,16 @@ function daemonText(daemonRunning: boolean | undefined, health: DaemonHealth | u
   return lines.join('\n') + '\n';
 }
 
+function sendersLine(who: Senders): string {
+  if (who.kind === 'replicas') {
+    return who.names.length > 0 ? `replicas: ${who.names.length} running on this database (${who.names.join(', ')})`
+      : 'replicas: none running on this database (nothing is polled or sent until `pollbridge run`)';
+  }
+  return who.running === true ? 'daemon: running on this database'
+    : who.running === false ? 'daemon: not running on this database (nothing is polled or sent until `pollbridge run`)'
+      : 'daemon: cannot tell whether one is running (the database\'s lock file is not readable)';
+}
+
 export async function statusCommand(opts: StatusOptions): Promise<void> {
   const filter: StreamFilter = { instances: opts.instance ?? [], failing: opts.failing === true, lagging: opts.lagging === true };
   // Lagging is judged against the schedule, which only the config has.
@@ -152,21 +160,26 @@ export async function statusCommand(opts: StatusOptions): Promise<void> {
   // With --db there may be no config to read (another machine's copy of the database).
   const config = opts.db ? undefined : loadConfig(configPath(opts.config));
   const health = await daemonHealth(config?.http);
-  await withCliStore({ db: opts.db ?? config!.database }, { readonly: true }, async (store, path) => {
+  await withCliStore({ db: opts.db }, { readonly: true, config }, async (store, db) => {
     const streams = await store.streams();
     const counts = await store.notificationCounts();
     const now = Date.now();
-    const daemonRunning = isDaemonLockHeld(path);
+    const who = await senders(db);
+    const daemonRunning = anyoneSending(who);
     const views = streamViews(streams, config, daemonRunning, health, now);
     const instance = instanceMatcher(filter.instances);
     const selected = views.filter(streamMatcher(filter));
     const callouts = (await store.calloutCounts()).filter((c) => instance(c.instance));
     // Without a config (--db) there is no telling which instances are still configured.
     const waiting = config ? unconfigured(streams, new Set(config.instances.map((i) => i.name))).filter((w) => instance(w.instance)) : [];
+    // Replicas hold streams (a shared store, in use): who holds each is shown, and a stream none
+    // holds says so. Otherwise the output is SQLite's, column for column.
+    const clustered = streams.some((s) => s.replica !== undefined);
     if (opts.json) {
       const status = {
         now: isoOrNull(now),
         daemonRunning: daemonRunning ?? null,
+        ...(who.kind === 'replicas' ? { replicas: who.names } : {}),
         streams: selected.map(({ periodMs: _periodMs, lagMs: _lagMs, ...s }) => ({
           ...s,
           cursor: s.resource === CALLOUT_RESOURCE ? null : isoFromInstant(s.cursor),
@@ -175,6 +188,7 @@ export async function statusCommand(opts: StatusOptions): Promise<void> {
           ...(config ? { nextPollAt: isoOrNull(s.nextPollAt) } : {}),
           ...(health ? { polling: s.polling ? { since: s.polling.since, page: s.polling.page, retry: s.polling.retry } : null } : {}),
           lagging: s.lagging ?? null,
+          ...(clustered ? { replica: s.replica ?? null } : {}),
         })),
         notifications: counts,
         callouts: callouts.map((c) => ({ ...c, lastReceivedAt: isoOrNull(c.lastReceivedAt) })),
@@ -184,8 +198,8 @@ export async function statusCommand(opts: StatusOptions): Promise<void> {
       return;
     }
     if (!isFiltered(filter) && !opts.all && views.length > SUMMARY_ABOVE_STREAMS) {
-      process.stdout.write(summaryText({ streams: views, configured: config?.instances, counts, callouts, waiting, nowMs: now }));
-      process.stdout.write(daemonText(daemonRunning, health, config, undefined, now));
+      process.stdout.write(summaryText({ streams: views, configured: config?.instances, counts, callouts, waiting, nowMs: now, clustered }));
+      process.stdout.write(daemonText(who, health, config, undefined, now));
       return;
     }
     const nextColumn = (s: StreamView): string => (s.polling ? 'polling now' : s.nextPollAt === undefined ? '-' : s.nextPollAt <= now ? 'due now' : relativeTime(s.nextPollAt, now));
@@ -193,10 +207,10 @@ export async function statusCommand(opts: StatusOptions): Promise<void> {
       process.stdout.write(`no stream matches (${views.length} streams in all)\n`);
     } else {
       process.stdout.write(table(
-        ['INSTANCE', 'RESOURCE', 'CURSOR', 'LAST POLL', 'RESULT', ...(config ? ['NEXT POLL'] : []), 'PENDING', 'DEAD', 'REJECTED', 'LAST ERROR'],
+        ['INSTANCE', 'RESOURCE', ...(clustered ? ['REPLICA'] : []), 'CURSOR', 'LAST POLL', 'RESULT', ...(config ? ['NEXT POLL'] : []), 'PENDING', 'DEAD', 'REJECTED', 'LAST ERROR'],
         selected.map((s) => [
           // A callout stream has no cursor: Concur pushes; its "poll" is the read of Concur's failed queue.
-          s.instance, s.resource, s.resource === CALLOUT_RESOURCE ? '-' : instantOrDash(s.cursor), relativeOrDash(s.lastPollAt, now),
+          s.instance, s.resource, ...(clustered ? [s.replica ?? '-'] : []), s.resource === CALLOUT_RESOURCE ? '-' : instantOrDash(s.cursor), relativeOrDash(s.lastPollAt, now),
           s.lastPollOk === undefined ? '-' : s.lastPollOk ? 'ok' : 'failed',
           ...(config ? [nextColumn(s)] : []),
           String(s.pending), String(s.dead), String(s.rejected), s.lastPollError ?? s.lastDeliveryError ?? '',
@@ -212,6 +226,6 @@ export async function statusCommand(opts: StatusOptions): Promise<void> {
     }
     const shown = new Set(selected.map((s) => `${s.instance}\n${s.resource}`));
     const polls = health?.polls ?? [];
-    process.stdout.write(daemonText(daemonRunning, health, config, isFiltered(filter) ? polls.filter((p) => shown.has(`${p.instance}\n${p.resource}`)) : polls, now));
+    process.stdout.write(daemonText(who, health, config, isFiltered(filter) ? polls.filter((p) => shown.has(`${p.instance}\n${p.resource}`)) : polls, now));
   });
 }

@@ -79,6 +79,19 @@ export function lagOf(s: StreamStatus, periodMs: number | undefined, nowMs: numb
   return { ...(lagMs === undefined ? {} : { lagMs }), lagging: lagMs !== undefined && lagMs > LAGGING_PERIODS * periodMs };
 }
 
+/** How many streams each replica holds, most first, and how many none holds (between holders, or no replica running). */
+export function replicasLine(streams: readonly StreamStatus[]): string {
+  const held = new Map<string, number>();
+  let unheld = 0;
+  for (const s of streams) {
+    if (s.replica === undefined) unheld++;
+    else held.set(s.replica, (held.get(s.replica) ?? 0) + 1);
+  }
+  const parts = [...held].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map(([name, n]) => `${name} ${n}`);
+  if (unheld > 0) parts.push(`none ${unheld}`);
+  return `replicas holding streams: ${parts.length > 0 ? parts.join(', ') : 'none'}`;
+}
+
 export type SummaryInput = {
   streams: readonly StreamView[];
   /** Undefined without a config (--db). */
@@ -87,6 +100,8 @@ export type SummaryInput = {
   callouts: readonly CalloutCounts[];
   waiting: readonly { instance: string; pending: number }[];
   nowMs: number;
+  /** On a shared store: streams carry the replica holding them. */
+  clustered?: boolean;
 };
 
 const byLagDesc = (a: StreamView, b: StreamView): number => (b.lagMs ?? -1) - (a.lagMs ?? -1);
@@ -97,7 +112,7 @@ const more = (n: number, flag: string): string[] => (n > 0 ? [`  … and ${n} mo
  * each section cut at SUMMARY_SECTION_LINES with the flag that shows the rest.
  */
 export function summaryText(input: SummaryInput): string {
-  const { streams, configured, counts, callouts, waiting, nowMs } = input;
+  const { streams, configured, counts, callouts, waiting, nowMs, clustered } = input;
   const lines: string[] = [];
   const instances = new Set(streams.map((s) => s.instance)).size;
   const failing = streams.filter((s) => s.lastPollOk === false).sort(byLagDesc);
@@ -110,6 +125,7 @@ export function summaryText(input: SummaryInput): string {
     const lagging = scheduled.filter((s) => s.lagging).length;
     lines.push(`polled: ${recent} of ${scheduled.length} scheduled streams within their interval, ${lagging} lagging (more than ${LAGGING_PERIODS} intervals)`);
   }
+  if (clustered) lines.push(replicasLine(streams));
   lines.push(`notifications: ${counts.pending} pending, ${counts.delivered} delivered, ${counts.dead} dead`);
   if (callouts.length > 0) {
     const sum = (f: (c: CalloutCounts) => number): number => callouts.reduce((n, c) => n + f(c), 0);

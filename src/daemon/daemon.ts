@@ -12,14 +12,17 @@ import { type Authenticator, createAuthenticator, TOKEN_REQUEST_TIMEOUT_MS } fro
 import { DEFAULT_FETCH_POLICY, type FetchPolicy } from '../poll/retry.js';
 import { createGetText, createHttpClient, type GetText } from '../poll/httpClient.js';
 import { acquireDaemonLock } from '../store/lock.js';
+import { PgStore } from '../store/pg/pgStore.js';
 import { ThreadedStore } from '../store/threadedStore.js';
-import { CALLOUT_RESOURCE, type CalloutReceipt, type Store, type Stream } from '../store/types.js';
+import { CALLOUT_RESOURCE, type CalloutReceipt, type Lease, LeaseLostError, type Store, type Stream } from '../store/types.js';
 import { type Instant, instantFromMs, msFromInstant } from '../time/instant.js';
 import { abortableSleep } from '../util/abortableSleep.js';
 import { Semaphore, type Slot } from '../util/semaphore.js';
 import { parseRetryAfter } from '../util/retryAfter.js';
 import { OriginLimiter } from '../poll/originLimiter.js';
 import { RateGate } from '../poll/rateGate.js';
+import type { Placeable } from './assignment.js';
+import { LeaseLoop } from './cluster.js';
 import { type Health, startHttpServer } from './httpServer.js';
 import { Metrics, statusClass } from './metrics.js';
 import { pollStream, type PollSummary, retentionHorizon, type Skew } from './pollStream.js';
@@ -44,6 +47,8 @@ export type DaemonOptions = {
    * thread's built code is not beside it: they pass the built `ThreadedStore.open`.
    */
   openStore?: (path: string) => Promise<Store>;
+  /** On PostgreSQL: this replica's name for people (`status`, /metrics); the host's by default. */
+  replicaName?: string;
 };
 
 type PlannedStream = {
@@ -107,7 +112,14 @@ type StreamRuntime = {
    * once the process is gone, and a row written per page and retry would cost a write each.
    */
   polling?: { since: number; page: number; retry: number };
+  /** On a cluster: ends the poll in progress when this replica's lease on the stream is lost. */
+  leaseLost?: AbortController;
+  /** On a cluster: the fence under which `stream` was last read from the database (another replica may have moved it since). */
+  rowFence?: number;
 };
+
+/** How long /healthz waits for a networked database's test write before it calls it out of reach. */
+const HEALTH_DB_WAIT_MS = 3000;
 
 /** Old seen rows are pruned at most this often per stream. */
 const PRUNE_EVERY_MS = 3_600_000;
@@ -143,6 +155,8 @@ const AUTH_CLOSE_LIMIT_MS = TOKEN_REQUEST_TIMEOUT_MS + 5_000;
 export class Daemon {
   private store: Store | undefined;
   private lock: { release(): void } | undefined;
+  /** On a cluster: this replica's stream leases. Absent on SQLite, where every stream is this daemon's. */
+  private leases: LeaseLoop | undefined;
   private http: Got | undefined;
   private getText: GetText | undefined;
   private deliverer: Deliverer | undefined;
@@ -198,7 +212,8 @@ export class Daemon {
     this.metrics = new Metrics(
       () => {
         const now = Date.now();
-        return this.streams.map((s) => ({
+        // On a cluster each replica tells of the streams it polls: the others' are theirs to tell.
+        return this.streams.filter((s) => this.holds(s)).map((s) => ({
           instance: s.instance.name,
           resource: s.resource.name,
           cursorLagSec: (now - msFromInstant(s.stream.cursor)) / 1000,
@@ -317,7 +332,11 @@ export class Daemon {
    */
   async runOnce(): Promise<{ failedPolls: number; pending: number; interrupted: boolean }> {
     await this.open();
-    const results = await Promise.all(this.streams.map((s) => this.pollGuarded(s)));
+    // On a cluster: the streams no running replica holds, taken for this one run; the others are theirs.
+    if (this.leases) await this.leases.takeFree();
+    const mine = this.streams.filter((s) => this.holds(s));
+    if (mine.length < this.streams.length) this.log.info('run --once: streams held by other replicas are left to them', { polled: mine.length, streams: this.streams.length });
+    const results = await Promise.all(mine.map((s) => this.pollGuarded(s)));
     await this.deliverer!.start({ untilIdle: true });
     const interrupted = this.stopped;
     const pending = interrupted ? 0 : (await this.store!.notificationCounts()).pending;
@@ -353,6 +372,9 @@ export class Daemon {
     // A refresh in flight must be answered and saved before the database closes: Concur has
     // rotated the refresh token by then.
     await Promise.all([this.deliverer?.stop(this.options.graceMs ?? 10_000), this.closeAuths(this.runningAuths())]);
+    // Once no delivery runs: leaving lets go of this replica's claims on notifications as well as
+    // its streams, which the others take over at once rather than when the leases run out.
+    await this.leases?.stop();
     await this.store?.close();
     this.lock?.release();
     this.log.info('pollbridge stopped');
@@ -480,7 +502,8 @@ export class Daemon {
     const now = Date.now();
     const authProblems = new Map(this.streams.map((s) => [s.instance.name, s.auth.problem()]));
     for (const [instance, problem] of authProblems) if (problem) reasons.push(`${instance}: ${problem}`);
-    const late = this.streams.filter((s) => now > s.stallAt);
+    // On a cluster, the streams another replica polls are not this one's to be late on.
+    const late = this.streams.filter((s) => now > s.stallAt && this.holds(s));
     if (late.length > 0) {
       // Worst first; a fleet's health names a few and counts the rest, in one line.
       late.sort((a, b) => a.lastCompletedAt - b.lastCompletedAt);
@@ -492,7 +515,10 @@ export class Daemon {
       reasons.push(`instance file refused: ${refused.file}${refused.name ? ` (${refused.name})` : ''}: ${refused.issues[0]?.message ?? 'does not validate'}`);
     }
     try {
-      await this.store?.checkWritable();
+      await this.checkWritable();
+      // A database out of reach says it all: the lease rounds failing on it are its consequence.
+      const clusterProblem = this.leases?.problem();
+      if (clusterProblem) reasons.push(clusterProblem);
     } catch (err) {
       reasons.push(`database cannot be written: ${(err as Error).message}`);
     }
@@ -502,21 +528,32 @@ export class Daemon {
     return { ok: reasons.length === 0, reasons, polls, streams: this.streams.length, late: late.length, lateStreams: late.slice(0, LATE_NAMED).map((s) => s.key) };
   }
 
+  /**
+   * The store's test write. A database across the network may go silent (a partition): its
+   * answer is waited for HEALTH_DB_WAIT_MS at most, so that /healthz answers 503 rather than not at all.
+   */
+  private async checkWritable(): Promise<void> {
+    const store = this.store;
+    if (!store) return;
+    if (!store.cluster) return store.checkWritable();
+    let timer: NodeJS.Timeout | undefined;
+    const silent = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer to a test write within ${HEALTH_DB_WAIT_MS / 1000} s`)), HEALTH_DB_WAIT_MS);
+    });
+    try {
+      await Promise.race([store.checkWritable(), silent]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   private open(): Promise<void> {
     this.opening ??= this.openNow();
     return this.opening;
   }
 
   private async openNow(): Promise<void> {
-    this.lock = acquireDaemonLock(this.config.database);
-    let store: Store;
-    try {
-      store = await (this.options.openStore ?? ThreadedStore.open)(this.config.database);
-    } catch (err) {
-      this.lock.release();
-      this.lock = undefined;
-      throw err;
-    }
+    const store = await this.openStore();
     this.store = store;
     const timeoutMs = Math.max(...this.config.instances.map((i) => i.delivery.timeoutMs), 15_000);
     this.http = createHttpClient({ timeoutMs });
@@ -527,11 +564,24 @@ export class Daemon {
       // The database thread would keep the process alive, holding the lock, with nothing to stop it.
       this.store = undefined;
       await store.close().catch(() => {});
-      this.lock.release();
+      this.lock?.release();
       this.lock = undefined;
       throw err;
     }
     this.watchStore(store);
+    if (store.cluster) {
+      const cluster = store.cluster;
+      this.leases = new LeaseLoop({
+        cluster,
+        leaseMs: this.config.cluster.leaseMs,
+        log: this.log,
+        streams: () => this.leaseCandidates(),
+        onLost: (ids) => this.leasesLost(ids),
+        onGained: (leases) => this.leasesGained(leases),
+      });
+      this.metrics.setReplica(cluster.replica.name, () => this.leases?.usable ?? 0);
+      this.log.info('on a cluster: this replica polls the streams whose leases it holds', { replica: cluster.replica.name, leaseSeconds: this.config.cluster.leaseMs / 1000 });
+    }
     // Two groups in flight: the next waits on the database thread, where it joins the writes queued there.
     this.calloutCommit = new GroupCommit((receipts) => store.recordCallouts(receipts), 512, 2);
     this.ingester = new CalloutIngester({
@@ -555,6 +605,92 @@ export class Daemon {
         if (decision.status === 'delivered') this.metrics.deliveryLatency.observe({ instance: entry.instance }, (Date.now() - entry.createdAt) / 1000);
       },
     });
+  }
+
+  /**
+   * PostgreSQL when the config names a URL: shared by the replicas, so no lock file. Else SQLite
+   * under the lock file that keeps a second daemon off it.
+   */
+  private async openStore(): Promise<Store> {
+    const url = this.config.databaseUrl;
+    if (url) {
+      return PgStore.open(url, {
+        replicaName: this.options.replicaName,
+        onIdleError: (err) => this.log.warn('a database connection was lost while idle; the next call opens another', { error: err.message }),
+      });
+    }
+    this.lock = acquireDaemonLock(this.config.database);
+    try {
+      return await (this.options.openStore ?? ThreadedStore.open)(this.config.database);
+    } catch (err) {
+      this.lock.release();
+      this.lock = undefined;
+      throw err;
+    }
+  }
+
+  /** Whether this replica polls `s` now: always alone on a database, while it holds the lease on a cluster. */
+  private holds(s: StreamRuntime): boolean {
+    return !this.leases || this.leases.fence(s.stream.id) !== undefined;
+  }
+
+  /** The streams a lease round places: the polled ones, and the callout streams whose failed queue is read. */
+  private leaseCandidates(): Placeable[] {
+    const polled = this.streams.map((s) => ({ id: s.stream.id, instance: s.instance.name, resource: s.resource.name }));
+    const queues = [...this.callouts.values()].filter((c) => (c.config.callout?.failedQueueMs ?? 0) > 0)
+      .map((c) => ({ id: c.streamId, instance: c.config.name, resource: CALLOUT_RESOURCE }));
+    return [...polled, ...queues];
+  }
+
+  /** Leases lost (moved, let go of, run out here): their polls end and are not scheduled again until a lease comes back. */
+  private leasesLost(ids: number[]): void {
+    const lost = new Set(ids);
+    for (const s of this.streams) {
+      if (!lost.has(s.stream.id)) continue;
+      this.wheel.cancel(s);
+      s.dueMs = undefined;
+      s.leaseLost?.abort();
+    }
+    if (this.loopsStarted && !this.stopped) this.syncFailedQueueLoops(false);
+    this.log.info('stream leases lost', { streams: this.streamNames(lost) });
+  }
+
+  /**
+   * New leases: their rows are read again (another replica polled them last) and each is
+   * scheduled as after a start: at once if overdue, else at its next grid point. A stream whose
+   * last poll is still ending is scheduled when it ends.
+   */
+  private async leasesGained(leases: Lease[]): Promise<void> {
+    const byId = new Map(leases.map((l) => [l.streamId, l.fence]));
+    const gained = this.streams.filter((s) => byId.has(s.stream.id));
+    const idle = gained.filter((s) => !s.running);
+    if (idle.length > 0) {
+      const rows = await this.store!.openStreams(idle.map((s) => ({ instance: s.instance.name, resource: s.resource.name, initialCursor: s.stream.cursor })));
+      idle.forEach((s, i) => this.adoptRow(s, rows[i]!, byId.get(s.stream.id)!));
+    }
+    if (this.stopped) return;
+    const now = Date.now();
+    for (const s of gained) {
+      // Counted from now: the polls due while another replica held it were not this one's to make.
+      s.lastCompletedAt = now;
+      s.stallAt = s.scheduler.nthNextRun(STALL_POLLS + 1);
+      if (this.loopsStarted && !s.running) this.schedule(s, this.firstDue(s, now));
+    }
+    if (this.loopsStarted) this.syncFailedQueueLoops(false);
+    this.log.info('stream leases gained', { streams: this.streamNames(new Set(byId.keys())) });
+  }
+
+  /** The stream as the database has it, read under the lease of `fence`. */
+  private adoptRow(s: StreamRuntime, row: Stream, fence: number): void {
+    // The skew the last poller measured; a mark of this process's clock would date from before it.
+    if (s.rowFence !== fence) s.skew = { ms: row.skewMs };
+    s.stream = row;
+    s.rowFence = fence;
+  }
+
+  private streamNames(ids: ReadonlySet<number>): string[] | number {
+    const named = [...this.streams.filter((s) => ids.has(s.stream.id)).map((s) => s.key), ...[...this.callouts.values()].filter((c) => ids.has(c.streamId)).map((c) => `${c.config.name}/${CALLOUT_RESOURCE}`)];
+    return named.length <= NAMED_STREAMS ? named : named.length;
   }
 
   private watchStore(store: Store): void {
@@ -716,8 +852,10 @@ export class Daemon {
     this.targets = new Map(config.instances.map((i) => [i.name, deliveryTarget(i)]));
     if (this.loopsStarted && !this.stopped) {
       const now = Date.now();
-      for (const { runtime, changed } of added) this.schedule(runtime, changed ? now : this.firstDue(runtime, now));
+      for (const { runtime, changed } of added) if (this.holds(runtime)) this.schedule(runtime, changed ? now : this.firstDue(runtime, now));
       this.syncFailedQueueLoops();
+      // New streams are placed now, not at the end of the lease round's wait.
+      this.leases?.wake();
     }
     void this.store!.instancesWithPending().then((names) => {
       const orphaned = names.filter((name) => !this.targets.has(name));
@@ -774,19 +912,26 @@ export class Daemon {
     this.loopController = new AbortController();
     this.loopsStarted = true;
     const now = Date.now();
-    for (const s of this.streams) this.schedule(s, this.firstDue(s, now));
+    // On a cluster none is held yet: each is scheduled as its lease comes.
+    for (const s of this.streams) if (this.holds(s)) this.schedule(s, this.firstDue(s, now));
     this.syncFailedQueueLoops();
     this.loops = [this.pruneCalloutsLoop(this.loopController.signal)];
+    this.leases?.start();
   }
 
-  /** One reader of Concur's failed queue per callout instance that asks for one; a changed instance's is started again. */
-  private syncFailedQueueLoops(): void {
-    const wanted = new Map([...this.callouts.values()].filter((c) => (c.config.callout?.failedQueueMs ?? 0) > 0).map((c) => [c.config.name, c]));
+  /**
+   * One reader of Concur's failed queue per callout instance that asks for one (on a cluster, on
+   * the replica holding the lease of its callout stream); a changed instance's is started again.
+   * `readKept`: the readers kept read the queue now (a reload is when an operator expects it read).
+   */
+  private syncFailedQueueLoops(readKept = true): void {
+    const wanted = new Map([...this.callouts.values()]
+      .filter((c) => (c.config.callout?.failedQueueMs ?? 0) > 0 && (!this.leases || this.leases.fence(c.streamId) !== undefined))
+      .map((c) => [c.config.name, c]));
     const ending = new Map<string, Promise<void>>();
     for (const [name, loop] of this.failedQueueLoops) {
       if (wanted.get(name)?.config.fingerprint === loop.fingerprint) {
-        // Kept, and asked for a round now: a reload is when an operator expects the queue read.
-        loop.nap?.abort();
+        if (readKept) loop.nap?.abort();
         continue;
       }
       loop.controller.abort();
@@ -839,13 +984,19 @@ export class Daemon {
           onReceived: () => this.ingester?.wake(),
         }, signal);
         this.metrics.failedQueueRounds.inc({ ...labels, result: 'ok' });
-        await this.store!.completePoll(instance.streamId, {}, Date.now());
+        const fence = this.leases?.fence(instance.streamId);
+        if (this.leases && fence === undefined) break;
+        await this.store!.completePoll(instance.streamId, {}, Date.now(), fence);
       } catch (err) {
         if (signal.aborted) break;
+        if (isLeaseLost(err)) {
+          this.log.info("Concur's failed-notification queue is read by the replica holding its lease now", labels);
+          break;
+        }
         const message = (err as Error).message;
         this.metrics.failedQueueRounds.inc({ ...labels, result: 'failed' });
         this.log.error("Concur's failed-notification queue could not be read; trying again next round", { ...labels, error: message });
-        await this.store!.failPoll(instance.streamId, message, Date.now()).catch(() => {});
+        await this.store!.failPoll(instance.streamId, message, Date.now(), this.leases?.fence(instance.streamId)).catch(() => {});
       }
       await nap(everyMs);
     }
@@ -887,14 +1038,20 @@ export class Daemon {
   private launch(s: StreamRuntime, dueMs: number): void {
     // The wheel runs until the stop's turn comes; a stop asked before then starts no poll.
     if (this.stopped) return;
+    // A lease lost while the poll was due: the stream is scheduled again when one comes back.
+    if (!this.holds(s)) {
+      s.dueMs = undefined;
+      return;
+    }
     s.dueMs = dueMs;
     const run = this.runDue(s, dueMs).catch((err: unknown) => {
       this.log.error('a poll ended unexpectedly; it is scheduled again', { instance: s.instance.name, resource: s.resource.name, error: (err as Error).message });
     }).finally(() => {
       this.inFlight.delete(run);
       s.running = undefined;
-      // A retired stream (removed, replaced, stopping) has its controller aborted.
-      if (!s.controller.signal.aborted && !this.stopped) {
+      // A retired stream (removed, replaced, stopping) has its controller aborted; one whose lease
+      // went is scheduled when it comes back.
+      if (!s.controller.signal.aborted && !this.stopped && this.holds(s)) {
         this.schedule(s, s.scheduler.next(dueMs, Date.now()));
       }
     });
@@ -903,7 +1060,12 @@ export class Daemon {
   }
 
   private async runDue(s: StreamRuntime, dueMs: number): Promise<void> {
-    const signal = s.controller.signal;
+    let signal = s.controller.signal;
+    if (this.leases) {
+      const leaseLost = new AbortController();
+      s.leaseLost = leaseLost;
+      signal = AbortSignal.any([signal, leaseLost.signal]);
+    }
     // The runtime this one replaced may still be committing a page of the same stream.
     await s.after;
     s.after = undefined;
@@ -921,12 +1083,17 @@ export class Daemon {
     const log = this.log.child(labels);
     return this.semaphore.use(async (slot) => {
       if (signal.aborted) return undefined;
+      // Taken as the poll starts, after the wait for a slot: every commit of the poll names it.
+      const fence = this.leases?.fence(s.stream.id);
+      if (this.leases && fence === undefined) return undefined;
       const started = Date.now();
       const lag = dueMs === undefined ? {} : { dueAt: new Date(dueMs).toISOString(), lagMs: Math.max(0, started - dueMs) };
       if (dueMs !== undefined) this.metrics.scheduleLag.observe(Math.max(0, started - dueMs) / 1000);
       s.dueMs = undefined;
       s.polling = { since: started, page: 0, retry: 0 };
       try {
+        // Gained while its last poll was ending: the row is read again, as another replica may have moved it.
+        if (fence !== undefined && s.rowFence !== fence) this.adoptRow(s, await this.store!.openStream(s.instance.name, s.resource.name, s.stream.cursor), fence);
         const summary = await pollStream(s.instance, s.resource, s.stream, {
           store: this.store!,
           getText: this.gatedGetText(s, slot),
@@ -940,6 +1107,7 @@ export class Daemon {
           skew: s.skew,
           onRateLimited: () => this.metrics.upstreamRateLimited.inc(labels),
           onAttempt: (page, retry) => { s.polling = { since: started, page, retry }; },
+          fence,
         }, signal);
         const settled = summary.settled;
         if (settled) {
@@ -960,15 +1128,22 @@ export class Daemon {
         return summary;
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);
+        if (isLeaseLost(err)) {
+          // Another replica polls the stream now: its progress is the stream's, nothing is recorded.
+          this.metrics.polls.inc({ ...labels, result: 'lease_lost' });
+          log.warn('poll ended: the stream\'s lease moved to another replica, which goes on from the last committed part', { fence, durationMs: Date.now() - started });
+          return undefined;
+        }
         if (signal.aborted) {
-          // A stop or reload cut it short: not a failure of the provider, so nothing is recorded.
+          // A stop, a reload or a lease lost cut it short: not a failure of the provider, so nothing is recorded.
           log.info('poll interrupted; the next goes on from its last committed part', { durationMs: Date.now() - started });
           return undefined;
         }
         this.metrics.polls.inc({ ...labels, result: 'failed' });
         log.error('poll failed; the next poll goes on from its last committed part', { error: message, durationMs: Date.now() - started });
-        await this.store!.failPoll(s.stream.id, message, Date.now()).catch((err: unknown) => {
-          log.error('could not record the failed poll', { error: (err as Error).message });
+        await this.store!.failPoll(s.stream.id, message, Date.now(), fence).catch((err: unknown) => {
+          if (isLeaseLost(err)) log.info('the failed poll is not recorded: the stream\'s lease moved to another replica', { fence });
+          else log.error('could not record the failed poll', { error: (err as Error).message });
         });
         return undefined;
       } finally {
@@ -982,6 +1157,11 @@ export class Daemon {
 /** The same address and plain-or-TLS: the listener stays (a new certificate is set on it). */
 function sameCalloutListener(a: CalloutListenConfig | undefined, b: CalloutListenConfig | undefined): boolean {
   return a?.host === b?.host && a?.port === b?.port && (a?.tls === undefined) === (b?.tls === undefined);
+}
+
+/** A commit refused because this replica no longer holds the stream (a store on a thread sends back its name only). */
+function isLeaseLost(err: unknown): boolean {
+  return err instanceof LeaseLostError || (err instanceof Error && err.name === 'LeaseLostError');
 }
 
 function sameSchedule(a: InstanceConfig, b: InstanceConfig): boolean {

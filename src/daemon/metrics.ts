@@ -212,6 +212,18 @@ export class Metrics {
     this.setPerInstance(options.perInstance);
   }
 
+  /**
+   * On a cluster: every series carries the replica's name, so that replicas scraped behind one
+   * job name stay apart, and the leases it may use are counted.
+   */
+  setReplica(name: string, leasesHeld: () => number): void {
+    this.registry.setDefaultLabels({ replica: name });
+    new Gauge({
+      name: 'pollbridge_stream_leases_held', help: 'Stream leases this replica holds and may poll under now.', registers: [this.registry],
+      collect() { this.set(leasesHeld()); },
+    });
+  }
+
   /** Switches per-instance series on or off (a reload): off drops those already exported. */
   setPerInstance(on: boolean): void {
     if (on === this.perInstance) return;

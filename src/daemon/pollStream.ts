@@ -34,6 +34,11 @@ export type PollDeps = {
    * n-th page asked for) and the try's (0: the first), so that a poll in progress can be shown.
    */
   onAttempt?: (page: number, retry: number) => void;
+  /**
+   * On a shared store, the fence of the stream's lease the poll runs under: every commit names
+   * it, and is refused (LeaseLostError) once another replica holds the stream.
+   */
+  fence?: number;
 };
 
 /**
@@ -125,11 +130,16 @@ export async function pollStream(instance: InstanceConfig, resource: ResourceCon
     await commits.settle();
   }
   await commits.drain();
-  if (summary.settled) await deps.store.completePoll(stream.id, { cursor: stream.cursor, recheck: stream.recheck, skewMs: deps.skew.ms }, Date.now());
+  if (summary.settled) await deps.store.completePoll(stream.id, { cursor: stream.cursor, recheck: stream.recheck, skewMs: deps.skew.ms }, Date.now(), deps.fence);
   return summary;
 }
 
 type Pass = 'fresh' | 'recheck' | 'both';
+
+/** A page named with its lease's fence, on a shared store; as it was elsewhere. */
+function fenced(page: PageCommit, fence: number | undefined): PageCommit {
+  return fence === undefined ? page : { ...page, fence };
+}
 
 /**
  * Where this poll's progress will stand once its commits land (the stream's own fields follow the
@@ -272,7 +282,7 @@ async function readWindow(ctx: SweepContext, pass: Pass, window: PollWindow, sou
     // the rest of such a poll.
     const landed = changes.length === 0 && rejected.length === 0
       ? commits.landed().then(advance)
-      : deps.store.commitPage(stream.id, commits.chained(progress ? { ...page, progress } : page)).then((result) => {
+      : deps.store.commitPage(stream.id, commits.chained(fenced(progress ? { ...page, progress } : page, deps.fence))).then((result) => {
         summary.fresh += result.fresh;
         summary.duplicates += result.duplicates;
         summary.notifications += result.notificationIds.length;

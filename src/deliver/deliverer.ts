@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import type { Got } from 'got';
 import type { Logger } from '../log.js';
-import type { AttemptOutcome, AttemptRecord, OutboxEntry, Store } from '../store/types.js';
+import type { AttemptOutcome, AttemptRecord, DeliveryGroup, OutboxEntry, Store } from '../store/types.js';
 import { type Decision, decide, type RetryPolicy } from './retryPolicy.js';
 import { sendNotification } from './sendNotification.js';
 import type { SigningKeys } from './sign.js';
@@ -25,10 +25,30 @@ export type DelivererDeps = {
   /** Longest idle sleep: notifications replayed by another process are noticed this fast. */
   idleCheckMs?: number;
   onAttempt?: (entry: OutboxEntry, decision: Decision, statusCode: number | undefined, durationMs: number) => void;
+  /** On a shared store, how long a claim outlasts its URL's timeout (CLAIM_MARGIN_MS). */
+  claimMarginMs?: number;
 };
 
-/** Due notifications read beyond the free slots, so that a slot that frees is refilled at once. */
+/**
+ * Due notifications read beyond the free slots, so that a slot that frees is refilled at once.
+ * None on a shared store: there a read claims, and a claimed notification waiting here would be
+ * counted against its receiver's concurrency by every replica, and kept from them until its claim
+ * lapsed.
+ */
 const READ_AHEAD = 8;
+
+/**
+ * A claimed notification's request is started only if it can end this long before the claim
+ * does (ms): the clocks of this process's timers and of the claim's reckoning differ that little.
+ */
+const START_MARGIN_MS = 1000;
+
+/**
+ * On a shared store, the shortest sleep after a look that started nothing: notifications may be
+ * due and yet not this replica's (another's claims fill their URL's slots, or hold them), and
+ * no event here says when that ends. Without it the loop would ask the database again at once.
+ */
+const SHARED_IDLE_MS = 200;
 
 /** How long delivery pauses after the store failed to record an attempt. */
 const STORE_RETRY_MS = 1000;
@@ -144,16 +164,18 @@ export class Deliverer {
       const ordered = free.instances.filter((name) => targets.get(name)!.ordered);
       const unordered = free.instances.filter((name) => !targets.get(name)!.ordered);
       const now = Date.now();
+      const shared = this.deps.store.cluster !== undefined;
       const exclude = new Set([...this.inFlight.keys(), ...this.readAhead.map((e) => e.id)]);
       const ended = new Set<string>();
       this.openReads.add(ended);
+      const groups = shared ? deliveryGroups(targets, this.deps.claimMarginMs) : undefined;
       let heads: OutboxEntry[];
       let due: OutboxEntry[];
       try {
         [heads, due] = await Promise.all([
           // Ordered instances offer only their oldest pending notification, and only once it is due.
-          ordered.length > 0 ? this.deps.store.dueHeads(now, ordered) : [],
-          unordered.length > 0 ? this.deps.store.dueNotifications(now, free.slots + READ_AHEAD, exclude, unordered) : [],
+          ordered.length > 0 ? this.deps.store.dueHeads(now, ordered, groups) : [],
+          unordered.length > 0 ? this.deps.store.dueNotifications(now, free.slots + (shared ? 0 : READ_AHEAD), exclude, unordered, groups) : [],
         ]);
       } finally {
         this.openReads.delete(ended);
@@ -163,11 +185,12 @@ export class Deliverer {
       for (const entry of due) {
         if (ended.has(entry.id)) continue;
         if (this.tryStart(entry, targets.get(entry.instance))) started++;
-        else if (!this.inFlight.has(entry.id)) this.readAhead.push(entry);
+        else if (!shared && !this.inFlight.has(entry.id)) this.readAhead.push(entry);
       }
     }
     if (untilIdle && started === 0 && this.inFlight.size === 0 && this.readAhead.length === 0) return true;
-    await this.sleep(await this.idleDelay(targets));
+    const delay = await this.idleDelay(targets);
+    await this.sleep(this.deps.store.cluster !== undefined && started === 0 ? Math.max(delay, SHARED_IDLE_MS) : delay);
     return false;
   }
 
@@ -231,6 +254,9 @@ export class Deliverer {
 
   private tryStart(entry: OutboxEntry, target: DeliveryTarget | undefined): boolean {
     if (!target || this.inFlight.has(entry.id) || this.givenUp.has(target.url)) return false;
+    // Past its claim, another replica may send it while this request runs: left to lapse, and
+    // claimed afresh later (by any replica).
+    if (entry.claimDeadline !== undefined && Date.now() + target.timeoutMs + START_MARGIN_MS > entry.claimDeadline) return false;
     // One at a time is the ordered instance's own rule, not its receiver's: a receiver it shares
     // with a busy unordered instance would otherwise never have a slot free for it.
     if (target.ordered && this.perInstance.has(entry.instance)) return false;
@@ -342,4 +368,33 @@ export class Deliverer {
     else if (decision.status === 'retry') this.deps.log.warn('delivery failed, will retry', { ...fields, error: result.error, retryInMs: decision.delayMs });
     else this.deps.log.error('notification dead-lettered', { ...fields, error, reason: decision.reason });
   }
+}
+
+/**
+ * How long a claim outlasts the longest request it covers: room for the wait between the claim
+ * and the request's start (a request starts only with its whole timeout and START_MARGIN_MS
+ * left). A replica that dies holding claims keeps them from the others their whole length.
+ */
+export const CLAIM_MARGIN_MS = 30_000;
+
+/**
+ * Each callback URL with the instances that send to it and its concurrency: a shared store counts
+ * its requests in flight on every replica against that. Instances sharing a URL with different
+ * concurrencies get the largest, as a replica's own slots do (`freeSlots`); its claims last its
+ * longest timeout and CLAIM_MARGIN_MS.
+ */
+export function deliveryGroups(targets: ReadonlyMap<string, DeliveryTarget>, marginMs = CLAIM_MARGIN_MS): DeliveryGroup[] {
+  const groups = new Map<string, { key: string; instances: string[]; max: number; claimMs: number }>();
+  for (const [name, target] of targets) {
+    const group = groups.get(target.url);
+    const claimMs = target.timeoutMs + marginMs;
+    if (group) {
+      group.instances.push(name);
+      group.max = Math.max(group.max, target.concurrency);
+      group.claimMs = Math.max(group.claimMs, claimMs);
+    } else {
+      groups.set(target.url, { key: target.url, instances: [name], max: target.concurrency, claimMs });
+    }
+  }
+  return [...groups.values()];
 }

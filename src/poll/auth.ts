@@ -105,8 +105,11 @@ export interface Authenticator {
   close(): Promise<void>;
 }
 
-/** Where the rotated refresh token and the access token are kept: the database. */
-export type AuthStateStore = Pick<Store, 'loadAuthState' | 'saveAuthState'>;
+/**
+ * Where the rotated refresh token and the access token are kept: the database; with `cluster`,
+ * one shared by replicas, whose token lock makes each refresh and its save one step.
+ */
+export type AuthStateStore = Pick<Store, 'loadAuthState' | 'saveAuthState' | 'cluster'>;
 
 /** Tells which configured refresh token a stored state grew from: a new one in the config wins over it. */
 export function seedHashOf(refreshToken: string): string {
@@ -174,6 +177,8 @@ function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): 
  */
 class RefreshTokenAuth implements Authenticator {
   private accessToken: string | undefined;
+  /** The last access token answered 401 here: another replica's stored token is adopted only if it is not this one. */
+  private rejected: string | undefined;
   private expiresAt = 0;
   private geolocation: string | undefined;
   private refreshing: Promise<void> | undefined;
@@ -203,6 +208,7 @@ class RefreshTokenAuth implements Authenticator {
   }
 
   invalidate(): void {
+    this.rejected = this.accessToken ?? this.rejected;
     this.accessToken = undefined;
   }
 
@@ -266,7 +272,46 @@ class RefreshTokenAuth implements Authenticator {
     this.expiresAt = saved.accessExpiresAt;
   }
 
+  /**
+   * With replicas on one database, a refresh runs only under the instance's token lock: Concur
+   * rotates the refresh token on every use, so two replicas refreshing at once would strand the
+   * instance (the slower one sends a spent token). Under the lock, a good access token another
+   * replica stored is taken as it is; otherwise the refresh starts from the newest stored
+   * refresh token, and its result is saved before the lock is let go.
+   */
   private async refresh(): Promise<void> {
+    const cluster = this.deps.store.cluster;
+    if (!cluster) return this.refreshNow();
+    await cluster.withTokenLock(this.deps.instance, async (stored) => {
+      if (stored && stored.seedHash === this.seedHash) {
+        if (this.adoptAccessToken(stored)) return;
+        // A refresh token rotated here and not yet saved is newer than the stored one; else the
+        // stored one is (this replica's own, or another's rotation since).
+        if (!this.unsaved && stored.refreshToken !== this.refreshToken) {
+          this.deps.onSecret(stored.refreshToken);
+          this.refreshToken = stored.refreshToken;
+          this.geolocation = geolocationOrigin(stored.geolocation, this.config.tokenUrl) ?? this.geolocation;
+        }
+      }
+      await this.refreshNow();
+    });
+  }
+
+  /** Takes a stored access token that is still good and not the one refused here (with its refresh token); true if taken. */
+  private adoptAccessToken(stored: AuthState): boolean {
+    const { accessToken, accessExpiresAt } = stored;
+    if (accessToken === undefined || accessExpiresAt === undefined || Date.now() >= accessExpiresAt || accessToken === this.rejected) return false;
+    if (this.unsaved) return false;
+    this.deps.onSecret(accessToken);
+    this.deps.onSecret(stored.refreshToken);
+    this.accessToken = accessToken;
+    this.expiresAt = accessExpiresAt;
+    this.refreshToken = stored.refreshToken;
+    this.geolocation = geolocationOrigin(stored.geolocation, this.config.tokenUrl) ?? this.geolocation;
+    return true;
+  }
+
+  private async refreshNow(): Promise<void> {
     const url = refreshUrl(this.config.tokenUrl, this.geolocation);
     let answer: TokenAnswer | undefined;
     try {
@@ -317,7 +362,8 @@ class RefreshTokenAuth implements Authenticator {
     const stated = Number(body.expires_in ?? 3600);
     const lifetimeMs = (Number.isFinite(stated) && stated >= 0 ? stated : 3600) * 1000;
     this.accessToken = body.access_token;
-    this.expiresAt = refreshAtMs(Date.now(), lifetimeMs, this.phase);
+    // Whole ms: the stored expiry is an integer column (PostgreSQL's BIGINT refuses a fraction).
+    this.expiresAt = Math.floor(refreshAtMs(Date.now(), lifetimeMs, this.phase));
     this.geolocation = geolocationOrigin(body.geolocation, this.config.tokenUrl) ?? this.geolocation;
     if (typeof body.refresh_token === 'string' && body.refresh_token !== '') {
       this.deps.onSecret(body.refresh_token);

@@ -42,9 +42,10 @@ export interface Store {
   recordAttempts(attempts: readonly { attempt: AttemptRecord; outcome: AttemptOutcome }[]): Promise<void>;
   /**
    * For strictly ordered delivery: the oldest pending notification of each of `instances`, if it
-   * is due (and, on a shared store, not claimed by another replica: it is claimed for this one).
+   * is due (and, on a shared store, not claimed by another replica: it is claimed for this one,
+   * within its group's `max` as dueNotifications counts it).
    */
-  dueHeads(now: number, instances: readonly string[]): Promise<OutboxEntry[]>;
+  dueHeads(now: number, instances: readonly string[], groups?: readonly DeliveryGroup[]): Promise<OutboxEntry[]>;
   /** Instances that have pending notifications. */
   instancesWithPending(): Promise<string[]>;
   /** Throws when the database cannot take a write (read-only disk, lost lock): for health checks. */
@@ -107,9 +108,11 @@ export interface Store {
 
 /**
  * A callback URL: at most `max` of its instances' notifications in flight at once, counted across
- * every replica. `key` names it the same on every replica (the URL).
+ * every replica. `key` names it the same on every replica (the URL). `claimMs`: how long a claim
+ * of one of its notifications lasts, longer than any request to it may take (its instances'
+ * longest delivery timeout and a margin); the store's default when left out.
  */
-export type DeliveryGroup = { key: string; instances: readonly string[]; max: number };
+export type DeliveryGroup = { key: string; instances: readonly string[]; max: number; claimMs?: number };
 
 /** A stream lease held by this replica: `fence` numbers the holding, higher with every new holder. */
 export type Lease = { streamId: number; fence: number };

@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import { MigrationError, readMigrations } from '../migrate.js';
+import { withClient } from './pool.js';
 
 /** PostgreSQL's migrations, numbered as SQLite's. */
 export const PG_MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/postgres/', import.meta.url));
@@ -14,8 +15,7 @@ const MIGRATION_LOCK = 0x706f6c6c; // "poll"
  * know was written by a newer pollbridge: refused.
  */
 export async function migratePg(pool: pg.Pool, migrations = readMigrations(PG_MIGRATIONS_DIR)): Promise<number[]> {
-  const client = await pool.connect();
-  try {
+  return withClient(pool, async (client) => {
     await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
     try {
       await client.query(`CREATE TABLE IF NOT EXISTS pollbridge_migrations (
@@ -44,9 +44,7 @@ export async function migratePg(pool: pg.Pool, migrations = readMigrations(PG_MI
     } finally {
       await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => {});
     }
-  } finally {
-    client.release();
-  }
+  });
 }
 
 /** For read-only commands: a database lacking a migration of this version is refused by name. */

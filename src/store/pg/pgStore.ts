@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
+import type pg from 'pg';
 import type { Store } from '../types.js';
 import type { PgContext } from './context.js';
 import { PgCluster } from './pgCluster.js';
@@ -30,8 +31,8 @@ export const DEFAULT_CLAIM_MS = 90_000;
 export class PgStore implements Store {
   readonly cluster: PgCluster;
 
-  private constructor(private readonly ctx: PgContext, readonly url: string) {
-    this.cluster = new PgCluster(ctx);
+  private constructor(private readonly ctx: PgContext, readonly url: string, private readonly leasePool: pg.Pool) {
+    this.cluster = new PgCluster(ctx, leasePool);
   }
 
   static async open(url: string, options: PgStoreOptions = {}): Promise<PgStore> {
@@ -46,7 +47,10 @@ export class PgStore implements Store {
     const ctx: PgContext = {
       pool, replica: { id: randomUUID(), name: options.replicaName ?? hostname() }, claimMs: options.claimMs ?? DEFAULT_CLAIM_MS, chains: new Map(),
     };
-    return new PgStore(ctx, url);
+    // Lease rounds on connections of their own: behind a burst of page commits holding every
+    // connection of the main pool, a renewal would wait, fail, and stop this replica's polling.
+    const leasePool = createPool(url, { max: 2, connectTimeoutMs: options.connectTimeoutMs }, options.onIdleError);
+    return new PgStore(ctx, url, leasePool);
   }
 
   openStream: Store['openStream'] = async (instance, resource, initialCursor) => (await polling.openStreams(this.ctx, [{ instance, resource, initialCursor }]))[0]!;
@@ -68,7 +72,7 @@ export class PgStore implements Store {
   dueNotifications: Store['dueNotifications'] = (now, limit, exclude, instances, groups) => outbox.dueNotifications(this.ctx, now, limit, exclude, instances, groups);
   nextDueAt: Store['nextDueAt'] = (unordered, ordered) => outbox.nextDueAt(this.ctx, unordered, ordered);
   recordAttempts: Store['recordAttempts'] = (attempts) => outbox.recordAttempts(this.ctx, attempts);
-  dueHeads: Store['dueHeads'] = (now, instances) => outbox.dueHeads(this.ctx, now, instances);
+  dueHeads: Store['dueHeads'] = (now, instances, groups) => outbox.dueHeads(this.ctx, now, instances, groups);
   instancesWithPending: Store['instancesWithPending'] = () => outbox.instancesWithPending(this.ctx);
   expediteRetries: Store['expediteRetries'] = (instance, now) => outbox.expediteRetries(this.ctx, instance, now);
   recordCallouts: Store['recordCallouts'] = (receipts) => outbox.recordCallouts(this.ctx, receipts);
@@ -81,6 +85,6 @@ export class PgStore implements Store {
   calloutCounts: Store['calloutCounts'] = () => outbox.calloutCounts(this.ctx);
 
   async close(): Promise<void> {
-    await this.ctx.pool.end();
+    await Promise.all([this.ctx.pool.end(), this.leasePool.end()]);
   }
 }
