@@ -5,9 +5,9 @@
  * the simulator runs here, the receiver in a process of its own (the steady scenario, steady.ts,
  * runs its simulator in a process of its own too, and so does the callout scenario, callouts.ts,
  * with its load generator and its bare baseline server, and the fleet scenario, fleet.ts, its
- * simulator of many companies and its bare request loop).
+ * simulator of many companies and its bare request loop; the PostgreSQL scenario, postgres.ts,
+ * starts a PostgreSQL server of its own).
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -20,58 +20,16 @@ import Database from 'better-sqlite3';
 import got from 'got';
 import { ConcurSim } from '../dist/sim/concurSim.js';
 import { SqliteStore } from '../dist/store/sqliteStore.js';
+import { cpuPerPage, PAGE, runBackfill, withBackfill } from './backfill.js';
 import { INSTANCE, log, percentile, RESOURCE, ROOT, type Row, startDaemon, writeConfig } from './parts.js';
 import { callouts } from './callouts.js';
 import { fleet } from './fleet.js';
+import { postgres } from './postgres.js';
 import { steady } from './steady.js';
 
-const PAGE = 100;
 const EVENTS_PER_NOTIFICATION = 10;
 
 const rows: Row[] = [];
-
-// ---------------------------------------------------------------------------------------------
-// Parts: the receiver (the daemon and its config are in parts.ts).
-
-/** The receiver's code: answers 200 at once and keeps the time of each request. */
-const RECEIVER = `
-const http = require('node:http');
-const times = [];
-const server = http.createServer((req, res) => {
-  req.resume();
-  req.on('end', () => { times.push(performance.now()); res.writeHead(200).end(); });
-});
-server.keepAliveTimeout = 60000;
-server.listen(0, '127.0.0.1', () => process.send({ port: server.address().port }));
-process.on('message', () => { process.send({ times }); times.length = 0; });
-`;
-
-type Receiver = { url: string; times(): Promise<number[]>; close(): Promise<void> };
-
-/**
- * A receiver in a process of its own. On the simulator's thread, answering tens of thousands
- * of deliveries would slow the simulator's pages, and the ingest figure would measure the
- * harness rather than pollbridge.
- */
-async function startReceiver(): Promise<Receiver> {
-  const child = spawn(process.execPath, ['-e', RECEIVER], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  const { port } = await new Promise<{ port: number }>((resolve) => child.once('message', (m) => resolve(m as { port: number })));
-  return {
-    url: `http://127.0.0.1:${port}/hook`,
-    times: () => new Promise((resolve) => {
-      child.once('message', (m) => resolve((m as { times: number[] }).times));
-      child.send('times');
-    }),
-    close: async () => {
-      child.kill();
-      await new Promise((r) => child.once('exit', r));
-    },
-  };
-}
-
-function seedReports(sim: ConcurSim, count: number, fromMs: number): void {
-  for (let i = 0; i < count; i++) sim.createReport({}, { modifiedMs: fromMs + i });
-}
 
 // ---------------------------------------------------------------------------------------------
 // Baselines.
@@ -131,33 +89,10 @@ async function gotBaseline(url: string, bodies: string[], concurrency: number): 
 // ---------------------------------------------------------------------------------------------
 // Measurements.
 
-type Backfill = { dir: string; sim: ConcurSim; receiver: Receiver; config: string; from: number };
-
-/** A simulator holding `records` reports changed an hour ago, a receiver, and a config; cleaned up after. */
-async function withBackfill<T>(records: number, run: (b: Backfill) => Promise<T>): Promise<T> {
-  const dir = mkdtempSync(join(os.tmpdir(), 'pollbridge-bench-'));
-  const sim = new ConcurSim();
-  const simUrl = await sim.start();
-  const receiver = await startReceiver();
-  try {
-    const from = Date.now() - 3_600_000;
-    seedReports(sim, records, from);
-    return await run({ dir, sim, receiver, config: writeConfig(dir, simUrl, receiver.url, '0 0 1 1 *', PAGE), from });
-  } finally {
-    await receiver.close();
-    await sim.stop();
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
 async function ingestAndDelivery(records: number): Promise<void> {
-  await withBackfill(records, async ({ dir, sim, receiver, config, from }) => {
-    log(`ingest: backfill of ${records} records…`);
-    const daemon = startDaemon(['run', '--once', '-c', config, '--since', new Date(from - 1000).toISOString()]);
-    const code = await daemon.exited;
-    if (code !== 0) throw new Error(`daemon exited ${code}`);
-    const poll = daemon.logs.find((l) => l.message === 'poll finished')!;
-    const ingestRate = records / ((poll.durationMs as number) / 1000);
+  await withBackfill(records, async (backfill) => {
+    const { dir, sim, receiver } = backfill;
+    const { daemon, ingestRate, notifications, deliveryRate } = await runBackfill(backfill, 'SQLite');
     // The bodies as queued, so as sent: the baselines write and post the same bytes.
     const db = new Database(join(dir, 'pollbridge.db'), { readonly: true });
     const bodies = db.prepare('SELECT body FROM notifications ORDER BY seq').pluck().all() as string[];
@@ -168,18 +103,14 @@ async function ingestAndDelivery(records: number): Promise<void> {
     rows.push({ metric: `ingest, ${records} records, ${PAGE}/page`, value: ingestRate, unit: 'records/s', baseline, ratio: ingestRate / baseline, target: '≥ 0.5× raw SQLite', ok: ingestRate / baseline >= 0.5 });
     // Where a page's time goes: CPU of the daemon (all threads) and of the simulator per page,
     // against the baseline's whole time per page (it runs alone, after the backfill).
-    const [first, last] = daemon.cpuMarks;
-    if (first && last) {
-      const pages = (last.records - first.records) / PAGE;
-      rows.push({ metric: 'daemon CPU per page (all threads)', value: (last.daemonMs - first.daemonMs) / pages, unit: 'ms', target: '—', ok: true });
-      rows.push({ metric: 'simulator CPU per page', value: (last.simMs - first.simMs) / pages, unit: 'ms', target: '—', ok: true });
+    const cpu = cpuPerPage(daemon);
+    if (cpu) {
+      rows.push({ metric: 'daemon CPU per page (all threads)', value: cpu.daemonMs, unit: 'ms', target: '—', ok: true });
+      rows.push({ metric: 'simulator CPU per page', value: cpu.simMs, unit: 'ms', target: '—', ok: true });
       rows.push({ metric: 'wall time per page: daemon / raw SQLite', value: (1000 * PAGE) / ingestRate, unit: 'ms', baseline: (1000 * PAGE) / baseline, target: '—', ok: true });
     }
     rows.push({ metric: `peak RSS of the daemon, ${records} backfill`, value: daemon.peakRssMb(), unit: 'MB', target: '≤ 150 MB', ok: daemon.peakRssMb() <= 150 });
 
-    const times = await receiver.times();
-    const notifications = times.length;
-    const deliveryRate = notifications / ((times.at(-1)! - times[0]!) / 1000);
     const gotRate = await gotBaseline(receiver.url, bodies, 4);
     rows.push({ metric: `delivery, ${notifications} notifications, 4 in flight`, value: deliveryRate, unit: 'notifications/s', baseline: gotRate, ratio: deliveryRate / gotRate, target: '≥ 0.5× bare got loop', ok: deliveryRate / gotRate >= 0.5 });
   });
@@ -286,7 +217,7 @@ function options(): { parts: Part[]; steadySeconds: number } {
   return { parts: parts as Part[], steadySeconds };
 }
 
-const PARTS = ['ingest', 'scale', 'latency', 'steady', 'callouts', 'fleet'] as const;
+const PARTS = ['ingest', 'scale', 'latency', 'steady', 'callouts', 'fleet', 'postgres'] as const;
 type Part = (typeof PARTS)[number];
 
 /** The rows of the parts not run this time, from the last results.json, so that `--only` keeps them. */
@@ -308,6 +239,7 @@ async function main(): Promise<void> {
     steady: async () => void rows.push(...(await steady(steadySeconds))),
     callouts: async () => void rows.push(...(await callouts())),
     fleet: async () => void rows.push(...(await fleet())),
+    postgres: async () => void rows.push(...(await postgres())),
   };
   for (const part of PARTS.filter((p) => parts.includes(p))) {
     const from = rows.length;

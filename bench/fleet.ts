@@ -21,14 +21,14 @@ import { fleetConfigFor, fleetInstanceName } from '../dist/sim/fleetSim.js';
 import type { BareReply, BareSetup } from './fleetBare.js';
 import { type LogLine, type Poll, pollsOf, scheduledAllMs, splitFirstRound, startedStreams, timestampMs } from './fleetLogs.js';
 import type { FleetSimReply, FleetSimSetup } from './fleetSimPeer.js';
-import { CLI, log, percentile, processCpuMs, type Row, sleep, startPeer, startScriptNodeFlags } from './parts.js';
+import { CLI, log, type Peer, percentile, processCpuMs, type Row, sleep, startPeer, startScriptNodeFlags } from './parts.js';
 
-const INTERVAL_MS = 60_000;
-const RESOURCES = 2;
+export const INTERVAL_MS = 60_000;
+export const RESOURCES = 2;
 const LATENCY_MS = 500;
 /** Far above the 2 requests a minute each company's streams make: a 429 means polls bunched up. */
 const RATE_LIMIT_PER_SEC = 10;
-const TARGET = { lagP95s: 1, cpuRatio: 3, rssMb: 250, startS: 10, reloadS: 1 };
+export const TARGET = { lagP95s: 1, cpuRatio: 3, rssMb: 250, startS: 10, reloadS: 1 };
 /** The pageSize the reload gives one instance: its requests ask `limit=` this from then on. */
 const RELOADED_PAGE_SIZE = 37;
 /** How long after the SIGHUP the others' polls are watched for lag and interruptions. */
@@ -69,24 +69,25 @@ function ifAlive(read: () => number): number {
   }
 }
 
-const lagS = (polls: Poll[], p: number): number => (polls.length === 0 ? NaN : percentile(polls.map((x) => x.lagMs), p) / 1000);
+export const lagS = (polls: Poll[], p: number): number => (polls.length === 0 ? NaN : percentile(polls.map((x) => x.lagMs), p) / 1000);
 
 type Layout = { file: string; instanceFile: (company: number) => { path: string; inline: boolean }; layout: string };
 
 /**
  * One file per instance in `instances.d/` where the built daemon reads `instancesDir` (its
- * `validate` accepts the file), else every instance inline in `instances`.
+ * `validate` accepts the file), else every instance inline in `instances`. `database`: a SQLite
+ * file beside the config by default, or a postgres:// URL.
  */
-function writeConfig(dir: string, companies: number, simUrl: string): Layout {
+export function writeConfig(dir: string, companies: number, simUrl: string, database = './pollbridge.db'): Layout {
   const instances = fleetConfigFor(companies, simUrl, 'http://127.0.0.1:9/hook', { signatureKey: 'whsec_' + randomBytes(24).toString('base64') });
   const file = join(dir, 'poller.config.json');
   mkdirSync(join(dir, 'instances.d'));
   instances.forEach((instance) => writeFileSync(join(dir, 'instances.d', `${instance.name}.json`), JSON.stringify(instance, null, 2)));
-  writeFileSync(file, JSON.stringify({ database: './pollbridge.db', instancesDir: 'instances.d' }));
+  writeFileSync(file, JSON.stringify({ database, instancesDir: 'instances.d' }));
   if (spawnSync(process.execPath, [CLI, 'validate', '-c', file], { stdio: 'ignore' }).status === 0) {
     return { file, instanceFile: (c) => ({ path: join(dir, 'instances.d', `${fleetInstanceName(c)}.json`), inline: false }), layout: 'instances.d/, one file each' };
   }
-  writeFileSync(file, JSON.stringify({ database: './pollbridge.db', instances }));
+  writeFileSync(file, JSON.stringify({ database, instances }));
   return { file, instanceFile: () => ({ path: file, inline: true }), layout: 'inline `instances` (this daemon has no instancesDir)' };
 }
 
@@ -127,44 +128,90 @@ async function bareLoop(url: string, companies: number, minutes: number): Promis
   }
 }
 
-type Daemon = { child: ChildProcess; tail: LogTail; spawnedMs: number; exited: Promise<number | null>; close(): void };
+export type Daemon = { child: ChildProcess; tail: LogTail; spawnedMs: number; exited: Promise<number | null>; close(): void };
 
-function startDaemon(dir: string, file: string): Daemon {
-  const path = join(dir, 'daemon.log');
+/** The daemon, logging JSON to `daemon.log` in `dir`; with `replica`, as that replica, to `daemon-<replica>.log`. */
+export function startDaemon(dir: string, file: string, replica?: string): Daemon {
+  const path = join(dir, replica === undefined ? 'daemon.log' : `daemon-${replica}.log`);
   const out = openSync(path, 'w');
   const spawnedMs = Date.now();
   // As in parts.ts: `BENCH_DAEMON_FLAGS="--cpu-prof --cpu-prof-dir=DIR"` profiles the daemon.
   const extra = process.env.BENCH_DAEMON_FLAGS?.split(' ').filter((f) => f !== '') ?? [];
-  const child = spawn(process.execPath, [...startScriptNodeFlags(), ...extra, CLI, 'run', '-c', file, '--log-format', 'json'], { cwd: dir, stdio: ['ignore', out, 'inherit'] });
+  const args = ['run', '-c', file, '--log-format', 'json', ...(replica === undefined ? [] : ['--replica', replica])];
+  const child = spawn(process.execPath, [...startScriptNodeFlags(), ...extra, CLI, ...args], { cwd: dir, stdio: ['ignore', out, 'inherit'] });
   closeSync(out);
   const fd = openSync(path, 'r');
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   return { child, tail: new LogTail(fd), spawnedMs, exited, close: () => closeSync(fd) };
 }
 
-const hasExited = (d: Daemon): boolean => d.child.exitCode !== null || d.child.signalCode !== null;
+export const hasExited = (d: Daemon): boolean => d.child.exitCode !== null || d.child.signalCode !== null;
 
-/** Reads the log every 250 ms until `done` holds; false when `timeoutMs` passed first or the daemon exited. */
-async function waitLog(daemon: Daemon, done: (lines: LogLine[]) => boolean, timeoutMs: number): Promise<boolean> {
+/**
+ * Reads the logs every 250 ms until `done` holds for their lines (every daemon's, one after the
+ * other); false when `timeoutMs` passed first or a daemon exited.
+ */
+export async function waitLog(daemons: Daemon[], done: (lines: LogLine[]) => boolean, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (hasExited(daemon)) return false;
-    if (done(daemon.tail.read())) return true;
+    if (daemons.some(hasExited)) return false;
+    if (done(daemons.flatMap((d) => d.tail.read()))) return true;
     if (Date.now() > deadline) return false;
     await sleep(250);
   }
 }
 
-export async function fleet(): Promise<Row[]> {
+/** The fleet's size: `BENCH_FLEET_COMPANIES` (default 2,000) and `BENCH_FLEET_MINUTES` steady minutes (default 3). */
+export function fleetSize(): { companies: number; minutes: number; streams: number } {
   const companies = Number(process.env.BENCH_FLEET_COMPANIES ?? 2_000);
   const minutes = Number(process.env.BENCH_FLEET_MINUTES ?? 3);
   if (!Number.isInteger(companies) || companies < 2) throw new Error(`BENCH_FLEET_COMPANIES must be a whole number ≥ 2, got "${process.env.BENCH_FLEET_COMPANIES}"`);
   if (!(minutes > 0)) throw new Error(`BENCH_FLEET_MINUTES must be a number of minutes > 0, got "${process.env.BENCH_FLEET_MINUTES}"`);
-  const streams = companies * RESOURCES;
+  return { companies, minutes, streams: companies * RESOURCES };
+}
+
+/** The fleet simulators of `companies` (one for the daemon, one for the bare loop), in a process of their own. */
+export function startFleetSim(companies: number): Peer<FleetSimReply> {
+  const setup: FleetSimSetup = { companies, latencyMs: LATENCY_MS, rateLimitPerSec: RATE_LIMIT_PER_SEC };
+  return startPeer<FleetSimReply>('./fleetSimPeer.js', [JSON.stringify(setup)]);
+}
+
+const isStarted = (l: LogLine): boolean => l.message === 'pollbridge started';
+const polledStreams = (lines: LogLine[]): number => new Set(lines.filter((l) => l.message === 'poll finished').map((l) => `${String(l.instance)}/${String(l.resource)}`)).size;
+
+/**
+ * Waits for every daemon's `pollbridge started` line, then for the first round: each of the
+ * `streams` polled once, by any of them. Returns each daemon's `pollbridge started` line.
+ */
+export async function awaitFirstRound(daemons: Daemon[], streams: number): Promise<LogLine[]> {
+  if (!(await waitLog(daemons, (lines) => lines.filter(isStarted).length >= daemons.length, 120_000))) {
+    const dead = daemons.find(hasExited);
+    throw new Error(`a daemon did not log "pollbridge started" within 120 s${dead ? ` (one exited: ${dead.child.exitCode ?? dead.child.signalCode})` : ''}`);
+  }
+  const started = daemons.map((d) => d.tail.lines.find(isStarted)!);
+  const startups = daemons.map((d, i) => `${((timestampMs(started[i]!) - d.spawnedMs) / 1000).toFixed(2)} s (${startedStreams(started[i]!) ?? '?'} streams)`);
+  log(`fleet: started in ${startups.join(', ')}; first round…`);
+  await waitLog(daemons, (lines) => polledStreams(lines) >= streams, 2 * INTERVAL_MS + 30_000);
+  log(`fleet: first round ${polledStreams(daemons.flatMap((d) => d.tail.lines))} of ${streams} streams`);
+  return started;
+}
+
+/** SIGTERM, SIGKILL after 30 s, and its log closed. */
+export async function stopFleetDaemon(daemon: Daemon): Promise<void> {
+  if (!hasExited(daemon)) {
+    daemon.child.kill('SIGTERM');
+    const timer = setTimeout(() => daemon.child.kill('SIGKILL'), 30_000);
+    await daemon.exited;
+    clearTimeout(timer);
+  }
+  daemon.close();
+}
+
+export async function fleet(): Promise<Row[]> {
+  const { companies, minutes, streams } = fleetSize();
   const name = `fleet ${streams.toLocaleString('en-US')} streams`;
   const dir = mkdtempSync(join(os.tmpdir(), 'pollbridge-bench-'));
-  const simSetup: FleetSimSetup = { companies, latencyMs: LATENCY_MS, rateLimitPerSec: RATE_LIMIT_PER_SEC };
-  const sim = startPeer<FleetSimReply>('./fleetSimPeer.js', [JSON.stringify(simSetup)]);
+  const sim = startFleetSim(companies);
   let daemon: Daemon | undefined;
   try {
     const { bareUrl, daemonUrl } = await sim.ask(undefined, 'ready', 30_000);
@@ -175,22 +222,16 @@ export async function fleet(): Promise<Row[]> {
     log(`fleet: the daemon, ${companies} companies (${layout.layout}), ${LATENCY_MS} ms answers, a 1-minute schedule…`);
     daemon = startDaemon(dir, layout.file);
     const d = daemon;
-    if (!(await waitLog(d, (lines) => lines.some((l) => l.message === 'pollbridge started'), 120_000))) {
-      throw new Error(`the daemon did not log "pollbridge started" within 120 s${hasExited(d) ? ` (it exited: ${d.child.exitCode ?? d.child.signalCode})` : ''}`);
-    }
-    const startedLine = d.tail.lines.find((l) => l.message === 'pollbridge started')!;
-    const startedMs = timestampMs(startedLine);
+    const [startedLine] = await awaitFirstRound([d], streams);
+    const startedMs = timestampMs(startedLine!);
     const startupS = (startedMs - d.spawnedMs) / 1000;
-    log(`fleet: started in ${startupS.toFixed(2)} s (${startedStreams(startedLine) ?? '?'} streams); first round…`);
-    const firstPolled = (lines: LogLine[]): number => new Set(lines.filter((l) => l.message === 'poll finished').map((l) => `${String(l.instance)}/${String(l.resource)}`)).size;
-    await waitLog(d, (lines) => firstPolled(lines) >= streams, 2 * INTERVAL_MS + 30_000);
 
     const steadyFrom = Date.now();
     const cpu0 = ifAlive(() => processCpuMs(d.child.pid!));
     const rss: number[] = [];
-    log(`fleet: first round ${firstPolled(d.tail.lines)} of ${streams} streams; ${minutes} steady min…`);
+    log(`fleet: ${minutes} steady min…`);
     const steadyUntil = steadyFrom + minutes * INTERVAL_MS;
-    await waitLog(d, () => {
+    await waitLog([d], () => {
       rss.push(ifAlive(() => statusKb(d.child.pid!, 'VmRSS')) / 1024);
       return Date.now() >= steadyUntil;
     }, minutes * INTERVAL_MS + 10_000);
@@ -254,15 +295,7 @@ export async function fleet(): Promise<Row[]> {
       { metric: `${name}: 429s at ${RATE_LIMIT_PER_SEC} requests/s per company`, value: stats.daemon.rateLimited, unit: 'answers', target: '—', ok: true },
     ];
   } finally {
-    if (daemon) {
-      if (daemon.child.exitCode === null && daemon.child.signalCode === null) {
-        daemon.child.kill('SIGTERM');
-        const timer = setTimeout(() => daemon?.child.kill('SIGKILL'), 30_000);
-        await daemon.exited;
-        clearTimeout(timer);
-      }
-      daemon.close();
-    }
+    if (daemon) await stopFleetDaemon(daemon);
     await sim.close();
     rmSync(dir, { recursive: true, force: true });
   }

@@ -77,3 +77,25 @@ export function scheduledAllMs(lines: LogLine[], firstRound: Poll[], streams: nu
 }
 
 export const timestampMs = at;
+
+/** A poll and the replica whose log it came from. */
+export type ReplicaPoll = Poll & { replica: string };
+
+/**
+ * How the streams polled in [fromMs, toMs) (by when each poll finished) spread over `replicas`:
+ * each stream counts for the replica of its last poll there (the one holding it at the end), and
+ * `moved` counts the streams polled there by more than one replica (handed over meanwhile).
+ */
+export function spreadOf(polls: ReplicaPoll[], replicas: string[], fromMs: number, toMs: number): { held: Map<string, number>; moved: number } {
+  const last = new Map<string, ReplicaPoll>();
+  const pollers = new Map<string, Set<string>>();
+  for (const p of polls) {
+    if (p.finishedMs < fromMs || p.finishedMs >= toMs) continue;
+    const before = last.get(p.stream);
+    if (!before || p.finishedMs >= before.finishedMs) last.set(p.stream, p);
+    pollers.set(p.stream, (pollers.get(p.stream) ?? new Set()).add(p.replica));
+  }
+  const held = new Map(replicas.map((r) => [r, 0]));
+  for (const p of last.values()) held.set(p.replica, (held.get(p.replica) ?? 0) + 1);
+  return { held, moved: [...pollers.values()].filter((s) => s.size > 1).length };
+}

@@ -19,10 +19,11 @@ export type Row = { metric: string; value: number; unit: string; baseline?: numb
 
 export const log = (line: string): void => void process.stderr.write(`${line}\n`);
 
-export function writeConfig(dir: string, simUrl: string, callback: string, cron: string, pageSize: number): string {
+/** `database`: a SQLite file beside the config by default, or a postgres:// URL. */
+export function writeConfig(dir: string, simUrl: string, callback: string, cron: string, pageSize: number, database = './pollbridge.db'): string {
   const c = DEFAULT_SIM_CREDENTIALS;
   const config = {
-    database: './pollbridge.db',
+    database,
     instances: [{
       name: INSTANCE,
       element: { key: 'concur' },

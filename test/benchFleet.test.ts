@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type LogLine, pollsOf, scheduledAllMs, splitFirstRound, startedStreams } from '../bench/fleetLogs.js';
+import { type LogLine, pollsOf, scheduledAllMs, splitFirstRound, spreadOf, startedStreams } from '../bench/fleetLogs.js';
 
 /** The fleet bench's reading of the daemon's log lines (bench/fleetLogs.ts). */
 
@@ -65,5 +65,33 @@ describe('fleet bench: due times and lags from the poll lines', () => {
     expect(startedStreams({ streams: 4000 })).toBe(4000);
     expect(startedStreams({ streams: ['A/reports', 'A/entries'] })).toBe(2);
     expect(startedStreams({})).toBeUndefined();
+  });
+});
+
+describe('fleet bench on replicas: how the streams spread', () => {
+  const poll = (stream: string, replica: string, finishedMs: number) => ({ stream, replica, dueMs: finishedMs - 600, lagMs: 0, finishedMs });
+
+  it('counts each stream for the replica of its last poll in the span, and the streams handed over in it', () => {
+    const { held, moved } = spreadOf([
+      poll('A/reports', 'r1', T0 + 1_000),
+      poll('A/reports', 'r2', T0 + 61_000),
+      poll('B/reports', 'r2', T0 + 2_000),
+      poll('B/reports', 'r2', T0 + 62_000),
+      poll('C/reports', 'r1', T0 + 3_000),
+      // Outside the span: neither counted nor a hand-over.
+      poll('C/reports', 'r3', T0 + 200_000),
+      poll('D/reports', 'r3', T0 - 1),
+    ], ['r1', 'r2', 'r3'], T0, T0 + 120_000);
+    expect(Object.fromEntries(held)).toEqual({ r1: 1, r2: 2, r3: 0 });
+    expect(moved).toBe(1);
+  });
+
+  it('takes the last poll by its finish, whatever the order of the lines (one log per replica)', () => {
+    const { held, moved } = spreadOf([
+      poll('A/reports', 'r2', T0 + 61_000),
+      poll('A/reports', 'r1', T0 + 1_000),
+    ], ['r1', 'r2'], T0, T0 + 120_000);
+    expect(Object.fromEntries(held)).toEqual({ r1: 0, r2: 1 });
+    expect(moved).toBe(1);
   });
 });
