@@ -5,8 +5,8 @@
  * the simulator runs here, the receiver in a process of its own (the steady scenario, steady.ts,
  * runs its simulator in a process of its own too, and so does the callout scenario, callouts.ts,
  * with its load generator and its bare baseline server, and the fleet scenario, fleet.ts, its
- * simulator of many companies and its bare request loop; the PostgreSQL scenario, postgres.ts,
- * starts a PostgreSQL server of its own).
+ * simulator of many companies and its bare request loop; the PostgreSQL scenarios, postgres.ts
+ * and failover.ts, start a PostgreSQL server of their own).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -25,6 +25,7 @@ import { INSTANCE, log, percentile, RESOURCE, ROOT, type Row, startDaemon, write
 import { callouts } from './callouts.js';
 import { fleet } from './fleet.js';
 import { postgres } from './postgres.js';
+import { failover } from './failover.js';
 import { steady } from './steady.js';
 
 const EVENTS_PER_NOTIFICATION = 10;
@@ -217,7 +218,7 @@ function options(): { parts: Part[]; steadySeconds: number } {
   return { parts: parts as Part[], steadySeconds };
 }
 
-const PARTS = ['ingest', 'scale', 'latency', 'steady', 'callouts', 'fleet', 'postgres'] as const;
+const PARTS = ['ingest', 'scale', 'latency', 'steady', 'callouts', 'fleet', 'postgres', 'failover'] as const;
 type Part = (typeof PARTS)[number];
 
 /** The rows of the parts not run this time, from the last results.json, so that `--only` keeps them. */
@@ -240,6 +241,7 @@ async function main(): Promise<void> {
     callouts: async () => void rows.push(...(await callouts())),
     fleet: async () => void rows.push(...(await fleet())),
     postgres: async () => void rows.push(...(await postgres())),
+    failover: async () => void rows.push(...(await failover())),
   };
   for (const part of PARTS.filter((p) => parts.includes(p))) {
     const from = rows.length;
