@@ -58,6 +58,13 @@ export async function failover(): Promise<Row[]> {
   const dir = mkdtempSync(join(os.tmpdir(), 'pollbridge-bench-'));
   const sim = startFleetSim(companies);
   const daemons: Daemon[] = [];
+  const stopped = new Set<Daemon>();
+  /** Each daemon stopped (and its log closed) once, whether by the measurement or at the end. */
+  const stop = async (d: Daemon): Promise<void> => {
+    if (stopped.has(d)) return;
+    stopped.add(d);
+    await stopFleetDaemon(d);
+  };
   const url = await server.createDatabase('bench_failover');
   const db = new pg.Client({ connectionString: url });
   try {
@@ -89,7 +96,7 @@ export async function failover(): Promise<Row[]> {
     const stopStreams = new Set([...beforeStop].filter(([, r]) => r === `r${stopping}`).map(([k]) => k));
     log(`failover: SIGTERM of r${stopping} (${stopStreams.size} streams)…`);
     const stoppedAt = Date.now();
-    await stopFleetDaemon(daemons[stopping]!);
+    await stop(daemons[stopping]!);
     const afterStop = await until(db, stoppedAt, (h) => [...stopStreams].every((k) => h.get(k) !== '' && h.get(k) !== `r${stopping}`));
     const last = daemons.filter((_, i) => i !== victim && i !== stopping);
     await sleep(stoppedAt + WATCH_MS - Date.now());
@@ -105,7 +112,7 @@ export async function failover(): Promise<Row[]> {
       { metric: 'handover, SIGTERM: worst schedule lag of its streams\' polls in the 2 min after', value: stopLagS, unit: 's', target: `≤ ${(leaseS / 3 + 1).toFixed(0)} s`, ok: stopLagS <= leaseS / 3 + 1 },
     ];
   } finally {
-    for (const d of daemons) await stopFleetDaemon(d);
+    for (const d of daemons) await stop(d);
     await db.end().catch(() => {});
     await sim.close();
     await server.stop();
