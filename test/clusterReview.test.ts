@@ -138,21 +138,29 @@ describePg('replicas under attack', () => {
   it('a clean stop hands the streams over at once, not after the deliveries in flight have ended', async () => {
     const url = await freshPgDatabase();
     const { sim, receiver, start, all } = await fleet(url);
-    const a = await start('vm-a', all, 8000);
+    const a = await start('vm-a', all, 60_000);
     const b = await start('vm-b', all);
     void b;
     await waitFor('both replicas hold streams', async () => new Set((await holders(url)).values()).size === 2, 20_000);
-    // vm-a's deliveries hang: its stop waits for them up to its grace of 8 s.
-    receiver.respond = () => new Promise((r) => setTimeout(() => r(200), 6000));
+    // vm-a's deliveries hang until released: its stop waits for them (its grace is a minute).
+    let release!: () => void;
+    const answered = new Promise<void>((r) => { release = r; });
+    receiver.respond = () => answered.then(() => 200);
     sim.createReport();
     await waitFor('a delivery of vm-a\'s in flight', async () => (await query(url, `SELECT 1 FROM notifications n JOIN replicas r ON r.id = n.claimed_by
       WHERE r.name = 'vm-a' AND n.status = 'pending' AND n.claim_until > now()`)).length > 0 && receiver.inFlight > 0, 20_000);
-    const stopping = a.daemon.stop();
+    let stopped = false;
+    const stopping = a.daemon.stop().finally(() => { stopped = true; });
     cleanups.push(() => stopping);
+    cleanups.push(async () => release());
+    // The order, not a time: vm-b holds every stream while vm-a's delivery is still unanswered.
     await waitFor('vm-b polls every stream while vm-a finishes its deliveries', async () => {
       const h = await holders(url);
       return h.size === TENANTS.length && [...h.values()].every((n) => n === 'vm-b');
-    }, 4000);
+    }, 20_000);
+    expect(receiver.inFlight).toBeGreaterThan(0);
+    expect(stopped).toBe(false);
+    release();
     await stopping;
-  }, 60_000);
+  }, 90_000);
 });
