@@ -124,4 +124,27 @@ describePg('the token lock', () => {
     // The store goes on: a new connection from the pool takes the lock.
     await expect(a!.cluster.withTokenLock('acme', async () => 'again')).resolves.toBe('again');
   });
+
+  // A refresh talks to Concur while its lock's transaction sits idle; the store's other
+  // connections are ended by the server after 5 s idle in a transaction. The lock's must not be:
+  // a second replica would refresh with the token the first is spending (invalid_grant).
+  it('a refresh slower than the 5 s idle limit of the other connections keeps its lock to its end', async () => {
+    const url = await freshPgDatabase('tokenlock');
+    const [a, b] = await stores(url, 2);
+    const order: string[] = [];
+    const first = a!.cluster.withTokenLock('Slow', async () => {
+      order.push('a in');
+      await sleep(6500);
+      order.push('a out');
+      return 'a';
+    });
+    await sleep(300);
+    const second = b!.cluster.withTokenLock('Slow', async () => {
+      order.push('b in');
+      return 'b';
+    });
+    expect(await first).toBe('a');
+    expect(await second).toBe('b');
+    expect(order).toEqual(['a in', 'a out', 'b in']);
+  }, 30_000);
 });

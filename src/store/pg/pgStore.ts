@@ -7,7 +7,7 @@ import { PgCluster } from './pgCluster.js';
 import { migratePg, requireMigratedPg } from './pgMigrate.js';
 import * as outbox from './pgOutbox.js';
 import * as polling from './pgStreams.js';
-import { LOCK_WAIT_MS, TOKEN_LOCK_CONNECTIONS } from './pgTokenLock.js';
+import { LOCK_WAIT_MS, TOKEN_LOCK_CONNECTIONS, TOKEN_LOCK_IDLE_MS } from './pgTokenLock.js';
 import { createPool, type PgPoolOptions } from './pool.js';
 
 export type PgStoreOptions = PgPoolOptions & {
@@ -45,7 +45,10 @@ export class PgStore implements Store {
       await pool.end().catch(() => {});
       throw err;
     }
-    const lockPool = createPool(url, { max: TOKEN_LOCK_CONNECTIONS, connectTimeoutMs: LOCK_WAIT_MS }, options.onIdleError);
+    // A lock's transaction is idle while its refresh talks to Concur (retries and Retry-After
+    // waits included): the server must not end it after the 5 s of the others, or a second
+    // replica refreshes with the token this one is spending.
+    const lockPool = createPool(url, { max: TOKEN_LOCK_CONNECTIONS, connectTimeoutMs: LOCK_WAIT_MS, idleInTransactionMs: TOKEN_LOCK_IDLE_MS }, options.onIdleError);
     const ctx: PgContext = {
       pool, lockPool, replica: { id: randomUUID(), name: options.replicaName ?? hostname() }, claimMs: options.claimMs ?? DEFAULT_CLAIM_MS, chains: new Map(),
     };

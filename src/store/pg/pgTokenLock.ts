@@ -25,6 +25,13 @@ export const LOCK_WAIT_MS = 45_000;
 export const TOKEN_LOCK_CONNECTIONS = 8;
 
 /**
+ * How long a lock holder's transaction may sit idle while its refresh runs (ms): longer than a
+ * refresh can take, its 4 attempts of 10 s with their waits, up to 2 min each on a Retry-After.
+ * Past it, the server ends the session (a replica cut off mid-refresh) and the lock is free.
+ */
+export const TOKEN_LOCK_IDLE_MS = 10 * 60_000;
+
+/**
  * Runs `refresh` holding `instance`'s token lock: a transaction-scoped advisory lock on a
  * connection of its own, let go when that transaction ends. `refresh` gets the auth state stored
  * when the lock was taken, and saves its result through the pool before it returns, so the save
