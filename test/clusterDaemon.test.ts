@@ -1,4 +1,3 @@
-import pg from 'pg';
 import { afterEach, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
 import { assign } from '../src/daemon/assignment.js';
@@ -7,7 +6,7 @@ import { parseConcurDate } from '../src/sim/concurSim.js';
 import { withCallout } from './helpers/callout.js';
 import { runCli } from './helpers/cli.js';
 import { captureLogger, FAST_FETCH } from './helpers/harness.js';
-import { describePg, freshPgDatabase } from './helpers/pg.js';
+import { describePg, freshPgDatabase, holders, query } from './helpers/pg.js';
 import { startSimAndReceiver } from './helpers/receiver.js';
 import { SIM_ENV, simConfig } from './helpers/simConfig.js';
 import { tenantInstance } from './helpers/tenants.js';
@@ -21,23 +20,7 @@ afterEach(async () => {
 
 const TENANTS = Array.from({ length: 12 }, (_, i) => `tenant-${i}`);
 
-async function query<T extends pg.QueryResultRow>(url: string, text: string): Promise<T[]> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query<T>(text)).rows;
-  } finally {
-    await client.end();
-  }
-}
 
-/** Who holds which stream by the database's view, by instance name (running leases of live replicas only). */
-async function holders(url: string): Promise<Map<string, string>> {
-  const rows = await query<{ instance: string; replica: string }>(url, `
-    SELECT s.instance, r.name AS replica FROM stream_leases l JOIN streams s ON s.id = l.stream_id
-    JOIN replicas r ON r.id = l.replica_id AND r.expires_at > now() WHERE l.expires_at > now()`);
-  return new Map(rows.map((r) => [r.instance, r.replica]));
-}
 
 /** Where rendezvous puts the tenants' streams over replicas of these names. */
 function expected(names: string[]): Map<string, string> {

@@ -2,12 +2,11 @@
  * Attacks on the daemon side of replicas: configs that differ between replicas, `run --once`
  * alone and beside running replicas, a clean stop while a delivery is in flight.
  */
-import pg from 'pg';
 import { afterEach, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
 import { Daemon } from '../src/daemon/daemon.js';
 import { captureLogger, FAST_FETCH } from './helpers/harness.js';
-import { describePg, freshPgDatabase } from './helpers/pg.js';
+import { describePg, freshPgDatabase, holders, query } from './helpers/pg.js';
 import { randomBytes } from 'node:crypto';
 import { ConcurSim } from '../src/sim/concurSim.js';
 import { instantFromMs } from '../src/time/instant.js';
@@ -23,23 +22,7 @@ afterEach(async () => {
 
 const TENANTS = Array.from({ length: 12 }, (_, i) => `tenant-${i}`);
 
-async function query<T extends pg.QueryResultRow>(url: string, text: string): Promise<T[]> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query<T>(text)).rows;
-  } finally {
-    await client.end();
-  }
-}
 
-/** Who holds which stream by the database's view, by instance name (running leases of live replicas only). */
-async function holders(url: string): Promise<Map<string, string>> {
-  const rows = await query<{ instance: string; replica: string }>(url, `
-    SELECT s.instance, r.name AS replica FROM stream_leases l JOIN streams s ON s.id = l.stream_id
-    JOIN replicas r ON r.id = l.replica_id AND r.expires_at > now() WHERE l.expires_at > now() AND s.resource <> '(callout)'`);
-  return new Map(rows.map((r) => [r.instance, r.replica]));
-}
 
 async function fences(url: string): Promise<Map<string, number>> {
   const rows = await query<{ instance: string; fence: string }>(url, 'SELECT s.instance, l.fence FROM stream_leases l JOIN streams s ON s.id = l.stream_id');

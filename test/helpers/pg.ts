@@ -37,3 +37,25 @@ export async function freshPgDatabase(prefix = 't'): Promise<string> {
 
 /** `describe` for PostgreSQL tests: skipped only as skipPg says. */
 export const describePg: typeof describe.skip = skipPg ? describe.skip : describe;
+
+/** One statement on the database of `url`, on a connection of its own: the test's view, not a store's. */
+export async function query<T extends pg.QueryResultRow>(url: string, text: string): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query<T>(text)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * Who holds which polled stream by the database's view, by instance name: running leases of
+ * live replicas only (the callout streams, one per instance, left out).
+ */
+export async function holders(url: string): Promise<Map<string, string>> {
+  const rows = await query<{ instance: string; replica: string }>(url, `
+    SELECT s.instance, r.name AS replica FROM stream_leases l JOIN streams s ON s.id = l.stream_id
+    JOIN replicas r ON r.id = l.replica_id AND r.expires_at > now() WHERE l.expires_at > now() AND s.resource <> '(callout)'`);
+  return new Map(rows.map((r) => [r.instance, r.replica]));
+}
