@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import pg from 'pg';
 import { expect, it } from 'vitest';
@@ -134,6 +135,28 @@ describePg('the CLI on a PostgreSQL URL', () => {
         const result = await runCli([...args, '--db', target.toString()]);
         expect(result.code, `${args.join(' ')} ${target.port}${target.pathname}`).toBe(1);
         expect(result.stderr.split('\n'), `${args.join(' ')} ${target.port}${target.pathname}`).toEqual([expect.stringMatching(expected)]);
+        expect(result.stderr + result.stdout).not.toContain('S3cret-pw');
+      }
+    }
+  });
+
+  // The daemon's start said it with a stack and exit 70 ("a bug"): it is the operator's to fix,
+  // and systemd restarts on exit 1.
+  it('run on a database out of reach or missing: one line naming it, exit 1, no password, no stack', async () => {
+    const url = new URL(await freshPgDatabase('cli'));
+    url.username = 'postgres';
+    url.password = 'S3cret-pw';
+    const closedPort = new URL(url);
+    closedPort.port = '1';
+    const missing = new URL(url);
+    missing.pathname = '/no_such_database';
+    const config = writeJson(tempDir(), 'c.json', simConfig('http://127.0.0.1:9', 'http://127.0.0.1:9/hook', 'whsec_' + randomBytes(24).toString('base64')));
+    for (const [target, expected] of [[closedPort, /ECONNREFUSED/], [missing, /database "no_such_database" does not exist$/]] as const) {
+      for (const args of [['run', '--once'], ['run']]) {
+        const result = await runCli([...args, '-c', config, '--db', target.toString()], SIM_ENV);
+        expect(result.code, args.join(' ')).toBe(1);
+        const lines = result.stderr.split('\n').filter((l) => l !== '');
+        expect(lines, args.join(' ')).toEqual([expect.stringMatching(new RegExp(`^pollbridge: cannot open the database postgres://postgres@[\\d.]+:\\d+/\\S+: .*${expected.source}`))]);
         expect(result.stderr + result.stdout).not.toContain('S3cret-pw');
       }
     }

@@ -5,9 +5,8 @@ import { describeDatabaseUrl, isPostgresUrl, loadConfig } from '../config/load.j
 import type { PollbridgeConfig } from '../config/types.js';
 import { StoreOpenError } from '../store/files.js';
 import { isDaemonLockHeld } from '../store/lock.js';
-import { MigrationError } from '../store/migrate.js';
 import { pgErrorText } from '../store/pg/pgErrors.js';
-import { PgStore } from '../store/pg/pgStore.js';
+import { openPgStore } from '../store/pg/pgStore.js';
 import { SqliteStore } from '../store/sqliteStore.js';
 import type { Store } from '../store/types.js';
 import { configPath } from './options.js';
@@ -55,16 +54,6 @@ function openSqlite(path: string, readonly: boolean): Store {
   }
 }
 
-async function openPg(db: Extract<CliDatabase, { kind: 'postgres' }>, readonly: boolean): Promise<Store> {
-  try {
-    return await PgStore.open(db.url, { readonly, max: 2 });
-  } catch (err) {
-    if (err instanceof MigrationError) throw new MigrationError(`${db.display}: ${err.message}`);
-    // Unreachable, refused, wrong password: one line naming the database, never its password.
-    throw new StoreOpenError(`cannot open the database ${db.display}: ${pgErrorText(err)}`);
-  }
-}
-
 /**
  * Runs `use` on the command's database (see cliDatabase; a SQLite file must exist already) and
  * closes it afterwards whatever happens.
@@ -73,7 +62,7 @@ export async function withCliStore<T>(
   opts: { db?: string; config?: string }, mode: { readonly: boolean; config?: PollbridgeConfig }, use: (store: Store, db: CliDatabase) => Promise<T>,
 ): Promise<T> {
   const db = cliDatabase(opts, mode.config);
-  const store = db.kind === 'sqlite' ? openSqlite(db.path, mode.readonly) : await openPg(db, mode.readonly);
+  const store = db.kind === 'sqlite' ? openSqlite(db.path, mode.readonly) : await openPgStore(db.url, db.display, { readonly: mode.readonly, max: 2 });
   try {
     return await use(store, db);
   } finally {

@@ -12,7 +12,7 @@ import { type Authenticator, createAuthenticator, TOKEN_REQUEST_TIMEOUT_MS } fro
 import { DEFAULT_FETCH_POLICY, type FetchPolicy } from '../poll/retry.js';
 import { createGetText, createHttpClient, type GetText } from '../poll/httpClient.js';
 import { acquireDaemonLock } from '../store/lock.js';
-import { PgStore } from '../store/pg/pgStore.js';
+import { openPgStore } from '../store/pg/pgStore.js';
 import { ThreadedStore } from '../store/threadedStore.js';
 import { CALLOUT_RESOURCE, type CalloutReceipt, type Lease, LeaseLostError, type Store, type Stream } from '../store/types.js';
 import { type Instant, instantFromMs, msFromInstant } from '../time/instant.js';
@@ -625,7 +625,7 @@ export class Daemon {
   private async openStore(): Promise<Store> {
     const url = this.config.databaseUrl;
     if (url) {
-      return PgStore.open(url, {
+      return openPgStore(url, this.config.database, {
         replicaName: this.options.replicaName,
         onIdleError: (err) => this.log.warn('a database connection was lost while idle; the next call opens another', { error: err.message }),
       });

@@ -14,13 +14,11 @@ export type PgContext = {
   /** `id` is new every start; `name` is the host's (or --replica), for people. */
   replica: { id: string; name: string };
   /**
-   * How long a claim on a notification or a callout receipt lasts (ms): longer than the longest
-   * request its claimant may make for it, so that no other replica takes it while that may run.
+   * How long a claim lasts where its caller names none (ms): a callout receipt being turned into
+   * an event, a notification outside any DeliveryGroup. Longer than the requests its claimant may
+   * make for it, so that no other replica takes it while they may run.
    */
   claimMs: number;
   /** The next commit number each stream's current poll chain accepts (PageCommit.chain), in this process. */
   chains: Map<number, { id: string; next: number }>;
 };
-
-const NOT_YET = 'not implemented yet';
-export const notYet = (what: string): Error => new Error(`${what}: ${NOT_YET}`);

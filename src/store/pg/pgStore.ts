@@ -2,7 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type pg from 'pg';
 import type { Store } from '../types.js';
+import { StoreOpenError } from '../files.js';
+import { MigrationError } from '../migrate.js';
 import type { PgContext } from './context.js';
+import { pgErrorText } from './pgErrors.js';
 import { PgCluster } from './pgCluster.js';
 import { migratePg, requireMigratedPg } from './pgMigrate.js';
 import * as outbox from './pgOutbox.js';
@@ -91,5 +94,19 @@ export class PgStore implements Store {
 
   async close(): Promise<void> {
     await Promise.all([this.ctx.pool.end(), this.ctx.lockPool.end(), this.leasePool.end()]);
+  }
+}
+
+/**
+ * PgStore.open for the daemon and the commands: a database out of reach, refusing us or needing a
+ * migration is the operator's to fix, said in one line naming it by `name` (never the URL, which
+ * may hold a password), not a bug with a stack.
+ */
+export async function openPgStore(url: string, name: string, options: PgStoreOptions = {}): Promise<PgStore> {
+  try {
+    return await PgStore.open(url, options);
+  } catch (err) {
+    if (err instanceof MigrationError) throw new MigrationError(`${name}: ${err.message}`);
+    throw new StoreOpenError(`cannot open the database ${name}: ${pgErrorText(err)}`);
   }
 }
