@@ -53,13 +53,16 @@ export async function startApiProxy(target: string, answer: (req: ProxiedRequest
       record.endMs = Date.now();
       record.aborted = aborted;
     };
-    res.on('finish', () => end(false));
+    // An answer ends its request where the proxy ends it, in the same tick: 'finish' comes later,
+    // after the client (another process) may already have read it and sent its next request,
+    // which then counted as a second one in flight.
     res.on('close', () => end(!res.writableFinished));
     const scripted = answer(record);
     if (scripted) {
       record.status = scripted.status;
       res.writeHead(scripted.status, { 'content-type': 'application/json', ...scripted.headers });
       res.end(scripted.body ?? JSON.stringify({ Message: `proxy answered ${scripted.status}` }));
+      end(false);
       return;
     }
     const forward = http.request({
@@ -68,6 +71,8 @@ export async function startApiProxy(target: string, answer: (req: ProxiedRequest
     }, (up) => {
       record.status = up.statusCode;
       res.writeHead(up.statusCode ?? 502, up.headers);
+      // Before the pipe's own 'end' listener writes the end: nothing is read by then.
+      up.once('end', () => end(false));
       up.pipe(res);
     });
     forward.on('error', () => res.destroy());
