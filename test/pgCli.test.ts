@@ -74,6 +74,18 @@ async function withReplicas(url: string, run: () => Promise<void>): Promise<void
   }
 }
 
+/** A fresh database's URL with a password, the same on a closed port, and one naming a database that does not exist. */
+async function databasesOutOfReach(): Promise<{ url: URL; closedPort: URL; missing: URL }> {
+  const url = new URL(await freshPgDatabase('cli'));
+  url.username = 'postgres';
+  url.password = 'S3cret-pw';
+  const closedPort = new URL(url);
+  closedPort.port = '1';
+  const missing = new URL(url);
+  missing.pathname = '/no_such_database';
+  return { url, closedPort, missing };
+}
+
 describePg('the CLI on a PostgreSQL URL', () => {
   it('events list prints what it prints for SQLite; events show; replay names the replicas that send', async () => {
     const [url, file] = await filledBoth();
@@ -117,13 +129,7 @@ describePg('the CLI on a PostgreSQL URL', () => {
   });
 
   it('a database out of reach, or missing, or not migrated: one line naming it, exit 1, no password', async () => {
-    const url = new URL(await freshPgDatabase('cli'));
-    url.username = 'postgres';
-    url.password = 'S3cret-pw';
-    const closedPort = new URL(url);
-    closedPort.port = '1';
-    const missing = new URL(url);
-    missing.pathname = '/no_such_database';
+    const { url, closedPort, missing } = await databasesOutOfReach();
     // replay writes, and migrates an empty database as the daemon would: only the readers refuse one.
     const cases: [URL, RegExp, string[][]][] = [
       [closedPort, /^pollbridge: cannot open the database postgres:\/\/postgres@127\.0\.0\.1:1\/\S+: .*ECONNREFUSED/, [['status'], ['events', 'list'], ['replay', 'N1']]],
@@ -143,13 +149,7 @@ describePg('the CLI on a PostgreSQL URL', () => {
   // The daemon's start said it with a stack and exit 70 ("a bug"): it is the operator's to fix,
   // and systemd restarts on exit 1.
   it('run on a database out of reach or missing: one line naming it, exit 1, no password, no stack', async () => {
-    const url = new URL(await freshPgDatabase('cli'));
-    url.username = 'postgres';
-    url.password = 'S3cret-pw';
-    const closedPort = new URL(url);
-    closedPort.port = '1';
-    const missing = new URL(url);
-    missing.pathname = '/no_such_database';
+    const { url, closedPort, missing } = await databasesOutOfReach();
     const config = writeJson(tempDir(), 'c.json', simConfig('http://127.0.0.1:9', 'http://127.0.0.1:9/hook', 'whsec_' + randomBytes(24).toString('base64')));
     for (const [target, expected] of [[closedPort, /ECONNREFUSED/], [missing, /database "no_such_database" does not exist$/]] as const) {
       for (const args of [['run', '--once'], ['run']]) {
